@@ -1,0 +1,18 @@
+"""myelin: stop neural networks from forgetting.
+
+Exact weight importances (Fisher, MAS, SI, SIG) and the consolidation methods that use them.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import importance
+from .importance import Importance
+
+try:
+    __version__ = version("myelin")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+local"
+
+__all__ = ["Importance", "__version__", "importance"]

@@ -1,0 +1,51 @@
+"""Weight-importance estimators: how much each parameter matters for what was learned.
+
+Estimators (all return an `Importance`, a mapping parameter name -> tensor):
+
+* `fisher` — diagonal Fisher (empirical, sampled "true", or exact expectation over classes);
+* `mas` — Memory Aware Synapses, mean |∂ Σ_c softmax_c² / ∂θ| per sample;
+* `signal` — SIG, total absolute signal through each connection, forward passes only;
+* `SynapticIntelligence` — online SI from the training path.
+
+Fisher and MAS use exact per-sample gradients from one batched forward and backward per batch:
+forward hooks keep each layer's input, one backward pass from the logits gives each layer's
+output gradient δ, and a per-layer rule forms Σ_n f(g_n) (for Linear, f(δ)ᵀ f(x): one matmul).
+Layers without a rule (e.g. MultiheadAttention) use `torch.func` (vmap of a vector-Jacobian
+product), so any model works. `register_rule` adds a rule for a custom layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .._registry import Registry
+from ._rules import register_rule
+from .base import Importance, eval_mode, iter_batches, trainable_parameters
+from .fisher import fisher
+from .mas import mas
+from .si import SynapticIntelligence
+from .sig import signal
+
+__all__ = [
+    "ESTIMATORS",
+    "Importance",
+    "SynapticIntelligence",
+    "eval_mode",
+    "fisher",
+    "iter_batches",
+    "mas",
+    "register_rule",
+    "signal",
+    "trainable_parameters",
+]
+
+ESTIMATORS: Registry[Callable[..., Importance]] = Registry("importance estimator")
+ESTIMATORS.add("fisher", fisher, "empirical Fisher: mean squared per-sample grad of log p(y|x)")
+ESTIMATORS.add("fisher-sampled", lambda model, data, **kw: fisher(model, data, empirical=False,
+                                                                   **kw),
+               "true Fisher, one label sampled from the model per sample")
+ESTIMATORS.add("fisher-exact", lambda model, data, **kw: fisher(model, data, empirical=False,
+                                                                 exact=True, **kw),
+               "true Fisher, exact expectation over all classes")
+ESTIMATORS.add("mas", mas, "MAS: mean |per-sample grad of sum of squared softmax outputs|")
+ESTIMATORS.add("signal", signal, "SIG: total absolute signal through each connection")

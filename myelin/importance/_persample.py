@@ -1,0 +1,336 @@
+"""Exact per-sample gradient reductions in one batched forward and backward pass.
+
+For every batch: one forward pass with hooks that keep each handled layer's input and output;
+the estimator turns the logits into cotangents (the gradient of each sample's objective w.r.t.
+its logits, shape (M, N, ..., C)); one backward pass from the logits to the kept layer outputs
+gives δ for every layer; each layer's rule (`_rules.py`) turns (input, δ) into Σ_n f(g_n) for the
+per-sample parameter gradients g_n. Parameters of layers without a rule go through a generic
+`torch.func` path (vmap over samples of a vector-Jacobian product), so every model works.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vjp, vmap
+
+from .._progress import progress_bar
+from ._rules import Rule, find_rule
+from .base import eval_mode, iter_batches, trainable_parameters
+
+__all__ = ["REDUCTIONS", "Cotangent", "per_sample_sum"]
+
+Cotangent = Callable[[Tensor, "Tensor | None"], Tensor]
+REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "square": torch.square,   # Σ_n g_n²  (Fisher)
+    "abs": torch.abs,         # Σ_n |g_n| (MAS)
+    "sum": lambda t: t,       # Σ_n g_n   (gradient of the summed objective)
+}
+_CHUNK_ELEMENTS = 1 << 24     # bound on materialised per-sample gradient elements at once
+
+
+@dataclass
+class _Layer:
+    module: nn.Module
+    rule: Rule
+    names: dict[str, str]            # local parameter name -> model parameter name
+    shared: bool                     # some parameter also belongs to another layer
+
+
+@dataclass
+class _Plan:
+    layers: list[_Layer]
+    fallback: list[str]              # parameter names computed by the torch.func path
+    fallback_modules: list[str]
+
+
+@dataclass
+class _Record:
+    layer: _Layer
+    inputs: tuple[Any, ...]
+    output: Tensor
+
+
+@dataclass
+class _Capture:
+    records: list[_Record] = field(default_factory=list)
+    active: bool = False
+    batch: int = 0
+    misfits: set[int] = field(default_factory=set)   # layers routed to the fallback
+    unused: set[int] = field(default_factory=set)    # layers whose parameters get no gradient
+
+
+class _NotBatchFirst(Exception):
+    pass
+
+
+def _plan(model: nn.Module, params: dict[str, nn.Parameter], fallback: str,
+          force: set[int]) -> _Plan:
+    id2name = {id(p): n for n, p in params.items()}
+    owners: Counter[int] = Counter()
+    candidates: list[tuple[str, nn.Module, dict[str, str]]] = []
+    for mod_name, module in model.named_modules():
+        own = {ln: id2name[id(p)] for ln, p in module.named_parameters(recurse=False)
+               if p.requires_grad and id(p) in id2name}
+        if own:
+            candidates.append((mod_name, module, own))
+            owners.update(id(params[n]) for n in own.values())
+    layers, fb, fb_modules = [], set(), []
+    for mod_name, module, own in candidates:
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is None:
+            raise ValueError(
+                f"Layer {mod_name!r} ({type(module).__name__}) has track_running_stats=False, so "
+                "it normalises with batch statistics even in eval mode: samples are not "
+                "independent and per-sample importances are undefined."
+            )
+        rule = None if id(module) in force else find_rule(module)
+        if rule is None:
+            fb.update(own.values())
+            fb_modules.append(f"{mod_name or '<model>'} ({type(module).__name__})")
+        else:
+            shared = any(owners[id(params[n])] > 1 for n in own.values())
+            layers.append(_Layer(module, rule, own, shared))
+    if fb and fallback != "functional":
+        raise TypeError(
+            f"No per-sample rule for {', '.join(fb_modules)}, which hold trainable parameters. "
+            "Pass fallback='functional' (torch.func, slower) or call "
+            "myelin.importance.register_rule."
+        )
+    # a parameter with any owner on the fallback path is computed there entirely
+    for layer in layers:
+        layer.names = {ln: n for ln, n in layer.names.items() if n not in fb}
+    return _Plan([la for la in layers if la.names], sorted(fb), fb_modules)
+
+
+def _grads_to_outputs(logits: Tensor, outputs: list[Tensor], cot: Tensor) -> list[Tensor | None]:
+    """δ for each kept output: list of (M, *output.shape) (None where unused)."""
+    if cot.shape[0] == 1:
+        grads = torch.autograd.grad(logits, outputs, cot[0], allow_unused=True)
+        return [None if g is None else g.unsqueeze(0) for g in grads]
+    try:
+        grads = torch.autograd.grad(logits, outputs, cot, allow_unused=True,
+                                    is_grads_batched=True, retain_graph=True)
+    except RuntimeError:  # an op without a batching rule: one backward per objective
+        per_m = [torch.autograd.grad(logits, outputs, c, allow_unused=True, retain_graph=True)
+                 for c in cot]
+        grads = tuple(None if per_m[0][i] is None else torch.stack([g[i] for g in per_m])
+                      for i in range(len(outputs)))
+    return list(grads)
+
+
+def _slice_inputs(inputs: tuple[Any, ...], sl: slice) -> tuple[Any, ...]:
+    return tuple(a[sl] if isinstance(a, Tensor) and a.dim() > 0 else a for a in inputs)
+
+
+def _functional_sums(model: nn.Module, names: list[str], x: Tensor, cot: Tensor,
+                     f: Callable[[Tensor], Tensor]) -> dict[str, Tensor]:
+    """Σ_m Σ_n f(g) for the named parameters via vmap over samples of a VJP."""
+    all_params = dict(model.named_parameters())
+    diff = {n: all_params[n].detach() for n in names}
+    rest = {n: p.detach() for n, p in all_params.items() if n not in diff}
+
+    def one(p: dict[str, Tensor], xk: Tensor, ck: Tensor) -> dict[str, Tensor]:
+        def forward(q: dict[str, Tensor]) -> Tensor:
+            return functional_call(model, {**rest, **q}, (xk.unsqueeze(0),)).squeeze(0)
+        _, pull = vjp(forward, p)
+        return vmap(pull)(ck)[0]
+
+    numel = max(1, sum(diff[n].numel() for n in names) * cot.shape[0])
+    step = max(1, _CHUNK_ELEMENTS // numel)
+    sums = {n: torch.zeros_like(diff[n]) for n in names}
+    for i in range(0, len(x), step):
+        g = vmap(one, in_dims=(None, 0, 1))(diff, x[i:i + step], cot[:, i:i + step])
+        for n in names:
+            sums[n] += f(g[n]).sum((0, 1))
+    return sums
+
+
+def per_sample_sum(
+    model: nn.Module,
+    data: Any,
+    cotangent: Cotangent,
+    *,
+    reduce: str,
+    batch_size: int = 256,
+    max_samples: int | None = None,
+    fallback: str = "functional",
+    progress: bool | None = None,
+    desc: str = "importance",
+) -> tuple[dict[str, Tensor], int]:
+    """Σ over samples (and objectives) of f(per-sample gradient), for every trainable parameter.
+
+    Args:
+        model: Maps x of shape (N, ...) to logits of shape (N, ..., C). Mode restored after.
+        data: Any form accepted by `iter_batches`.
+        cotangent: ``(logits, y) -> (M, *logits.shape)``, the gradient of each sample's
+            objective(s) with respect to its logits.
+        reduce: Key of `REDUCTIONS`: "square", "abs" or "sum".
+        batch_size: Batch size used when `data` is a pair, tensor or dataset.
+        max_samples: Use at most this many samples.
+        fallback: "functional" (torch.func for layers without a rule) or "error".
+        progress: Show a progress bar (None: only on a terminal).
+        desc: Progress bar label.
+
+    Returns:
+        (sums, n): name -> tensor of the parameter's shape, and the number of samples used.
+
+    """
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {sorted(REDUCTIONS)}. Got {reduce!r}.")
+    if fallback not in ("functional", "error"):
+        raise ValueError(f"fallback must be 'functional' or 'error'. Got {fallback!r}.")
+    f = REDUCTIONS[reduce]
+    params = trainable_parameters(model)
+    if not params:
+        raise ValueError("model has no trainable parameters (all have requires_grad=False).")
+    first = next(iter(params.values()))
+    sums = {n: torch.zeros_like(p, memory_format=torch.contiguous_format)
+            for n, p in params.items()}
+    capture = _Capture()
+    plan = _plan(model, params, fallback, capture.misfits)
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Any, layer: _Layer) -> Any:
+        if not capture.active:
+            return None
+        if not isinstance(output, Tensor) or output.dim() == 0 or output.shape[0] != capture.batch:
+            capture.misfits.add(id(module))
+            raise _NotBatchFirst
+        inputs = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
+        capture.records.append(_Record(layer, inputs, output))
+        return output.clone()  # later in-place ops (ReLU(inplace=True)) must not touch `output`
+
+    n_seen = 0
+    with eval_mode(model), torch.enable_grad():
+        handles: list[Any] = []
+
+        def install(p: _Plan) -> None:
+            for h in handles:
+                h.remove()
+            handles.clear()
+            for layer in p.layers:
+                handles.append(layer.module.register_forward_hook(
+                    lambda m, a, o, layer=layer: hook(m, a, o, layer)))
+
+        install(plan)
+        try:
+            batches = iter_batches(data, batch_size=batch_size, max_samples=max_samples,
+                                   device=first.device, dtype=first.dtype)
+            for x, y in progress_bar(batches, progress=progress, desc=desc, unit="batch"):
+                while True:
+                    capture.records.clear()
+                    capture.batch, capture.active = len(x), True
+                    try:
+                        logits = model(x)
+                    except _NotBatchFirst:
+                        if fallback != "functional":
+                            raise ValueError(
+                                "A layer's output does not have the samples on its first "
+                                "dimension; use fallback='functional'.") from None
+                        plan = _plan(model, params, fallback, capture.misfits)
+                        install(plan)
+                        continue
+                    finally:
+                        capture.active = False
+                    if _route_silent_layers(plan, capture, logits, params):
+                        plan = _plan(model, params, fallback, capture.misfits)
+                        install(plan)
+                        continue
+                    break
+                cot = _checked_cotangent(cotangent, logits, y, n_seen)
+                _accumulate_rules(plan, capture.records, logits, cot, f, sums)
+                capture.records.clear()
+                if plan.fallback:
+                    for n, v in _functional_sums(model, plan.fallback, x, cot, f).items():
+                        sums[n] += v
+                n_seen += len(x)
+        finally:
+            for h in handles:
+                h.remove()
+    for n, v in sums.items():
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"Per-sample gradients of parameter {n!r} are NaN or inf; the "
+                             "model produces non-finite gradients on this data.")
+    return sums, n_seen
+
+
+def _route_silent_layers(plan: _Plan, capture: _Capture, logits: Tensor,
+                         params: dict[str, nn.Parameter]) -> bool:
+    """Send layers whose hook did not fire but whose parameters were used to the fallback.
+
+    E.g. MultiheadAttention reads its ``out_proj`` weights without calling ``out_proj``. A layer
+    whose parameters get no gradient at all is simply unused (zero importance). Returns True if
+    the plan must change.
+    """
+    fired = {id(r.layer.module) for r in capture.records}
+    silent = [la for la in plan.layers
+              if id(la.module) not in fired and id(la.module) not in capture.unused]
+    if not silent or not logits.requires_grad:
+        return False
+    tensors = [params[n] for la in silent for n in la.names.values()]
+    grads = iter(torch.autograd.grad(logits.sum(), tensors, allow_unused=True, retain_graph=True))
+    changed = False
+    for la in silent:
+        used = [g is not None for g in (next(grads) for _ in la.names)]
+        if any(used):
+            capture.misfits.add(id(la.module))
+            changed = True
+        else:
+            capture.unused.add(id(la.module))
+    return changed
+
+
+def _checked_cotangent(cotangent: Cotangent, logits: Any, y: Tensor | None, start: int) -> Tensor:
+    if not isinstance(logits, Tensor) or logits.dim() < 2:
+        raise TypeError(
+            "The model must return a logits tensor of shape (N, C) or (N, ..., C); got "
+            + (f"shape {tuple(logits.shape)}." if isinstance(logits, Tensor)
+               else f"{type(logits).__name__}.")
+        )
+    if not bool(torch.isfinite(logits.detach()).all()):
+        raise ValueError(f"The model's outputs are NaN or inf for the batch at sample {start}.")
+    cot = cotangent(logits.detach(), y)
+    if not bool(torch.isfinite(cot).all()):
+        raise ValueError(f"Gradients w.r.t. the outputs are NaN or inf at sample {start}.")
+    return cot
+
+
+def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: Tensor,
+                      f: Callable[[Tensor], Tensor], sums: dict[str, Tensor]) -> None:
+    if not records:
+        return
+    deltas = _grads_to_outputs(logits, [r.output for r in records], cot)
+    calls = Counter(id(r.layer.module) for r in records)
+    slow: list[tuple[_Record, Tensor]] = []
+    for rec, delta in zip(records, deltas):
+        if delta is None:
+            continue
+        layer = rec.layer
+        res = None
+        if layer.rule.reduce is not None and calls[id(layer.module)] == 1 and not layer.shared:
+            res = layer.rule.reduce(layer.module, rec.inputs, delta, f)
+        if res is None:
+            slow.append((rec, delta))
+            continue
+        for local, name in layer.names.items():
+            sums[name] += res[local]
+    if not slow:
+        return
+    m, n = cot.shape[0], cot.shape[1]
+    numel = max(sum(p.numel() for p in rec.layer.module.parameters(recurse=False))
+                for rec, _ in slow) * m
+    step = max(1, _CHUNK_ELEMENTS // max(1, numel))
+    for i in range(0, n, step):
+        sl = slice(i, i + step)
+        acc: dict[str, Tensor] = {}
+        for rec, delta in slow:
+            grads = rec.layer.rule.per_sample(rec.layer.module, _slice_inputs(rec.inputs, sl),
+                                              delta[:, sl])
+            for local, name in rec.layer.names.items():
+                acc[name] = grads[local] if name not in acc else acc[name] + grads[local]
+        for name, g in acc.items():
+            sums[name] += f(g).sum((0, 1))

@@ -1,0 +1,232 @@
+"""Per-layer rules turning a layer's input and output-gradient into per-sample parameter gradients.
+
+Conventions: ``inputs`` is the tuple of positional tensors the layer was called with (detached);
+``delta`` is the gradient of each sample's objective w.r.t. the layer's output, with a leading
+axis M for several objectives per sample (M = 1 except for the exact Fisher, M = C):
+shape (M, N, *output.shape[1:]). A rule's ``per_sample`` returns, per local parameter name, a
+tensor of shape (M, N, *param.shape) — the exact per-sample gradients. Its optional ``reduce``
+returns Σ_m Σ_n f(g_mn) directly, for an elementwise ``f`` in {square, abs, identity} that is
+multiplicative (f(ab) = f(a) f(b)); it returns None where no shortcut applies.
+
+Linear (2-D input): g_n = δ_n x_nᵀ is rank one, so Σ_n f(g_n) = f(δ)ᵀ f(x): one matmul, no
+per-sample tensor (BackPACK's observation). Conv: per-sample gradients via unfold, one batched
+matmul. Embedding: row-sparse per-sample gradients summed per (sample, token id) with index_add.
+Norm layers: per-sample gradients are (N, C), cheap to materialise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["RULES", "Rule", "find_rule", "register_rule"]
+
+PerSample = Callable[[nn.Module, tuple[Tensor, ...], Tensor], dict[str, Tensor]]
+Reduce = Callable[[nn.Module, tuple[Tensor, ...], Tensor, Callable[[Tensor], Tensor]],
+                  "dict[str, Tensor] | None"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How to get per-sample gradients of one layer type's own parameters."""
+
+    per_sample: PerSample
+    reduce: Reduce | None = None
+    supports: Callable[[nn.Module], bool] | None = None
+
+
+RULES: dict[type[nn.Module], Rule] = {}
+
+
+def register_rule(module_type: type[nn.Module], per_sample: PerSample,
+                  reduce: Reduce | None = None,
+                  supports: Callable[[nn.Module], bool] | None = None) -> None:
+    """Teach the gradient estimators a layer type (used when its ``forward`` is not overridden).
+
+    Args:
+        module_type: The layer class.
+        per_sample: ``(module, inputs, delta) -> {param_name: (M, N, *param.shape)}``.
+        reduce: Optional shortcut ``(module, inputs, delta, f) -> {param_name: Σ f(g)}`` or None.
+        supports: Optional predicate; a layer it rejects goes to the generic fallback.
+
+    """
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise TypeError(f"module_type must be an nn.Module subclass. Got {module_type!r}.")
+    RULES[module_type] = Rule(per_sample, reduce, supports)
+
+
+def find_rule(module: nn.Module) -> Rule | None:
+    """The rule for `module`'s class or a base class whose ``forward`` it does not override."""
+    cls = type(module)
+    for base in cls.__mro__:
+        if base in RULES and cls.forward is base.forward:
+            rule = RULES[base]
+            return rule if rule.supports is None or rule.supports(module) else None
+    return None
+
+
+# Linear ----------------------------------------------------------------------------------------
+def _linear_per_sample(module: nn.Linear, inputs: tuple[Tensor, ...], delta: Tensor):
+    x = inputs[0]
+    x3 = x.reshape(x.shape[0], -1, x.shape[-1])                    # (N, T, I)
+    d4 = delta.reshape(delta.shape[0], delta.shape[1], -1, delta.shape[-1])  # (M, N, T, O)
+    out = {"weight": torch.einsum("mnto,nti->mnoi", d4, x3)}
+    if module.bias is not None:
+        out["bias"] = d4.sum(2)
+    return out
+
+
+def _linear_reduce(module: nn.Linear, inputs, delta, f):
+    x = inputs[0]
+    if x.dim() != 2:
+        return None  # tokens: g_n = Σ_t δ_nt x_ntᵀ is not rank one
+    fd = f(delta).sum(0)                                             # (N, O)
+    out = {"weight": fd.t() @ f(x)}
+    if module.bias is not None:
+        out["bias"] = fd.sum(0)
+    return out
+
+
+register_rule(nn.Linear, _linear_per_sample, _linear_reduce)
+
+
+# Conv1d / Conv2d -------------------------------------------------------------------------------
+def conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
+    """Unfold the (padded) input into kernel patches: (N, C*prod(kernel), P)."""
+    pad = module._reversed_padding_repeated_twice
+    if any(pad):
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        x = F.pad(x, pad, mode=mode)
+    if isinstance(module, nn.Conv1d):
+        x = x.unsqueeze(2)
+        k, d, s = (1, *module.kernel_size), (1, *module.dilation), (1, *module.stride)
+    else:
+        k, d, s = module.kernel_size, module.dilation, module.stride
+    return F.unfold(x, k, dilation=d, stride=s)
+
+
+def _conv_per_sample(module: nn.Conv1d | nn.Conv2d, inputs, delta):
+    x = inputs[0]
+    unbatched = x.dim() == module.weight.dim() - 1
+    if unbatched:
+        raise ValueError(f"{type(module).__name__} got an unbatched input; "
+                         "importance estimation needs a leading sample dimension.")
+    g = module.groups
+    patches = conv_patches(module, x)                               # (N, C*kk, P)
+    n, ckk, p = patches.shape
+    patches = patches.reshape(n, g, ckk // g, p)
+    m = delta.shape[0]
+    out_ch = delta.shape[2]
+    d = delta.reshape(m, n, g, out_ch // g, -1)                     # (M, N, G, O/G, P)
+    w = torch.einsum("mngop,ngcp->mngoc", d, patches)
+    res = {"weight": w.reshape(m, n, *module.weight.shape)}
+    if module.bias is not None:
+        res["bias"] = delta.reshape(m, n, out_ch, -1).sum(-1)
+    return res
+
+
+register_rule(nn.Conv1d, _conv_per_sample)
+register_rule(nn.Conv2d, _conv_per_sample)
+
+
+# Embedding -------------------------------------------------------------------------------------
+def _embedding_scatter(module: nn.Embedding, idx: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
+    """Per (objective, sample, id) summed gradient rows: keys (U,), rows (U, D)."""
+    m, n = delta.shape[:2]
+    vocab, dim = module.weight.shape
+    idx = idx.reshape(n, -1)
+    d = delta.reshape(m, n, -1, dim)
+    if module.padding_idx is not None:
+        d = d * (idx != module.padding_idx).unsqueeze(-1).to(d.dtype)
+    sample_key = torch.arange(m * n, device=idx.device).reshape(m, n, 1) * vocab
+    keys = (sample_key + idx.unsqueeze(0)).reshape(-1)
+    uniq, inv = torch.unique(keys, return_inverse=True)
+    rows = d.new_zeros(len(uniq), dim).index_add_(0, inv, d.reshape(-1, dim))
+    return uniq, rows
+
+
+def _embedding_per_sample(module: nn.Embedding, inputs, delta):
+    m, n = delta.shape[:2]
+    vocab, dim = module.weight.shape
+    uniq, rows = _embedding_scatter(module, inputs[0], delta)
+    out = delta.new_zeros(m * n * vocab, dim).index_copy_(0, uniq, rows)
+    return {"weight": out.reshape(m, n, vocab, dim)}
+
+
+def _embedding_reduce(module: nn.Embedding, inputs, delta, f):
+    vocab, dim = module.weight.shape
+    uniq, rows = _embedding_scatter(module, inputs[0], delta)
+    return {"weight": delta.new_zeros(vocab, dim).index_add_(0, uniq % vocab, f(rows))}
+
+
+register_rule(nn.Embedding, _embedding_per_sample, _embedding_reduce,
+              supports=lambda m: not m.scale_grad_by_freq)  # per-batch counts mix samples
+
+
+# Normalisation layers (affine part) ------------------------------------------------------------
+def _affine_per_sample(module: nn.Module, x_hat: Tensor, delta: Tensor, channel_dims: int,
+                       channel_first: bool):
+    """Per-sample grads of y = γ ⊙ x̂ + β; channel dims either at 1.. or at the end."""
+    m, n = delta.shape[:2]
+    prod = delta * x_hat.unsqueeze(0)
+    if channel_first:     # (M, N, C, *spatial)
+        gw, gb = prod.reshape(m, n, x_hat.shape[1], -1).sum(-1), delta.reshape(
+            m, n, x_hat.shape[1], -1).sum(-1)
+    else:                 # (M, N, *, *normalized_shape)
+        shape = x_hat.shape[x_hat.dim() - channel_dims:]
+        gw = prod.reshape(m, n, -1, *shape).sum(2)
+        gb = delta.reshape(m, n, -1, *shape).sum(2)
+    out = {}
+    if getattr(module, "weight", None) is not None:
+        out["weight"] = gw.reshape(m, n, *module.weight.shape)
+    if getattr(module, "bias", None) is not None:
+        out["bias"] = gb.reshape(m, n, *module.bias.shape)
+    return out
+
+
+def batchnorm_xhat(module: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    """x̂ from the running statistics (eval mode), channels at dim 1."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    mean = module.running_mean.reshape(shape)
+    var = module.running_var.reshape(shape)
+    return (x - mean) / torch.sqrt(var + module.eps)
+
+
+def layernorm_xhat(module: nn.LayerNorm, x: Tensor) -> Tensor:
+    """x̂ normalised over the trailing ``normalized_shape`` dims."""
+    dims = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
+    mean = x.mean(dims, keepdim=True)
+    var = x.var(dims, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + module.eps)
+
+
+def groupnorm_xhat(module: nn.GroupNorm, x: Tensor) -> Tensor:
+    """x̂ normalised per sample and channel group."""
+    n = x.shape[0]
+    xg = x.reshape(n, module.num_groups, -1)
+    mean = xg.mean(-1, keepdim=True)
+    var = xg.var(-1, unbiased=False, keepdim=True)
+    return ((xg - mean) / torch.sqrt(var + module.eps)).reshape(x.shape)
+
+
+def _bn_per_sample(module, inputs, delta):
+    return _affine_per_sample(module, batchnorm_xhat(module, inputs[0]), delta, 1, True)
+
+
+def _ln_per_sample(module, inputs, delta):
+    x_hat = layernorm_xhat(module, inputs[0])
+    return _affine_per_sample(module, x_hat, delta, len(module.normalized_shape), False)
+
+
+def _gn_per_sample(module, inputs, delta):
+    return _affine_per_sample(module, groupnorm_xhat(module, inputs[0]), delta, 1, True)
+
+
+for _bn in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+    register_rule(_bn, _bn_per_sample)
+register_rule(nn.LayerNorm, _ln_per_sample)
+register_rule(nn.GroupNorm, _gn_per_sample)

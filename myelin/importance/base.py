@@ -1,0 +1,339 @@
+"""The `Importance` container and the plumbing shared by every estimator.
+
+An importance is one non-negative (SI: signed) number per trainable parameter element, telling how
+much the network's past behaviour depends on that element. Estimators return an `Importance`; the
+consolidation methods consume them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Importance", "eval_mode", "iter_batches", "trainable_parameters"]
+
+_META_KEY = "myelin.importance"
+
+
+class Importance(Mapping[str, Tensor]):
+    """A mapping parameter name -> importance tensor of the parameter's shape.
+
+    Supports ``a + b`` (accumulation across tasks, the seeds' Ω = Σ_t I_t), ``c * a`` and ``a / c``
+    (scaling), `stats` (per-parameter statistics), and `save`/`load` (safetensors, no pickle).
+
+    Args:
+        values: Parameter name -> tensor. Every tensor must be finite.
+        meta: JSON-serialisable description of how the values were made (estimator, options,
+            number of samples, number of tasks accumulated). Saved with the tensors.
+
+    Raises:
+        TypeError: A value is not a tensor.
+        ValueError: A value holds NaN or inf.
+
+    """
+
+    def __init__(self, values: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None):
+        self._values: dict[str, Tensor] = {}
+        for name, value in values.items():
+            if not isinstance(value, Tensor):
+                raise TypeError(
+                    f"Importance values must be tensors; {name!r} is {type(value).__name__}."
+                )
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(
+                    f"Importance for parameter {name!r} contains NaN or inf; an estimator saw "
+                    "non-finite activations or gradients (check the data and the model's weights)."
+                )
+            self._values[name] = value
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    # Mapping protocol ------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Tensor:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        est = self.meta.get("estimator", "?")
+        n = sum(v.numel() for v in self._values.values())
+        return f"Importance(estimator={est!r}, parameters={len(self)}, elements={n})"
+
+    # Arithmetic ------------------------------------------------------------------------------
+    def _check_same_layout(self, other: Importance) -> None:
+        if set(self) != set(other):
+            missing = sorted(set(self) - set(other))
+            extra = sorted(set(other) - set(self))
+            raise ValueError(
+                "Cannot combine importances over different parameters: "
+                f"only in the left operand {missing}, only in the right {extra}."
+            )
+        for name, value in self.items():
+            if value.shape != other[name].shape:
+                raise ValueError(
+                    f"Cannot combine importances: parameter {name!r} has shape "
+                    f"{tuple(value.shape)} on the left and {tuple(other[name].shape)} on the right."
+                )
+
+    def __add__(self, other: Importance) -> Importance:
+        """Accumulate two importances elementwise (Ω ← Ω + I_t)."""
+        if not isinstance(other, Importance):
+            return NotImplemented
+        self._check_same_layout(other)
+        tasks = int(self.meta.get("tasks", 1)) + int(other.meta.get("tasks", 1))
+        est_a, est_b = self.meta.get("estimator"), other.meta.get("estimator")
+        meta = {"estimator": est_a if est_a == est_b else f"{est_a}+{est_b}", "tasks": tasks}
+        return Importance({n: v + other[n].to(v) for n, v in self.items()}, meta)
+
+    def __radd__(self, other: object) -> Importance:
+        if isinstance(other, int) and other == 0:  # sum([...]) starts from 0
+            return self
+        return NotImplemented
+
+    def __mul__(self, factor: float) -> Importance:
+        """Scale every value by a finite number."""
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+            return NotImplemented
+        if not math.isfinite(factor):
+            raise ValueError(f"Importance can only be scaled by a finite number. Got {factor!r}.")
+        return Importance({n: v * factor for n, v in self.items()}, self.meta)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor: float) -> Importance:
+        if isinstance(divisor, bool) or not isinstance(divisor, (int, float)):
+            return NotImplemented
+        if divisor == 0 or not math.isfinite(divisor):
+            raise ValueError(f"Importance can only be divided by a finite non-zero number. "
+                             f"Got {divisor!r}.")
+        return self * (1.0 / divisor)
+
+    # Utilities -------------------------------------------------------------------------------
+    def to(self, *args: Any, **kwargs: Any) -> Importance:
+        """Return a copy with every tensor moved/cast as by `Tensor.to`."""
+        return Importance({n: v.to(*args, **kwargs) for n, v in self.items()}, self.meta)
+
+    @classmethod
+    def zeros_like(cls, model: nn.Module, meta: Mapping[str, Any] | None = None) -> Importance:
+        """All-zero importance for every trainable parameter of `model`."""
+        return cls({n: torch.zeros_like(p) for n, p in trainable_parameters(model).items()}, meta)
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per-parameter statistics: numel, mean, std, min, max, sum and fraction of zeros."""
+        out: dict[str, dict[str, float]] = {}
+        for name, v in self.items():
+            v64 = v.detach().double()
+            out[name] = {
+                "numel": float(v64.numel()),
+                "mean": float(v64.mean()),
+                "std": float(v64.std(unbiased=False)),
+                "min": float(v64.min()),
+                "max": float(v64.max()),
+                "sum": float(v64.sum()),
+                "zero_fraction": float((v64 == 0).double().mean()),
+            }
+        return out
+
+    def summary(self) -> str:
+        """A human-readable table of `stats`, one line per parameter."""
+        rows = [f"{'parameter':<32} {'shape':>16} {'mean':>11} {'max':>11} {'zeros':>6}"]
+        for name, s in self.stats().items():
+            shape = "x".join(str(d) for d in self[name].shape)
+            rows.append(f"{name:<32} {shape:>16} {s['mean']:>11.4g} {s['max']:>11.4g} "
+                        f"{s['zero_fraction']:>6.1%}")
+        return "\n".join(rows)
+
+    def check_compatible(self, model: nn.Module) -> None:
+        """Raise `ValueError` unless names and shapes match `model`'s trainable parameters."""
+        params = trainable_parameters(model)
+        missing = sorted(set(params) - set(self))
+        extra = sorted(set(self) - set(params))
+        wrong = [
+            f"{n}: importance {tuple(v.shape)} vs parameter {tuple(params[n].shape)}"
+            for n, v in self.items()
+            if n in params and v.shape != params[n].shape
+        ]
+        if missing or extra or wrong:
+            parts = []
+            if missing:
+                parts.append(f"parameters without importance: {missing}")
+            if extra:
+                parts.append(f"importances for parameters the model lacks: {extra}")
+            if wrong:
+                parts.append("shape mismatches: " + "; ".join(wrong))
+            raise ValueError("Importance does not match the model — " + " | ".join(parts))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the tensors and `meta` to a safetensors file (atomically: no partial file)."""
+        from safetensors.torch import save_file
+
+        path = os.fspath(path)
+        tensors = {n: v.detach().cpu().contiguous() for n, v in self.items()}
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".myelin-", suffix=".tmp", dir=directory)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={_META_KEY: json.dumps(self.meta)})
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model: nn.Module | None = None,
+             device: str | torch.device = "cpu") -> Importance:
+        """Read an importance saved by `save`; with `model`, check names and shapes match it."""
+        from safetensors import safe_open
+
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"No importance file at {path!r}.")
+        try:
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                meta_text = (f.metadata() or {}).get(_META_KEY)
+                values = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"{path!r} is not a readable safetensors file: {exc}") from exc
+        if meta_text is None:
+            raise ValueError(f"{path!r} is a safetensors file but was not written by "
+                             "Importance.save (no myelin metadata).")
+        imp = cls(values, json.loads(meta_text))
+        if model is not None:
+            imp.check_compatible(model)
+        return imp
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Name -> parameter for every parameter with ``requires_grad`` (shared ones once)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module. Got {type(model).__name__}.")
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each one's own mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _as_tensor(value: Any, what: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    raise TypeError(f"{what} must be a torch.Tensor or numpy array. Got {type(value).__name__}.")
+
+
+def _is_pair(data: Any) -> bool:
+    return (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(d, (Tensor, np.ndarray)) for d in data)
+        and len(data[0]) == len(data[1])
+        and len(data[0]) > 0
+        and not (isinstance(data[0], Tensor) and data[0].dim() == 0)
+    )
+
+
+def iter_batches(
+    data: Any,
+    *,
+    batch_size: int = 256,
+    max_samples: int | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Yield ``(x, y)`` batches from any of the accepted data forms.
+
+    Args:
+        data: A ``(X, Y)`` pair of tensors/arrays (X of shape (N, ...), Y of shape (N, ...)), a
+            tensor X alone, a `torch.utils.data.Dataset` of ``(x, y)`` items, or any iterable
+            (e.g. a DataLoader) of ``(x, y)`` batches or of bare ``x`` batches.
+        batch_size: Chunk size for pairs, tensors and datasets.
+        max_samples: Stop after this many samples (the last batch is cut).
+        device: Move batches here.
+        dtype: Cast floating-point inputs to this dtype (integer inputs, e.g. token ids, are kept).
+
+    Yields:
+        x of shape (B, ...) and y of shape (B, ...) or None when the data has no labels.
+
+    Raises:
+        ValueError: Bad batch_size/max_samples, mismatched x/y lengths, or non-finite inputs.
+        TypeError: Data of an unsupported form.
+
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int. Got {batch_size!r}.")
+    if max_samples is not None and (isinstance(max_samples, bool)
+                                    or not isinstance(max_samples, int) or max_samples < 1):
+        raise ValueError(f"max_samples must be a positive int or None. Got {max_samples!r}.")
+
+    def raw() -> Iterator[Any]:
+        if _is_pair(data):
+            xs, ys = _as_tensor(data[0], "X"), _as_tensor(data[1], "Y")
+            for i in range(0, len(xs), batch_size):
+                yield xs[i:i + batch_size], ys[i:i + batch_size]
+        elif isinstance(data, (Tensor, np.ndarray)):
+            xs = _as_tensor(data, "X")
+            for i in range(0, len(xs), batch_size):
+                yield xs[i:i + batch_size]
+        elif isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+            yield from torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+        elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, Mapping)):
+            yield from data
+        else:
+            raise TypeError(
+                "data must be a DataLoader, an iterable of (x, y) batches, a Dataset, or an "
+                f"(X, Y) pair of tensors. Got {type(data).__name__}."
+            )
+
+    seen = 0
+    for batch in raw():
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            x, y = _as_tensor(batch[0], "x"), _as_tensor(batch[1], "y")
+        elif isinstance(batch, (tuple, list)) and len(batch) == 1:
+            x, y = _as_tensor(batch[0], "x"), None
+        else:
+            x, y = _as_tensor(batch, "x"), None
+        if x.dim() == 0:
+            raise ValueError("Each batch x must have a leading sample dimension; got a scalar.")
+        if y is not None and len(y) != len(x):
+            raise ValueError(f"Batch has {len(x)} inputs but {len(y)} labels.")
+        if len(x) == 0:
+            continue
+        if max_samples is not None and seen + len(x) > max_samples:
+            keep = max_samples - seen
+            x, y = x[:keep], (None if y is None else y[:keep])
+        if x.is_floating_point():
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"Input batch starting at sample {seen} contains NaN or inf.")
+            if dtype is not None:
+                x = x.to(dtype)
+        if device is not None:
+            x = x.to(device)
+            y = None if y is None else y.to(device)
+        seen += len(x)
+        yield x, y
+        if max_samples is not None and seen >= max_samples:
+            return
+    if seen == 0:
+        raise ValueError("data yielded no samples; an importance needs at least one.")

@@ -1,0 +1,110 @@
+"""Diagonal Fisher information from exact per-sample gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._persample import per_sample_sum
+from .base import Importance
+
+__all__ = ["check_labels", "fisher"]
+
+
+def check_labels(y: Tensor | None, logits: Tensor) -> Tensor:
+    """Validate integer labels of shape logits.shape[:-1] with values in [0, C)."""
+    if y is None:
+        raise ValueError("This estimator needs labels, but the data yields inputs only. Pass "
+                         "(x, y) batches, or use empirical=False (labels sampled from the model).")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"Labels must be integer class indices. Got dtype {y.dtype}.")
+    if tuple(y.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"Labels of shape {tuple(y.shape)} do not match model outputs of shape "
+                         f"{tuple(logits.shape)} (expected labels of shape "
+                         f"{tuple(logits.shape[:-1])}).")
+    c = logits.shape[-1]
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
+        raise ValueError(f"Labels must lie in [0, {c}) for a model with {c} outputs; a batch "
+                         f"has labels in [{int(y.min())}, {int(y.max())}].")
+    return y.long()
+
+
+def fisher(
+    model: nn.Module,
+    data: Any,
+    *,
+    empirical: bool = True,
+    exact: bool = False,
+    seed: int | None = None,
+    batch_size: int = 256,
+    max_samples: int | None = None,
+    fallback: str = "functional",
+    progress: bool | None = None,
+) -> Importance:
+    """Estimate the diagonal Fisher information, F = mean_n (∂ log p(y_n | x_n) / ∂θ)².
+
+    Exact per-sample gradients (never the squared mini-batch gradient), computed in one batched
+    forward and backward pass per batch; see `myelin.importance` for how.
+
+    Args:
+        model: Classifier giving logits of shape (N, C), or (N, ..., C) for per-position labels
+            (log-likelihoods summed over positions). Its train/eval mode is restored.
+        data: A DataLoader or iterable of (x, y) batches, a Dataset, or an (X, Y) pair;
+            x of shape (N, ...), integer y of shape (N,) or (N, ...).
+        empirical: True: y is the true label (empirical Fisher). False: the "true" Fisher, with
+            y drawn from the model's own softmax, once per sample (labels in `data` unused).
+        exact: With ``empirical=False``, take the exact expectation over all C classes,
+            Σ_c p(c|x) (∂ log p(c|x)/∂θ)², instead of one sample (logits of shape (N, C) only).
+        seed: Seed for the sampled labels (``empirical=False, exact=False``).
+        batch_size: Batch size for pairs, tensors and datasets (loaders keep their own).
+        max_samples: Use at most this many samples (the closing set's size).
+        fallback: "functional" computes layers without a per-sample rule via torch.func;
+            "error" raises for them instead.
+        progress: Progress bar over batches (None: only on a terminal).
+
+    Returns:
+        Importance with one tensor per trainable parameter, ``meta`` recording the variant.
+
+    Raises:
+        ValueError: Empty data, NaN/inf, labels out of range, contradictory options.
+        TypeError: Data of an unsupported form, or non-integer labels.
+
+    """
+    if exact and empirical:
+        raise ValueError("exact=True takes the expectation over the model's own labels; "
+                         "it needs empirical=False.")
+    generator: list[torch.Generator] = []
+
+    def cotangent(logits: Tensor, y: Tensor | None) -> Tensor:
+        logp = F.log_softmax(logits, dim=-1)
+        p = logp.exp()
+        c = logits.shape[-1]
+        if exact:
+            if logits.dim() != 2:
+                raise ValueError("exact=True needs logits of shape (N, C); got "
+                                 f"{tuple(logits.shape)}. Use the sampled Fisher instead.")
+            eye = torch.eye(c, dtype=p.dtype, device=p.device)
+            # row c: sqrt(p_c) (e_c - p), so Σ_c (row·J)² = Σ_c p_c (∂ log p_c/∂θ)²
+            return p.sqrt().t().unsqueeze(-1) * (eye.unsqueeze(1) - p.unsqueeze(0))
+        if empirical:
+            labels = check_labels(y, logits)
+        else:
+            if not generator:
+                g = torch.Generator(device=logits.device)
+                g.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+                generator.append(g)
+            labels = torch.multinomial(p.reshape(-1, c), 1, generator=generator[0])
+            labels = labels.reshape(p.shape[:-1])
+        return (F.one_hot(labels, c).to(p.dtype) - p).unsqueeze(0)
+
+    sums, n = per_sample_sum(model, data, cotangent, reduce="square", batch_size=batch_size,
+                             max_samples=max_samples, fallback=fallback, progress=progress,
+                             desc="fisher")
+    variant = "empirical" if empirical else ("exact" if exact else "sampled")
+    meta = {"estimator": "fisher", "labels": variant, "n_samples": n}
+    if variant == "sampled":
+        meta["seed"] = seed
+    return Importance({k: v / n for k, v in sums.items()}, meta)

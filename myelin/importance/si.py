@@ -1,0 +1,82 @@
+"""Synaptic Intelligence (Zenke, Poole & Ganguli 2017): importance from the training path."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .base import Importance, trainable_parameters
+
+__all__ = ["SynapticIntelligence"]
+
+
+class SynapticIntelligence:
+    """Online path-integral importance, ω / ((θ − θ_start)² + ξ) at the end of a task.
+
+    After every optimizer step, `update` adds −g ⊙ Δθ to the running ω, where g is the gradient
+    the optimizer just used (the total loss's, penalties included, as in the seeds' code) and Δθ
+    the step it took. Call `update` yourself after ``optimizer.step()``, or `attach` it to the
+    optimizer once. At the end of a task, `importance` returns ω / ((θ − θ_start)² + ξ) and
+    `reset` starts the next task's window.
+
+    Args:
+        model: The network being trained; its trainable parameters are tracked.
+        damping: ξ > 0 in the denominator (0.1 in Zenke et al. and the seeds' code).
+
+    Example:
+        >>> si = SynapticIntelligence(model)
+        >>> si.attach(optimizer)            # or call si.update() after each optimizer.step()
+        >>> ...train task...
+        >>> omega = omega + si.importance(); si.reset()
+
+    """
+
+    def __init__(self, model: nn.Module, damping: float = 0.1):
+        if isinstance(damping, bool) or not isinstance(damping, (int, float)) \
+                or not math.isfinite(damping) or damping <= 0:
+            raise ValueError(f"The 'damping' parameter of SynapticIntelligence must be a finite "
+                             f"float > 0. Got {damping!r} instead.")
+        self.model = model
+        self.damping = float(damping)
+        self._params = trainable_parameters(model)
+        if not self._params:
+            raise ValueError("model has no trainable parameters (all have requires_grad=False).")
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Start a new task: ω ← 0, θ_start ← θ."""
+        self.omega_path_ = {n: torch.zeros_like(p) for n, p in self._params.items()}
+        self._start = {n: p.detach().clone() for n, p in self._params.items()}
+        self._prev = {n: p.detach().clone() for n, p in self._params.items()}
+        self.steps_ = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Account for the optimizer step just taken: ω −= g ⊙ (θ − θ_prev)."""
+        for n, p in self._params.items():
+            if p.grad is not None:
+                if not bool(torch.isfinite(p.grad).all()):
+                    raise ValueError(f"Gradient of parameter {n!r} is NaN or inf.")
+                self.omega_path_[n].sub_(p.grad * (p.detach() - self._prev[n]))
+            self._prev[n].copy_(p.detach())
+        self.steps_ += 1
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> Any:
+        """Call `update` after every ``optimizer.step()``; returns a handle with ``remove()``."""
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError("attach needs a torch.optim.Optimizer. "
+                            f"Got {type(optimizer).__name__}.")
+        return optimizer.register_step_post_hook(lambda *_: self.update())
+
+    @torch.no_grad()
+    def importance(self) -> Importance:
+        """ω / ((θ − θ_start)² + ξ) for the current task, one tensor per parameter."""
+        values: dict[str, Tensor] = {}
+        for n, p in self._params.items():
+            values[n] = self.omega_path_[n] / ((p.detach() - self._start[n]) ** 2 + self.damping)
+        return Importance(values, {"estimator": "si", "damping": self.damping,
+                                   "steps": self.steps_})
