@@ -107,20 +107,16 @@ def _plan(model: nn.Module, params: dict[str, nn.Parameter], fallback: str,
     return _Plan([la for la in layers if la.names], sorted(fb), fb_modules)
 
 
-def _grads_to_outputs(logits: Tensor, outputs: list[Tensor], cot: Tensor) -> list[Tensor | None]:
-    """δ for each kept output: list of (M, *output.shape) (None where unused)."""
-    if cot.shape[0] == 1:
-        grads = torch.autograd.grad(logits, outputs, cot[0], allow_unused=True)
-        return [None if g is None else g.unsqueeze(0) for g in grads]
-    try:
-        grads = torch.autograd.grad(logits, outputs, cot, allow_unused=True,
-                                    is_grads_batched=True, retain_graph=True)
-    except RuntimeError:  # an op without a batching rule: one backward per objective
-        per_m = [torch.autograd.grad(logits, outputs, c, allow_unused=True, retain_graph=True)
-                 for c in cot]
-        grads = tuple(None if per_m[0][i] is None else torch.stack([g[i] for g in per_m])
-                      for i in range(len(outputs)))
-    return list(grads)
+def _grads_to_outputs(logits: Tensor, outputs: list[Tensor],
+                      cot: Tensor) -> list[list[Tensor] | None]:
+    """δ for each kept output, one (1, *output.shape) tensor per objective (None if unused)."""
+    # One backward per objective: as fast as is_grads_batched on MLPs and twice as fast on
+    # CNNs (batched max-pool backward has no batching rule: it loops and concatenates).
+    m = cot.shape[0]
+    per_m = [torch.autograd.grad(logits, outputs, c, allow_unused=True, retain_graph=j < m - 1)
+             for j, c in enumerate(cot)]
+    return [None if per_m[0][i] is None else [g[i].unsqueeze(0) for g in per_m]
+            for i in range(len(outputs))]
 
 
 def _slice_inputs(inputs: tuple[Any, ...], sl: slice) -> tuple[Any, ...]:
@@ -305,14 +301,15 @@ def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: 
         return
     deltas = _grads_to_outputs(logits, [r.output for r in records], cot)
     calls = Counter(id(r.layer.module) for r in records)
-    slow: list[tuple[_Record, Tensor]] = []
+    slow: list[tuple[_Record, list[Tensor]]] = []
     for rec, delta in zip(records, deltas):
         if delta is None:
             continue
         layer = rec.layer
         res = None
         if layer.rule.reduce is not None and calls[id(layer.module)] == 1 and not layer.shared:
-            res = layer.rule.reduce(layer.module, rec.inputs, delta, f)
+            stacked = delta[0] if len(delta) == 1 else torch.cat(delta)
+            res = layer.rule.reduce(layer.module, rec.inputs, stacked, f)
         if res is None:
             slow.append((rec, delta))
             continue
@@ -322,15 +319,16 @@ def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: 
         return
     m, n = cot.shape[0], cot.shape[1]
     numel = max(sum(p.numel() for p in rec.layer.module.parameters(recurse=False))
-                for rec, _ in slow) * m
+                for rec, _ in slow)
     step = max(1, _CHUNK_ELEMENTS // max(1, numel))
-    for i in range(0, n, step):
-        sl = slice(i, i + step)
-        acc: dict[str, Tensor] = {}
-        for rec, delta in slow:
-            grads = rec.layer.rule.per_sample(rec.layer.module, _slice_inputs(rec.inputs, sl),
-                                              delta[:, sl])
-            for local, name in rec.layer.names.items():
-                acc[name] = grads[local] if name not in acc else acc[name] + grads[local]
-        for name, g in acc.items():
-            sums[name] += f(g).sum((0, 1))
+    for j in range(m):               # one objective at a time: no (M, N, *shape) tensor
+        for i in range(0, n, step):
+            sl = slice(i, i + step)
+            acc: dict[str, Tensor] = {}
+            for rec, delta in slow:    # contributions of every call, summed before f
+                grads = rec.layer.rule.per_sample(
+                    rec.layer.module, _slice_inputs(rec.inputs, sl), delta[j][:, sl])
+                for local, name in rec.layer.names.items():
+                    acc[name] = grads[local] if name not in acc else acc[name] + grads[local]
+            for name, g in acc.items():
+                sums[name] += f(g).sum((0, 1))

@@ -9,8 +9,9 @@ returns Σ_m Σ_n f(g_mn) directly, for an elementwise ``f`` in {square, abs, id
 multiplicative (f(ab) = f(a) f(b)); it returns None where no shortcut applies.
 
 Linear (2-D input): g_n = δ_n x_nᵀ is rank one, so Σ_n f(g_n) = f(δ)ᵀ f(x): one matmul, no
-per-sample tensor (BackPACK's observation). Conv: per-sample gradients via unfold, one batched
-matmul. Embedding: row-sparse per-sample gradients summed per (sample, token id) with index_add.
+per-sample tensor (BackPACK's observation). Conv: per-sample weight gradients by vmap of the
+layer's weight-gradient op, which PyTorch runs as one grouped convolution (no unfold copy).
+Embedding: row-sparse per-sample gradients summed per (sample, token id) with index_add.
 Norm layers: per-sample gradients are (N, C), cheap to materialise.
 """
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import vmap
 
 __all__ = ["RULES", "Rule", "find_rule", "register_rule"]
 
@@ -111,21 +113,27 @@ def conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
 
 def _conv_per_sample(module: nn.Conv1d | nn.Conv2d, inputs, delta):
     x = inputs[0]
-    unbatched = x.dim() == module.weight.dim() - 1
-    if unbatched:
+    if x.dim() == module.weight.dim() - 1:
         raise ValueError(f"{type(module).__name__} got an unbatched input; "
                          "importance estimation needs a leading sample dimension.")
-    g = module.groups
-    patches = conv_patches(module, x)                               # (N, C*kk, P)
-    n, ckk, p = patches.shape
-    patches = patches.reshape(n, g, ckk // g, p)
-    m = delta.shape[0]
-    out_ch = delta.shape[2]
-    d = delta.reshape(m, n, g, out_ch // g, -1)                     # (M, N, G, O/G, P)
-    w = torch.einsum("mngop,ngcp->mngoc", d, patches)
-    res = {"weight": w.reshape(m, n, *module.weight.shape)}
+    padding = module.padding
+    if module.padding_mode != "zeros" or isinstance(padding, str):  # 'same' may be asymmetric
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
+        padding = (0,) * (x.dim() - 2)
+    weight = module.weight.detach()
+
+    def weight_grad(xn: Tensor, dn: Tensor) -> Tensor:
+        # one sample's weight gradient, without re-running the forward; under vmap PyTorch
+        # computes all samples as one grouped convolution
+        return torch.ops.aten.convolution_backward(
+            dn.unsqueeze(0), xn.unsqueeze(0), weight, None, module.stride, padding,
+            module.dilation, False, [0] * len(padding), module.groups, [False, True, False])[1]
+
+    per_sample = vmap(weight_grad)      # a vmap over M too would loop and concatenate
+    res = {"weight": torch.stack([per_sample(x, d) for d in delta])}
     if module.bias is not None:
-        res["bias"] = delta.reshape(m, n, out_ch, -1).sum(-1)
+        res["bias"] = delta.reshape(*delta.shape[:3], -1).sum(-1)
     return res
 
 

@@ -9,7 +9,8 @@ Definitions (n samples, k the sample index):
   Dropout/Identity are looked through); the softmax probabilities when the layer's output is the
   model's output (a classifier's last layer, ``last_layer="softmax"``); otherwise the layer's own
   output |y| (e.g. a conv followed by BatchNorm, or an activation applied with ``torch.relu``
-  inside ``forward``, which hooks cannot see). Summed over tokens/positions like the weights.
+  inside ``forward``, which hooks cannot see; an output changed in place by such an operation,
+  ``F.relu_(y)`` or ``y += r``, is read after the change). Summed over tokens/positions.
 * Conv weight w[o, c, u, v]: the same weight carries signal at every output position p, from
   input pixel x[c, p·s + (u, v)·d] (zero-padded as the layer pads), so
   S = |w[o, c, u, v]| · (1/n) Σ_k Σ_p |x_k[c, p·s + (u, v)·d]|: |w| times the summed |input|
@@ -56,11 +57,13 @@ Reducer = Callable[[Tensor], Tensor]
 
 
 def _sum_last(y: Tensor) -> Tensor:
-    return y.abs().reshape(-1, y.shape[-1]).sum(0)
+    """Σ |y| over every dimension but the last (fused abs-sum, no temporary)."""
+    return torch.linalg.vector_norm(y, 1, dim=tuple(range(y.dim() - 1)))
 
 
 def _sum_channel1(y: Tensor) -> Tensor:
-    return y.abs().transpose(0, 1).reshape(y.shape[1], -1).sum(1)
+    """Σ |y| over every dimension but dim 1."""
+    return torch.linalg.vector_norm(y, 1, dim=(0, *range(2, y.dim())))
 
 
 @dataclass
@@ -81,7 +84,7 @@ def _conv(module: nn.Conv1d | nn.Conv2d, args, kwargs, output) -> _Signal:
     x = args[0]
     if x.dim() == module.weight.dim() - 1:  # unbatched
         x = x.unsqueeze(0)
-    total = x.abs().sum(0, keepdim=True)                          # Σ_k |x_k|, (1, C, *S)
+    total = torch.linalg.vector_norm(x, 1, dim=0, keepdim=True)  # Σ_k |x_k|, (1, C, *S)
     taps = conv_patches(module, total).sum(-1).reshape(-1)       # (C*kk,)
     g, out_ch = module.groups, module.weight.shape[0]
     taps = taps.reshape(g, 1, -1).expand(g, out_ch // g, -1)     # group's own input channels
@@ -112,7 +115,7 @@ def _layernorm(module: nn.LayerNorm, args, kwargs, output) -> _Signal:
     shape = tuple(module.normalized_shape)
 
     def reducer(y: Tensor) -> Tensor:
-        return y.abs().reshape(-1, *shape).sum(0)
+        return torch.linalg.vector_norm(y, 1, dim=tuple(range(y.dim() - len(shape))))
 
     return _Signal({"weight": reducer(layernorm_xhat(module, args[0]))}, bias="bias",
                    reducer=reducer)
@@ -255,7 +258,9 @@ def signal(
     sums: dict[str, Tensor] = {}
     # id(tensor) -> (tensor, key into `pending`, already activated?) for the current batch
     live: dict[int, tuple[Tensor, int, bool]] = {}
-    pending: list[tuple[_Layer, _Signal, Tensor]] = []   # bias signal per layer call
+    # per layer call: the bias signal once known, else the raw output, reduced after the forward
+    # only if no activation claimed it (saves a pass over every activated output)
+    pending: list[tuple[_Layer, _Signal, Tensor | None, Tensor]] = []
 
     def add(store: dict[str, Tensor], name: str, value: Tensor) -> None:
         store[name] = value if name not in store else store[name] + value
@@ -275,7 +280,7 @@ def signal(
                 add(sums, layer.params[local], v)
         if sig.bias in layer.params and isinstance(output, Tensor):
             live[id(output)] = (output, len(pending), False)
-            pending.append((layer, sig, sig.reducer(output)))
+            pending.append((layer, sig, None, output))
 
     def act_hook(transform, module, args, output) -> None:
         entry = tracked(args[0]) if args else None
@@ -283,8 +288,8 @@ def signal(
             return
         key, activated = entry
         if transform is not None:
-            layer, sig, _ = pending[key]
-            pending[key] = (layer, sig, sig.reducer(transform(output)))
+            layer, sig, _, raw = pending[key]
+            pending[key] = (layer, sig, sig.reducer(transform(output)), raw)
             activated = True
         live[id(output)] = (output, key, activated)
 
@@ -311,11 +316,11 @@ def signal(
                                      f"sample {n}.")
                 entry = tracked(out)
                 if last_layer == "softmax" and entry is not None and not entry[1]:
-                    layer, sig, _ = pending[entry[0]]
+                    layer, sig, _, raw = pending[entry[0]]
                     if isinstance(layer.module, nn.Linear):
-                        pending[entry[0]] = (layer, sig, sig.reducer(F.softmax(out, dim=-1)))
-                for layer, sig, value in pending:
-                    add(sums, layer.params[sig.bias], value)
+                        pending[entry[0]] = (layer, sig, sig.reducer(F.softmax(out, dim=-1)), raw)
+                for layer, sig, value, raw in pending:
+                    add(sums, layer.params[sig.bias], sig.reducer(raw) if value is None else value)
                 n += len(x)
     finally:
         for h in handles:

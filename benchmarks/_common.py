@@ -1,0 +1,74 @@
+"""Shared helpers for benchmarks: data location, timing, environment record."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from myelin.data import read_idx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def find_mnist(explicit: str | None = None) -> Path:
+    """The MNIST directory: explicit, $MYELIN_DATA/mnist, ../shared/data/mnist, Debian's path."""
+    candidates = [explicit] if explicit else []
+    if os.environ.get("MYELIN_DATA"):
+        candidates.append(os.path.join(os.environ["MYELIN_DATA"], "mnist"))
+    candidates += [str(ROOT.parent / "shared" / "data" / "mnist"), "/usr/share/datasets/mnist"]
+    for c in candidates:
+        if c and (Path(c) / "train-images-idx3-ubyte.gz").exists():
+            return Path(c)
+    raise FileNotFoundError(f"MNIST IDX files not found; looked in {candidates}. "
+                            "Pass --mnist DIR or set MYELIN_DATA.")
+
+
+def load_mnist(directory: Path, split: str = "train", n: int | None = None):
+    """(X float32 (N, 784) in [0, 1], y int64 (N,)) from the gzipped IDX files."""
+    prefix = "train" if split == "train" else "t10k"
+    x = read_idx(directory / f"{prefix}-images-idx3-ubyte.gz")[:n]
+    y = read_idx(directory / f"{prefix}-labels-idx1-ubyte.gz")[:n]
+    return (torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0),
+            torch.from_numpy(y.astype(np.int64)))
+
+
+def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
+    """Median wall time over `repeats` calls (after one warm-up), and the last result."""
+    fn()
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def environment() -> dict[str, object]:
+    """What the numbers were measured on."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "device": "cpu", "python": platform.python_version(),
+            "machine": platform.machine(), "commit": commit,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def write_json(name: str, payload: dict[str, object]) -> Path:
+    """Write `payload` to benchmarks/results/<name>.json and return the path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
