@@ -53,6 +53,28 @@ def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def paired(base: Callable[[], object], fn: Callable[[], object],
+           repeats: int = 5) -> tuple[float, float, float, object]:
+    """Time `base` and `fn` alternately: (median ratio fn/base, median base s, median fn s, out).
+
+    Alternating the two and taking the median of the per-round ratios cancels most of the drift
+    of a shared 2-core machine, which a ratio of two separate medians does not.
+    """
+    base()
+    out = fn()
+    ratios, tb, tf = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        base()
+        t1 = time.perf_counter()
+        out = fn()
+        t2 = time.perf_counter()
+        tb.append(t1 - t0)
+        tf.append(t2 - t1)
+        ratios.append((t2 - t1) / (t1 - t0))
+    return statistics.median(ratios), statistics.median(tb), statistics.median(tf), out
+
+
 def environment() -> dict[str, object]:
     """What the numbers were measured on."""
     try:

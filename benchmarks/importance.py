@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, find_mnist, load_mnist, timed, write_json
+from _common import environment, find_mnist, load_mnist, paired, timed, write_json
 
 from myelin.importance import fisher, mas, signal
 
@@ -170,13 +170,14 @@ def bench_model(name, model, x, y, args, log):
     }
     results = {}
     for key, fn in ours.items():
-        t, out = timed(fn, args.repeats)
-        base = t_f if key == "signal" else t_fb
+        base = ((lambda: plain_fwd(model, x, bs)) if key == "signal"
+                else (lambda: plain_fwd_bwd(model, x, y, bs)))
+        ratio, _, t, out = paired(base, fn, args.repeats)
         results[key] = out
         row[f"{key}_s"] = t
-        row[f"{key}_ratio"] = t / base
+        row[f"{key}_ratio"] = ratio
         what = "fwd" if key == "signal" else "fwd+bwd"
-        log(f"[{name}] {key}: {t:.3f}s = {t / base:.2f}x plain {what}")
+        log(f"[{name}] {key}: {t:.3f}s = {ratio:.2f}x plain {what} (paired median)")
     if not args.quick:
         t0 = time.perf_counter()
         naive = naive_loop(model, x, y)
@@ -208,8 +209,8 @@ def bench_model(name, model, x, y, args, log):
         if run is None:
             row[f"backpack_{ext_name}"] = "backpack not installed"
             continue
-        t, out = timed(run, args.repeats)
-        entry = {"s": t, "ratio": t / t_fb}
+        ratio, _, t, out = paired(lambda: plain_fwd_bwd(model, x, y, bs), run, args.repeats)
+        entry = {"s": t, "ratio": ratio}
         if key is not None:
             entry["max_rel_error_vs_ours"] = rel_err(results[key], out)
         row[f"backpack_{ext_name}"] = entry
@@ -223,7 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--avalanche-batch", type=int, default=100,
                     help="mini-batch size of the squared-batch-gradient baseline")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="skip the naive loop (smoke test)")
     ap.add_argument("--mnist", default=None, help="directory with the MNIST IDX files")
     ap.add_argument("--models", default="mlp,cnn")

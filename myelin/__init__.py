@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import importance
+from . import consolidation, importance
+from .consolidation import EWC, L2, WVA, Consolidator
 from .importance import Importance
 
 try:
@@ -15,4 +16,13 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+local"
 
-__all__ = ["Importance", "__version__", "importance"]
+__all__ = [
+    "EWC",
+    "L2",
+    "WVA",
+    "Consolidator",
+    "Importance",
+    "__version__",
+    "consolidation",
+    "importance",
+]

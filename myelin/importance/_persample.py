@@ -21,7 +21,7 @@ from torch.func import functional_call, vjp, vmap
 
 from .._progress import progress_bar
 from ._rules import Rule, find_rule
-from .base import eval_mode, iter_batches, trainable_parameters
+from .base import all_finite, eval_mode, iter_batches, trainable_parameters
 
 __all__ = ["REDUCTIONS", "Cotangent", "per_sample_sum"]
 
@@ -248,7 +248,7 @@ def per_sample_sum(
             for h in handles:
                 h.remove()
     for n, v in sums.items():
-        if not bool(torch.isfinite(v).all()):
+        if not all_finite(v):
             raise ValueError(f"Per-sample gradients of parameter {n!r} are NaN or inf; the "
                              "model produces non-finite gradients on this data.")
     return sums, n_seen
@@ -287,10 +287,10 @@ def _checked_cotangent(cotangent: Cotangent, logits: Any, y: Tensor | None, star
             + (f"shape {tuple(logits.shape)}." if isinstance(logits, Tensor)
                else f"{type(logits).__name__}.")
         )
-    if not bool(torch.isfinite(logits.detach()).all()):
+    if not all_finite(logits.detach()):
         raise ValueError(f"The model's outputs are NaN or inf for the batch at sample {start}.")
     cot = cotangent(logits.detach(), y)
-    if not bool(torch.isfinite(cot).all()):
+    if not all_finite(cot):
         raise ValueError(f"Gradients w.r.t. the outputs are NaN or inf at sample {start}.")
     return cot
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Importance, trainable_parameters
+from .base import Importance, all_finite, trainable_parameters
 
 __all__ = ["SynapticIntelligence"]
 
@@ -59,7 +59,7 @@ class SynapticIntelligence:
         """Account for the optimizer step just taken: ω −= g ⊙ (θ − θ_prev)."""
         for n, p in self._params.items():
             if p.grad is not None:
-                if not bool(torch.isfinite(p.grad).all()):
+                if not all_finite(p.grad):
                     raise ValueError(f"Gradient of parameter {n!r} is NaN or inf.")
                 self.omega_path_[n].sub_(p.grad * (p.detach() - self._prev[n]))
             self._prev[n].copy_(p.detach())

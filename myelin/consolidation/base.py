@@ -1,0 +1,208 @@
+"""What every consolidation method shares: the protocol, validation, and safetensors state."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..importance.base import Importance, trainable_parameters
+
+__all__ = ["Consolidator", "ParameterSet", "check_lam", "clip_negative"]
+
+_META_KEY = "myelin.consolidation"
+
+
+def check_lam(lam: float, owner: str, name: str = "lam") -> float:
+    """Return `lam` as a float, or raise ValueError unless it is a finite number >= 0."""
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) \
+            or lam < 0:
+        raise ValueError(f"The {name!r} parameter of {owner} must be a finite float >= 0. "
+                         f"Got {lam!r} instead.")
+    return float(lam)
+
+
+def clip_negative(importance: Importance, owner: str) -> dict[str, Tensor]:
+    """Importance values as tensors, negatives (SI can produce a few) set to 0 with a warning."""
+    out, negative, total = {}, 0, 0
+    for n, v in importance.items():
+        v = v.detach()
+        neg = int((v < 0).sum())
+        if neg:
+            negative += neg
+            v = v.clamp_min(0)
+        total += v.numel()
+        out[n] = v
+    if negative:
+        warnings.warn(f"{owner}: {negative} of {total} importance values were negative "
+                      "(typical of SI); they were set to 0.", stacklevel=3)
+    return out
+
+
+class ParameterSet:
+    """The named trainable parameters a method protects, and checks that the model kept them."""
+
+    def __init__(self, model_or_params: nn.Module | Iterable[Any], owner: str):
+        self.owner = owner
+        if isinstance(model_or_params, nn.Module):
+            self.model: nn.Module | None = model_or_params
+            self.params: dict[str, nn.Parameter] = trainable_parameters(model_or_params)
+        else:
+            self.model = None
+            items = list(model_or_params)
+            if items and isinstance(items[0], tuple):
+                self.params = {str(n): p for n, p in items}
+            else:
+                self.params = {str(i): p for i, p in enumerate(items)}
+            if not all(isinstance(p, Tensor) for p in self.params.values()):
+                raise TypeError(f"{owner} needs a model or an iterable of parameters "
+                                "(or of (name, parameter) pairs).")
+        if not self.params:
+            raise ValueError(f"{owner}: the model has no trainable parameters.")
+        self._count = len(self.params)
+
+    def check_unchanged(self) -> None:
+        """Raise ValueError if trainable parameters were added or removed since construction."""
+        if self.model is None:
+            return
+        current = trainable_parameters(self.model)
+        if len(current) == self._count and all(
+                current.get(n) is p for n, p in self.params.items()):
+            return
+        added = sorted(set(current) - set(self.params))
+        removed = sorted(set(self.params) - set(current))
+        replaced = sorted(n for n in set(current) & set(self.params)
+                          if current[n] is not self.params[n])
+        raise ValueError(
+            f"{self.owner}: the model's trainable parameters changed after it was created "
+            f"(added {added}, removed {removed}, replaced {replaced}). Create a new {self.owner} "
+            "for the new model, or load its saved state into one."
+        )
+
+    def check_importance(self, importance: Importance) -> None:
+        """Raise unless `importance` covers exactly these parameters with the same shapes."""
+        if not isinstance(importance, Importance):
+            raise TypeError(f"{self.owner}.consolidate needs an Importance (from "
+                            f"myelin.importance), got {type(importance).__name__}.")
+        missing = sorted(set(self.params) - set(importance))
+        extra = sorted(set(importance) - set(self.params))
+        wrong = [f"{n}: {tuple(importance[n].shape)} vs {tuple(p.shape)}"
+                 for n, p in self.params.items()
+                 if n in importance and importance[n].shape != p.shape]
+        if missing or extra or wrong:
+            raise ValueError(f"{self.owner}: importance does not match the model's parameters — "
+                             f"missing {missing}, unexpected {extra}, wrong shapes {wrong}.")
+
+    def describe(self) -> dict[str, list[int]]:
+        """Name -> shape, stored with saved state to refuse a different model on load."""
+        return {n: list(p.shape) for n, p in self.params.items()}
+
+    def check_description(self, saved: Mapping[str, list[int]], path: str) -> None:
+        """Raise ValueError naming every parameter whose name or shape differs from `saved`."""
+        mine = self.describe()
+        missing = sorted(set(saved) - set(mine))
+        extra = sorted(set(mine) - set(saved))
+        wrong = [f"{n}: saved {tuple(saved[n])} vs model {tuple(mine[n])}"
+                 for n in set(saved) & set(mine) if list(saved[n]) != mine[n]]
+        if missing or extra or wrong:
+            raise ValueError(f"{path!r} was saved for a different model: parameters only in the "
+                             f"file {missing}, only in the model {extra}, shape differences "
+                             f"{sorted(wrong)}.")
+
+
+class Consolidator:
+    """The protocol every consolidation method follows, so a training loop needs no special case.
+
+    * `consolidate(importance)` after a task;
+    * `penalty()` — the scalar to add to the loss (zero for methods without a loss term);
+    * `state_dict()` / `load_state_dict()`, `save(path)` / `load(path)` (safetensors);
+    * `memory_bytes()` — the extra memory the method holds.
+    """
+
+    name = "consolidator"
+    needs_importance = True      # False: consolidate() takes no importance (e.g. L2)
+    params: ParameterSet
+
+    def consolidate(self, importance: Importance | None = None) -> None:
+        """Fold a finished task's importance into the method's state."""
+        raise NotImplementedError
+
+    def penalty(self) -> Tensor:
+        """Scalar loss term; methods without one return 0."""
+        p = next(iter(self.params.params.values()))
+        return torch.zeros((), dtype=p.dtype, device=p.device)
+
+    def _tensors(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def memory_bytes(self) -> int:
+        """Bytes of the tensors the method keeps besides the model."""
+        return sum(t.numel() * t.element_size() for t in self._tensors().values())
+
+    def consolidation_state(self) -> dict[str, Any]:
+        """The method's own state: configuration, parameter shapes, and tensors."""
+        return {"config": self._config(), "parameters": self.params.describe(),
+                "tensors": dict(self._tensors())}
+
+    def load_consolidation_state(self, state: Mapping[str, Any], source: str = "state") -> None:
+        """Restore from `consolidation_state`, refusing state made for a different model."""
+        self.params.check_description(state["parameters"], source)
+        self._restore(dict(state["tensors"]), dict(state["config"]))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the state to a safetensors file (atomically)."""
+        from safetensors.torch import save_file
+
+        path = os.fspath(path)
+        state = self.consolidation_state()
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state["tensors"].items()}
+        meta = {"class": type(self).__name__, "config": state["config"],
+                "parameters": state["parameters"]}
+        fd, tmp = tempfile.mkstemp(prefix=".myelin-", suffix=".tmp",
+                                   dir=os.path.dirname(os.path.abspath(path)))
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Restore state written by `save`; the model must have the same parameters."""
+        from safetensors import safe_open
+
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"No saved state at {path!r}.")
+        device = next(iter(self.params.params.values())).device
+        try:
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                meta_text = (f.metadata() or {}).get(_META_KEY)
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        except Exception as exc:
+            raise ValueError(f"{path!r} is not a readable safetensors file: {exc}") from exc
+        if meta_text is None:
+            raise ValueError(f"{path!r} holds no myelin consolidation state.")
+        meta = json.loads(meta_text)
+        if meta["class"] != type(self).__name__:
+            raise ValueError(f"{path!r} holds {meta['class']} state; this is a "
+                             f"{type(self).__name__}.")
+        self.load_consolidation_state({"config": meta["config"],
+                                       "parameters": meta["parameters"],
+                                       "tensors": tensors}, path)

@@ -1,0 +1,178 @@
+"""Elastic Weight Consolidation: a quadratic pull of each weight to its anchor, by importance."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..importance.base import Importance
+from .base import Consolidator, ParameterSet, check_lam, clip_negative
+
+__all__ = ["EWC", "MODES"]
+
+MODES = ("accumulate", "separate", "online")
+
+
+class EWC(Consolidator):
+    """EWC penalty Σ_i c_i (θ_i − θ*_i)², with c = λΩ/2 (Kirkpatrick et al. 2017).
+
+    Modes:
+        * ``"accumulate"`` (default, the seeds' form): Ω = Σ_t I_t, one anchor θ* at the weights
+          after the latest task. Two extra tensors per parameter (Ω and θ*).
+        * ``"separate"``: one penalty per task with its own importance and anchor (Kirkpatrick's
+          original; memory grows by two tensors per parameter per task).
+        * ``"online"``: Ω ← γΩ + I_t (Schwarz et al. 2018), one anchor; two extra tensors.
+
+    ``stabilized=True`` uses Kutalev & Lapina's (2021) coefficient c = (λΩ/2) / (1 + lr·λΩ): a plain
+    SGD step on the penalty alone moves θ by −lr·λΩ/(1 + lr·λΩ)·(θ − θ*), a contraction, so it can
+    never overshoot the anchor (plain EWC diverges once lr·λ·Ω > 2). It needs the optimizer's
+    learning rate; update ``ewc.lr`` if a scheduler changes it.
+
+    Add `penalty()` to the loss, or call `apply_to_grad()` after ``loss.backward()`` to add the
+    penalty's gradient 2c(θ − θ*) in closed form (no autograd graph; the same update).
+
+    Args:
+        model: The network to protect (its trainable parameters at construction).
+        lam: λ ≥ 0, the penalty strength.
+        mode: "accumulate", "separate" or "online".
+        gamma: Decay of the old Ω in online mode, 0 < γ ≤ 1.
+        stabilized: Use the stabilized coefficient (needs `lr`).
+        lr: The optimizer's learning rate, for ``stabilized=True``.
+    """
+
+    name = "ewc"
+
+    def __init__(self, model: nn.Module, lam: float, *, mode: str = "accumulate",
+                 gamma: float = 1.0, stabilized: bool = False, lr: float | None = None):
+        self.params = ParameterSet(model, "EWC")
+        self.lam = check_lam(lam, "EWC")
+        if mode not in MODES:
+            raise ValueError(f"The 'mode' parameter of EWC must be one of {MODES}. "
+                             f"Got {mode!r} instead.")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) \
+                or not math.isfinite(gamma) or not 0 < gamma <= 1:
+            raise ValueError(f"The 'gamma' parameter of EWC must be in (0, 1]. Got {gamma!r}.")
+        if stabilized and (lr is None or isinstance(lr, bool) or not math.isfinite(lr)
+                           or lr <= 0):
+            raise ValueError("EWC(stabilized=True) needs the optimizer's learning rate: pass a "
+                             f"finite lr > 0. Got lr={lr!r}.")
+        self.mode, self.gamma, self.stabilized = mode, float(gamma), bool(stabilized)
+        self.lr = None if lr is None else float(lr)
+        self.omega: dict[str, Tensor] = {}
+        self.anchor: dict[str, Tensor] = {}
+        self.tasks: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []   # separate mode
+        self.n_tasks = 0
+
+    @torch.no_grad()
+    def consolidate(self, importance: Importance | None = None) -> None:
+        """Add a finished task's importance and move the anchor to the current weights."""
+        self.params.check_unchanged()
+        if importance is None:
+            raise TypeError("EWC.consolidate needs the finished task's Importance.")
+        self.params.check_importance(importance)
+        imp = clip_negative(importance, "EWC")
+        current = self.params.params
+        if self.mode == "separate":
+            self.tasks.append(({n: imp[n].to(p).clone() for n, p in current.items()},
+                               {n: p.detach().clone() for n, p in current.items()}))
+        else:
+            decay = self.gamma if self.mode == "online" else 1.0
+            for n, p in current.items():
+                if n in self.omega:
+                    self.omega[n].mul_(decay).add_(imp[n].to(p))
+                    self.anchor[n].copy_(p)
+                else:
+                    self.omega[n] = imp[n].to(p).clone()
+                    self.anchor[n] = p.detach().clone()
+        self.n_tasks += 1
+
+    def _terms(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """(parameter, Ω, θ*) for every penalty term."""
+        current = self.params.params
+        if self.mode == "separate":
+            for omega, anchor in self.tasks:
+                for n, p in current.items():
+                    yield p, omega[n], anchor[n]
+        else:
+            for n, p in current.items():
+                if n in self.omega:
+                    yield p, self.omega[n], self.anchor[n]
+
+    def coefficient(self, omega: Tensor) -> Tensor:
+        """The c in the penalty Σ c (θ − θ*)²: λΩ/2, or (λΩ/2)/(1 + lr·λΩ) if stabilized."""
+        if self.stabilized:
+            lam_omega = self.lam * omega
+            return 0.5 * lam_omega / (1.0 + self.lr * lam_omega)
+        return 0.5 * self.lam * omega
+
+    def penalty(self) -> Tensor:
+        """The scalar Σ c (θ − θ*)², differentiable w.r.t. the model's parameters."""
+        self.params.check_unchanged()
+        total = super().penalty()
+        if self.lam == 0:
+            return total
+        for p, omega, anchor in self._terms():
+            if self.stabilized:
+                total = total + (self.coefficient(omega) * (p - anchor).square()).sum()
+            else:
+                total = total + (omega * (p - anchor).square()).sum() * (0.5 * self.lam)
+        return total
+
+    @torch.no_grad()
+    def apply_to_grad(self) -> None:
+        """Add the penalty's gradient 2c(θ − θ*) to each ``.grad`` (call after backward)."""
+        self.params.check_unchanged()
+        if self.lam == 0:
+            return
+        for p, omega, anchor in self._terms():
+            diff = p - anchor
+            if self.stabilized:
+                g = diff.mul_(2.0 * self.coefficient(omega))
+            else:
+                g = diff.mul_(omega).mul_(self.lam)
+            if p.grad is None:
+                p.grad = g
+            else:
+                p.grad.add_(g)
+
+    def _tensors(self) -> dict[str, Tensor]:
+        out = {}
+        if self.mode == "separate":
+            for t, (omega, anchor) in enumerate(self.tasks):
+                out.update({f"task{t}/omega/{n}": v for n, v in omega.items()})
+                out.update({f"task{t}/anchor/{n}": v for n, v in anchor.items()})
+        else:
+            out.update({f"omega/{n}": v for n, v in self.omega.items()})
+            out.update({f"anchor/{n}": v for n, v in self.anchor.items()})
+        return out
+
+    def _config(self) -> dict[str, Any]:
+        return {"lam": self.lam, "mode": self.mode, "gamma": self.gamma,
+                "stabilized": self.stabilized, "lr": self.lr, "n_tasks": self.n_tasks}
+
+    def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
+        if config["mode"] != self.mode:
+            raise ValueError(f"Saved EWC state is in mode {config['mode']!r}; this EWC uses "
+                             f"{self.mode!r}.")
+        current = self.params.params
+
+        def pick(prefix: str) -> dict[str, Tensor]:
+            return {n: tensors[prefix + n].to(current[n]) for n in current
+                    if prefix + n in tensors}
+
+        self.lam, self.gamma = float(config["lam"]), float(config["gamma"])
+        self.stabilized, self.lr = bool(config["stabilized"]), config["lr"]
+        self.n_tasks = int(config["n_tasks"])
+        if self.mode == "separate":
+            self.tasks = [(pick(f"task{t}/omega/"), pick(f"task{t}/anchor/"))
+                          for t in range(self.n_tasks)]
+        else:
+            self.omega, self.anchor = pick("omega/"), pick("anchor/")
+
+    def __repr__(self) -> str:
+        extra = f", stabilized=True, lr={self.lr}" if self.stabilized else ""
+        return f"EWC(lam={self.lam}, mode={self.mode!r}{extra}, tasks={self.n_tasks})"

@@ -1,0 +1,184 @@
+"""Weight Velocity Attenuation (Kutalev 2020; Kutalev & Lapina 2022) as an optimizer wrapper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..importance.base import Importance
+from .base import Consolidator, ParameterSet, check_lam, clip_negative
+
+__all__ = ["CURVES", "PLACEMENTS", "WVA", "attenuation"]
+
+CURVES = ("hyperbolic", "exponential")
+PLACEMENTS = ("step", "grad")
+
+
+def attenuation(omega: Tensor, lam: float, curve: str = "hyperbolic") -> Tensor:
+    """The per-element factor A in (0, 1]: 1/(1 + λΩ) or exp(−λΩ); A = 1 where Ω = 0."""
+    if curve == "hyperbolic":
+        return 1.0 / (1.0 + lam * omega)
+    if curve == "exponential":
+        return torch.exp(-lam * omega)
+    raise ValueError(f"curve must be one of {CURVES}. Got {curve!r} instead.")
+
+
+class WVA(torch.optim.Optimizer, Consolidator):
+    """Wrap any optimizer so that each parameter's update is scaled by A = 1/(1 + λΩ).
+
+    No loss term and no anchor: important weights simply move slowly. Ω accumulates the tasks'
+    importances (`consolidate`); one extra tensor per parameter (optionally in bf16/fp16).
+
+    ``on="step"`` (default): θ ← θ_prev + A ⊙ (θ_opt − θ_prev) after the base optimizer's step.
+    ``on="grad"``: g ← A ⊙ g before it. With plain SGD (no momentum, no weight decay) the two are
+    identical. With Adam, gradient attenuation is cancelled by Adam's normalisation by the
+    second moment (Kutalev & Lapina 2022 found Adam + gradient attenuation does not protect old
+    tasks while Adam + step attenuation does): use ``on="step"`` for every optimizer but SGD.
+
+    It is a `torch.optim.Optimizer` sharing the base optimizer's ``param_groups``, so LR
+    schedulers, ``zero_grad`` and ``state_dict`` work as usual.
+
+    Args:
+        base_optimizer: Any torch optimizer over the model's parameters.
+        model_or_params: The model (parameter names come from it) or its parameters.
+        lam: λ ≥ 0.
+        curve: "hyperbolic" (1/(1 + λΩ), the authors' choice) or "exponential" (exp(−λΩ)).
+        on: "step" or "grad".
+        dtype: Store Ω in this dtype (e.g. torch.bfloat16 halves its memory).
+    """
+
+    name = "wva"
+
+    def __init__(self, base_optimizer: torch.optim.Optimizer,
+                 model_or_params: nn.Module | Iterable[Any], lam: float, *,
+                 curve: str = "hyperbolic", on: str = "step", dtype: torch.dtype | None = None):
+        if not isinstance(base_optimizer, torch.optim.Optimizer):
+            raise TypeError("WVA wraps a torch.optim.Optimizer; got "
+                            f"{type(base_optimizer).__name__}.")
+        if curve not in CURVES:
+            raise ValueError(f"The 'curve' parameter of WVA must be one of {CURVES}. "
+                             f"Got {curve!r} instead.")
+        if on not in PLACEMENTS:
+            raise ValueError(f"The 'on' parameter of WVA must be one of {PLACEMENTS}. "
+                             f"Got {on!r} instead.")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype or None. Got {dtype!r}.")
+        self.params = ParameterSet(model_or_params, "WVA")
+        self.lam = check_lam(lam, "WVA")
+        self.curve, self.on, self.omega_dtype = curve, on, dtype
+        self.base_optimizer = base_optimizer
+        optimized = {id(p) for g in base_optimizer.param_groups for p in g["params"]}
+        strangers = [n for n, p in self.params.params.items() if id(p) not in optimized]
+        if strangers:
+            raise ValueError(f"WVA: parameters {strangers} are not optimized by the base "
+                             "optimizer; pass the model whose parameters it optimizes.")
+        self.omega: dict[str, Tensor] = {}
+        self.n_tasks = 0
+        # share the base optimizer's groups (same dict objects): schedulers reach it through us
+        self._initialized = False
+        super().__init__(base_optimizer.param_groups, {})
+        self.param_groups = base_optimizer.param_groups
+        self._initialized = True
+        self._pairs: list[tuple[Tensor, Tensor]] = []
+
+    # optimizer interface --------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
+        """Take the base optimizer's step, attenuated by A (see the class docstring)."""
+        if not self._pairs:
+            return self.base_optimizer.step(closure)
+        params = [p for p, _ in self._pairs]
+        factors = self._factors()
+        if self.on == "grad":
+            with_grad = [(p, a) for p, a in zip(params, factors) if p.grad is not None]
+            if with_grad:
+                torch._foreach_mul_([p.grad for p, _ in with_grad], [a for _, a in with_grad])
+            return self.base_optimizer.step(closure)
+        before = [p.detach().clone() for p in params]
+        loss = self.base_optimizer.step(closure)
+        # θ ← θ_prev + A ⊙ (θ_opt − θ_prev)
+        torch._foreach_sub_(params, before)
+        torch._foreach_mul_(params, factors)
+        torch._foreach_add_(params, before)
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients, as the base optimizer does."""
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the base optimizer (its parameters are not attenuated)."""
+        if not self._initialized:       # Optimizer.__init__ re-adding the shared groups
+            return
+        self.base_optimizer.add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state plus WVA's configuration and Ω."""
+        return {"base": self.base_optimizer.state_dict(),
+                "wva": {"config": self._config(), "parameters": self.params.describe(),
+                        "omega": {n: v.clone() for n, v in self.omega.items()}}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a `state_dict`; refuses one saved for different parameters."""
+        if "base" not in state_dict or "wva" not in state_dict:
+            raise ValueError("Not a WVA state_dict (expected keys 'base' and 'wva').")
+        self.base_optimizer.load_state_dict(state_dict["base"])
+        wva = state_dict["wva"]
+        self.load_consolidation_state({"config": wva["config"], "parameters": wva["parameters"],
+                                       "tensors": {f"omega/{n}": v
+                                                   for n, v in wva["omega"].items()}},
+                                      "state_dict")
+
+    # consolidation --------------------------------------------------------------------------
+    def _factors(self) -> list[Tensor]:
+        """A for every attenuated parameter, in the parameter's dtype (foreach ops: fast)."""
+        omegas = [o if o.dtype == p.dtype else o.to(p.dtype) for p, o in self._pairs]
+        if self.curve == "hyperbolic":
+            factors = torch._foreach_mul(omegas, self.lam)
+            torch._foreach_add_(factors, 1.0)
+            torch._foreach_reciprocal_(factors)
+        else:
+            factors = torch._foreach_mul(omegas, -self.lam)
+            torch._foreach_exp_(factors)
+        return factors
+
+    @torch.no_grad()
+    def consolidate(self, importance: Importance | None = None) -> None:
+        """Ω ← Ω + I for a finished task."""
+        self.params.check_unchanged()
+        if importance is None:
+            raise TypeError("WVA.consolidate needs the finished task's Importance.")
+        self.params.check_importance(importance)
+        imp = clip_negative(importance, "WVA")
+        for n, p in self.params.params.items():
+            dtype = self.omega_dtype or p.dtype
+            add = imp[n].to(device=p.device, dtype=dtype)
+            self.omega[n] = add.clone() if n not in self.omega else self.omega[n].add_(add)
+        self.n_tasks += 1
+        self._sync()
+
+    def _sync(self) -> None:
+        self._pairs = [(p, self.omega[n]) for n, p in self.params.params.items()
+                       if n in self.omega]
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {f"omega/{n}": v for n, v in self.omega.items()}
+
+    def _config(self) -> dict[str, Any]:
+        return {"lam": self.lam, "curve": self.curve, "on": self.on, "n_tasks": self.n_tasks}
+
+    def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
+        current = self.params.params
+        self.omega = {n: tensors[f"omega/{n}"].to(device=p.device,
+                                                   dtype=self.omega_dtype or p.dtype)
+                      for n, p in current.items() if f"omega/{n}" in tensors}
+        self.lam, self.curve, self.on = float(config["lam"]), config["curve"], config["on"]
+        self.n_tasks = int(config["n_tasks"])
+        self._sync()
+
+    def __repr__(self) -> str:
+        return (f"WVA({type(self.base_optimizer).__name__}, lam={self.lam}, "
+                f"curve={self.curve!r}, on={self.on!r}, tasks={self.n_tasks})")

@@ -1,0 +1,250 @@
+"""EWC, L2 and WVA: closed forms, memory, state, schedulers and bad input."""
+
+import pytest
+import torch
+from torch import nn
+
+from myelin import EWC, L2, WVA, Importance
+from myelin.consolidation import attenuation
+
+
+def model_and_importance(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+    imp = Importance({n: torch.rand_like(p) for n, p in model.named_parameters()})
+    return model, imp
+
+
+def perturb(model, scale=0.3):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"mode": "separate"}, {"mode": "online", "gamma": 0.5},
+                                    {"stabilized": True, "lr": 0.05}])
+def test_penalty_gradient_equals_closed_form(kwargs):
+    model, imp = model_and_importance()
+    ewc = EWC(model, 3.0, **kwargs)
+    ewc.consolidate(imp)
+    perturb(model)
+    ewc.consolidate(imp * 0.5)
+    perturb(model)
+    ewc.penalty().backward()
+    autograd = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ewc.apply_to_grad()
+    for a, p in zip(autograd, model.parameters()):
+        assert torch.allclose(a, p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_penalty_values_by_hand():
+    model, imp = model_and_importance()
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ewc = EWC(model, 2.0)
+    assert ewc.penalty().item() == 0.0                     # nothing consolidated yet
+    ewc.consolidate(imp)
+    perturb(model)
+    params = dict(model.named_parameters())
+    expected = sum((imp[n] * (params[n] - anchor[n]) ** 2).sum() for n in params)
+    assert torch.isclose(ewc.penalty(), expected, rtol=1e-12)      # (λ/2)·Σ Ω (θ−θ*)², λ = 2
+    stab = EWC(model, 2.0, stabilized=True, lr=0.1)
+    stab.consolidate(imp)
+    perturb(model)
+    params = dict(model.named_parameters())
+    c = {n: (imp[n]) / (1 + 0.1 * 2.0 * imp[n]) for n in params}
+    expected = sum((c[n] * (params[n] - stab.anchor[n]) ** 2).sum() for n in params)
+    assert torch.isclose(stab.penalty(), expected, rtol=1e-12)
+
+
+def test_stabilized_step_never_overshoots():
+    """One SGD step on the stabilized penalty alone moves θ a fraction (0, 1) toward θ*."""
+    model, imp = model_and_importance()
+    lr, lam = 0.5, 1000.0
+    ewc = EWC(model, lam, stabilized=True, lr=lr)
+    ewc.consolidate(imp * 10)
+    perturb(model)
+    before = [(p - a).detach().clone() for p, a in zip(model.parameters(), ewc.anchor.values())]
+    ewc.penalty().backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= lr * p.grad
+    for b, p, a in zip(before, model.parameters(), ewc.anchor.values()):
+        after = (p - a).detach()
+        assert torch.all(after.abs() <= b.abs() + 1e-12) and torch.all(after * b >= 0)
+
+
+def test_online_decays_and_accumulate_sums():
+    model, imp = model_and_importance()
+    acc, onl = EWC(model, 1.0), EWC(model, 1.0, mode="online", gamma=0.25)
+    for e in (acc, onl):
+        e.consolidate(imp)
+        e.consolidate(imp * 2)
+    for n in imp:
+        assert torch.allclose(acc.omega[n], 3 * imp[n])
+        assert torch.allclose(onl.omega[n], 0.25 * imp[n] + 2 * imp[n])
+
+
+def test_memory_bytes():
+    model, imp = model_and_importance()
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    ewc, sep = EWC(model, 1.0), EWC(model, 1.0, mode="separate")
+    for _ in range(3):
+        ewc.consolidate(imp)
+        sep.consolidate(imp)
+    assert ewc.memory_bytes() == 2 * size          # Ω and θ*, whatever the number of tasks
+    assert sep.memory_bytes() == 6 * size          # grows per task
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    wva = WVA(opt, model, 1.0)
+    wva.consolidate(imp)
+    assert wva.memory_bytes() == size               # Ω only
+    half = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 1.0, dtype=torch.bfloat16)
+    half.consolidate(imp)
+    assert half.memory_bytes() == size // 4         # bf16 instead of float64
+    l2 = L2(model, 1.0)
+    l2.consolidate()
+    assert l2.memory_bytes() == size
+
+
+def test_wva_with_zero_omega_matches_inner_optimizer():
+    for make in (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+                 lambda ps: torch.optim.Adam(ps, lr=1e-2), lambda ps: torch.optim.AdamW(ps),
+                 lambda ps: torch.optim.RMSprop(ps, lr=1e-2)):
+        ma, _ = model_and_importance()
+        mb, _ = model_and_importance()
+        oa = make(ma.parameters())
+        wva = WVA(make(mb.parameters()), mb, 5.0)
+        wva.consolidate(Importance({n: torch.zeros_like(p) for n, p in mb.named_parameters()}))
+        x = torch.randn(16, 5, dtype=torch.float64)
+        for _ in range(5):
+            for m, o in ((ma, oa), (mb, wva)):
+                o.zero_grad()
+                m(x).pow(2).mean().backward()
+                o.step()
+        for pa, pb in zip(ma.parameters(), mb.parameters()):
+            assert torch.allclose(pa, pb, atol=1e-12)
+
+
+def test_wva_step_attenuation_formula():
+    model, imp = model_and_importance()
+    inner = torch.optim.Adam(model.parameters(), lr=1e-2)
+    wva = WVA(inner, model, 2.0, curve="exponential")
+    wva.consolidate(imp)
+    reference, _ = model_and_importance()
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-2)
+    x = torch.randn(8, 5, dtype=torch.float64)
+    prev = [p.detach().clone() for p in model.parameters()]
+    for m, o in ((model, wva), (reference, ref_opt)):
+        o.zero_grad()
+        m(x).sum().backward()
+        o.step()
+    for (n, p), p0, r in zip(model.named_parameters(), prev, reference.parameters()):
+        expected = p0 + torch.exp(-2.0 * imp[n]) * (r.detach() - p0)
+        assert torch.allclose(p, expected, atol=1e-12), n
+
+
+def test_scheduler_moves_inner_lr_and_state_dict_roundtrip(tmp_path):
+    model, imp = model_and_importance()
+    inner = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    wva = WVA(inner, model, 3.0)
+    sched = torch.optim.lr_scheduler.StepLR(wva, step_size=1, gamma=0.5)
+    wva.consolidate(imp)
+    model(torch.randn(4, 5, dtype=torch.float64)).sum().backward()
+    wva.step()
+    sched.step()
+    assert inner.param_groups[0]["lr"] == 0.5
+    state = wva.state_dict()
+    model2, _ = model_and_importance()
+    wva2 = WVA(torch.optim.SGD(model2.parameters(), lr=1.0, momentum=0.9), model2, 0.0)
+    wva2.load_state_dict(state)
+    assert wva2.lam == 3.0 and wva2.base_optimizer.param_groups[0]["lr"] == 0.5
+    assert all(torch.equal(wva2.omega[n], wva.omega[n]) for n in imp)
+    path = tmp_path / "wva.safetensors"
+    wva.save(path)
+    wva3 = WVA(torch.optim.SGD(model2.parameters(), lr=1.0), model2, 0.0)
+    wva3.load(path)
+    assert wva3.lam == 3.0 and all(torch.equal(wva3.omega[n], wva.omega[n]) for n in imp)
+
+
+def test_save_load_refuses_a_different_model(tmp_path):
+    model, imp = model_and_importance()
+    ewc = EWC(model, 2.0)
+    ewc.consolidate(imp)
+    path = tmp_path / "ewc.safetensors"
+    ewc.save(path)
+    model2, _ = model_and_importance(1)
+    again = EWC(model2, 0.5)
+    again.load(path)
+    assert again.lam == 2.0 and again.n_tasks == 1
+    assert all(torch.equal(again.anchor[n], ewc.anchor[n]) for n in imp)
+    other = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    with pytest.raises(ValueError, match=r"0\.weight: saved \(7, 5\) vs model \(8, 5\)"):
+        EWC(other, 1.0).load(path)
+    with pytest.raises(ValueError, match="holds EWC state"):
+        L2(model, 1.0).load(path)
+    with pytest.raises(ValueError, match="mode 'accumulate'"):
+        EWC(model, 1.0, mode="separate").load(path)
+
+
+@pytest.mark.parametrize("make", [lambda m, lam: EWC(m, lam), lambda m, lam: L2(m, lam),
+                                  lambda m, lam: WVA(torch.optim.SGD(m.parameters(), lr=0.1),
+                                                     m, lam)])
+def test_bad_lambda(make):
+    model, _ = model_and_importance()
+    for bad in (-1.0, float("nan"), float("inf"), "1", True):
+        with pytest.raises(ValueError, match=r"'lam'.*finite float >= 0"):
+            make(model, bad)
+
+
+def test_consolidation_errors():
+    model, imp = model_and_importance()
+    ewc = EWC(model, 1.0)
+    with pytest.raises(TypeError, match="needs the finished task's Importance"):
+        ewc.consolidate()
+    with pytest.raises(ValueError, match="missing"):
+        ewc.consolidate(Importance({"0.weight": imp["0.weight"]}))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        Importance({"w": torch.tensor([float("nan")])})
+    with pytest.raises(ValueError, match=r"needs the optimizer.s learning rate"):
+        EWC(model, 1.0, stabilized=True)
+    with pytest.raises(ValueError, match="mode"):
+        EWC(model, 1.0, mode="sum")
+    with pytest.raises(ValueError, match="gamma"):
+        EWC(model, 1.0, mode="online", gamma=1.5)
+    ewc.consolidate(imp)
+    model.add_module("extra", nn.Linear(3, 3))
+    with pytest.raises(ValueError, match=r"added \['extra.bias', 'extra.weight'\]"):
+        ewc.penalty()
+    with pytest.raises(ValueError, match="changed after it was created"):
+        ewc.apply_to_grad()
+
+
+def test_wva_errors():
+    model, _ = model_and_importance()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="curve"):
+        WVA(opt, model, 1.0, curve="linear")
+    with pytest.raises(ValueError, match="'on'"):
+        WVA(opt, model, 1.0, on="loss")
+    with pytest.raises(TypeError, match=r"wraps a torch\.optim\.Optimizer"):
+        WVA("sgd", model, 1.0)
+    other = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="not optimized by the base optimizer"):
+        WVA(torch.optim.SGD(other.parameters(), lr=0.1), model, 1.0)
+
+
+def test_negative_importances_are_clipped_with_a_warning():
+    model, imp = model_and_importance()
+    signed = Importance({n: v - 0.5 for n, v in imp.items()})
+    ewc = EWC(model, 1.0)
+    with pytest.warns(UserWarning, match="were negative"):
+        ewc.consolidate(signed)
+    assert all((o >= 0).all() for o in ewc.omega.values())
+
+
+def test_attenuation_curves():
+    omega = torch.tensor([0.0, 1.0, 4.0])
+    assert torch.allclose(attenuation(omega, 0.5), torch.tensor([1.0, 1 / 1.5, 1 / 3.0]))
+    assert torch.allclose(attenuation(omega, 0.5, "exponential"), torch.exp(-0.5 * omega))
+    with pytest.raises(ValueError):
+        attenuation(omega, 1.0, "cubic")
