@@ -57,21 +57,25 @@ def paired(base: Callable[[], object], fn: Callable[[], object],
            repeats: int = 5) -> tuple[float, float, float, object]:
     """Time `base` and `fn` alternately: (median ratio fn/base, median base s, median fn s, out).
 
-    Alternating the two and taking the median of the per-round ratios cancels most of the drift
-    of a shared 2-core machine, which a ratio of two separate medians does not.
+    Alternating the two (in both orders, so neither always runs on the other's cache) and
+    taking the median of the per-round ratios cancels most of the drift of a shared 2-core
+    machine, which a ratio of two separate medians does not.
     """
     base()
     out = fn()
     ratios, tb, tf = [], [], []
-    for _ in range(repeats):
+    for i in range(repeats):
+        first, second = (base, fn) if i % 2 == 0 else (fn, base)
         t0 = time.perf_counter()
-        base()
+        r1 = first()
         t1 = time.perf_counter()
-        out = fn()
+        r2 = second()
         t2 = time.perf_counter()
-        tb.append(t1 - t0)
-        tf.append(t2 - t1)
-        ratios.append((t2 - t1) / (t1 - t0))
+        t_base, t_fn = (t1 - t0, t2 - t1) if i % 2 == 0 else (t2 - t1, t1 - t0)
+        out = r2 if i % 2 == 0 else r1
+        tb.append(t_base)
+        tf.append(t_fn)
+        ratios.append(t_fn / t_base)
     return statistics.median(ratios), statistics.median(tb), statistics.median(tf), out
 
 

@@ -68,15 +68,24 @@ class ParameterSet:
         if not self.params:
             raise ValueError(f"{owner}: the model has no trainable parameters.")
         self._count = len(self.params)
+        self._calls = 0
 
-    def check_unchanged(self) -> None:
-        """Raise ValueError if trainable parameters were added or removed since construction."""
+    def check_unchanged(self, throttle: bool = False) -> None:
+        """Raise ValueError if trainable parameters were added or removed since construction.
+
+        With ``throttle`` (per-step callers), the walk over the model runs on the first call and
+        then every 64th, so a change is caught within 64 steps at negligible cost.
+        """
         if self.model is None:
+            return
+        self._calls = self._calls + 1 if throttle else 0
+        if throttle and self._calls % 64 != 1:
             return
         current = trainable_parameters(self.model)
         if len(current) == self._count and all(
                 current.get(n) is p for n, p in self.params.items()):
             return
+        self._calls = 0                                   # keep checking until it is fixed
         added = sorted(set(current) - set(self.params))
         removed = sorted(set(self.params) - set(current))
         replaced = sorted(n for n in set(current) & set(self.params)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -15,6 +14,25 @@ from .base import Consolidator, ParameterSet, check_lam, clip_negative
 __all__ = ["EWC", "MODES"]
 
 MODES = ("accumulate", "separate", "online")
+
+
+class _QuadraticPenalty(torch.autograd.Function):
+    """factor · Σ_i <coef_i ⊙ d_i, d_i> with d = θ − θ*, and its closed-form gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, factor: float, coefs: list[Tensor], anchors: list[Tensor],
+                *params: Tensor) -> Tensor:
+        diffs = torch._foreach_sub(params, anchors)
+        weighted = torch._foreach_mul(diffs, coefs)                 # c ⊙ d, reused by backward
+        total = torch.stack([torch.vdot(w.reshape(-1), d.reshape(-1))
+                             for w, d in zip(weighted, diffs)]).sum()
+        ctx.weighted, ctx.factor = weighted, factor
+        return total * factor
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        grads = torch._foreach_mul(ctx.weighted, grad_output * (2.0 * ctx.factor))
+        return (None, None, None, *grads)
 
 
 class EWC(Consolidator):
@@ -30,7 +48,8 @@ class EWC(Consolidator):
     ``stabilized=True`` uses Kutalev & Lapina's (2021) coefficient c = (λΩ/2) / (1 + lr·λΩ): a plain
     SGD step on the penalty alone moves θ by −lr·λΩ/(1 + lr·λΩ)·(θ − θ*), a contraction, so it can
     never overshoot the anchor (plain EWC diverges once lr·λ·Ω > 2). It needs the optimizer's
-    learning rate; update ``ewc.lr`` if a scheduler changes it.
+    learning rate; update ``ewc.lr`` if a scheduler changes it. It caches c (a third tensor per
+    parameter, counted by `memory_bytes`) so that a step costs no more than plain EWC's.
 
     Add `penalty()` to the loss, or call `apply_to_grad()` after ``loss.backward()`` to add the
     penalty's gradient 2c(θ − θ*) in closed form (no autograd graph; the same update).
@@ -66,6 +85,10 @@ class EWC(Consolidator):
         self.anchor: dict[str, Tensor] = {}
         self.tasks: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []   # separate mode
         self.n_tasks = 0
+        # per-step work is cached until the next consolidation (or a change of lam/lr):
+        self._terms_key: tuple[Any, ...] | None = None
+        self._terms_cache: tuple[list[Tensor], list[Tensor], list[Tensor], float] = ([], [], [],
+                                                                                     0.0)
 
     @torch.no_grad()
     def consolidate(self, importance: Importance | None = None) -> None:
@@ -90,17 +113,30 @@ class EWC(Consolidator):
                     self.anchor[n] = p.detach().clone()
         self.n_tasks += 1
 
-    def _terms(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """(parameter, Ω, θ*) for every penalty term."""
+    def _terms(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], float]:
+        """Parameters, coefficients, anchors of every term, and the scalar factor.
+
+        The penalty is factor · Σ coef ⊙ (θ − θ*)². Cached until the state or lam/lr change.
+        """
+        key = (self.n_tasks, self.lam, self.lr, self.stabilized)
+        if key == self._terms_key:
+            return self._terms_cache
         current = self.params.params
-        if self.mode == "separate":
-            for omega, anchor in self.tasks:
-                for n, p in current.items():
-                    yield p, omega[n], anchor[n]
-        else:
+        pairs = ([(omega, anchor) for omega, anchor in self.tasks] if self.mode == "separate"
+                 else [(self.omega, self.anchor)])
+        params, coefs, anchors = [], [], []
+        for omega, anchor in pairs:
             for n, p in current.items():
-                if n in self.omega:
-                    yield p, self.omega[n], self.anchor[n]
+                if n in omega:
+                    params.append(p)
+                    coefs.append(omega[n])
+                    anchors.append(anchor[n])
+        if self.stabilized:           # c itself, a third tensor per parameter
+            self._terms_cache = (params, [self.coefficient(c) for c in coefs], anchors, 1.0)
+        else:
+            self._terms_cache = (params, coefs, anchors, 0.5 * self.lam)
+        self._terms_key = key
+        return self._terms_cache
 
     def coefficient(self, omega: Tensor) -> Tensor:
         """The c in the penalty Σ c (θ − θ*)²: λΩ/2, or (λΩ/2)/(1 + lr·λΩ) if stabilized."""
@@ -110,34 +146,29 @@ class EWC(Consolidator):
         return 0.5 * self.lam * omega
 
     def penalty(self) -> Tensor:
-        """The scalar Σ c (θ − θ*)², differentiable w.r.t. the model's parameters."""
-        self.params.check_unchanged()
-        total = super().penalty()
-        if self.lam == 0:
-            return total
-        for p, omega, anchor in self._terms():
-            if self.stabilized:
-                total = total + (self.coefficient(omega) * (p - anchor).square()).sum()
-            else:
-                total = total + (omega * (p - anchor).square()).sum() * (0.5 * self.lam)
-        return total
+        """The scalar Σ c (θ − θ*)², differentiable w.r.t. the model's parameters.
+
+        Its backward pass is the closed form 2c(θ − θ*), computed with foreach kernels, so adding
+        it to the loss costs about what `apply_to_grad` does (no double backward).
+        """
+        self.params.check_unchanged(throttle=True)
+        params, coefs, anchors, factor = self._terms()
+        if self.lam == 0 or not params:
+            return super().penalty()
+        return _QuadraticPenalty.apply(factor, coefs, anchors, *params)
 
     @torch.no_grad()
     def apply_to_grad(self) -> None:
         """Add the penalty's gradient 2c(θ − θ*) to each ``.grad`` (call after backward)."""
-        self.params.check_unchanged()
-        if self.lam == 0:
+        self.params.check_unchanged(throttle=True)
+        params, coefs, anchors, factor = self._terms()
+        if self.lam == 0 or not params:
             return
-        for p, omega, anchor in self._terms():
-            diff = p - anchor
-            if self.stabilized:
-                g = diff.mul_(2.0 * self.coefficient(omega))
-            else:
-                g = diff.mul_(omega).mul_(self.lam)
+        for p in params:
             if p.grad is None:
-                p.grad = g
-            else:
-                p.grad.add_(g)
+                p.grad = torch.zeros_like(p)
+        diffs = torch._foreach_sub(params, anchors)
+        torch._foreach_addcmul_([p.grad for p in params], coefs, diffs, value=2.0 * factor)
 
     def _tensors(self) -> dict[str, Tensor]:
         out = {}
@@ -149,6 +180,11 @@ class EWC(Consolidator):
             out.update({f"omega/{n}": v for n, v in self.omega.items()})
             out.update({f"anchor/{n}": v for n, v in self.anchor.items()})
         return out
+
+    def memory_bytes(self) -> int:
+        """Bytes of Ω and θ* (per task in separate mode), plus the cached c when stabilized."""
+        coefs = self._terms()[1] if self.stabilized else []
+        return super().memory_bytes() + sum(t.numel() * t.element_size() for t in coefs)
 
     def _config(self) -> dict[str, Any]:
         return {"lam": self.lam, "mode": self.mode, "gamma": self.gamma,

@@ -42,7 +42,7 @@ class L2(Consolidator):
 
     def penalty(self) -> Tensor:
         """The scalar (λ/2) Σ (θ − θ*)²."""
-        self.params.check_unchanged()
+        self.params.check_unchanged(throttle=True)
         total = super().penalty()
         for n, p in self.params.params.items():
             if n in self.anchor:
@@ -52,7 +52,7 @@ class L2(Consolidator):
     @torch.no_grad()
     def apply_to_grad(self) -> None:
         """Add the penalty's gradient λ(θ − θ*) to each ``.grad``."""
-        self.params.check_unchanged()
+        self.params.check_unchanged(throttle=True)
         for n, p in self.params.params.items():
             if n in self.anchor:
                 g = (p - self.anchor[n]).mul_(self.lam)

@@ -30,7 +30,10 @@ class WVA(torch.optim.Optimizer, Consolidator):
     """Wrap any optimizer so that each parameter's update is scaled by A = 1/(1 + λΩ).
 
     No loss term and no anchor: important weights simply move slowly. Ω accumulates the tasks'
-    importances (`consolidate`); one extra tensor per parameter (optionally in bf16/fp16).
+    importances (`consolidate`). The one extra tensor kept per parameter (optionally in bf16/fp16)
+    is the factor A itself, updated exactly when a task's I is added — A ← A / (1 + λ·I·A)
+    (hyperbolic) or A ← A·exp(−λI) — so a step computes nothing but the scaling. Ω is available
+    as `omega` (derived from A; λ is therefore fixed once tasks are consolidated).
 
     ``on="step"`` (default): θ ← θ_prev + A ⊙ (θ_opt − θ_prev) after the base optimizer's step.
     ``on="grad"``: g ← A ⊙ g before it. With plain SGD (no momentum, no weight decay) the two are
@@ -47,7 +50,7 @@ class WVA(torch.optim.Optimizer, Consolidator):
         lam: λ ≥ 0.
         curve: "hyperbolic" (1/(1 + λΩ), the authors' choice) or "exponential" (exp(−λΩ)).
         on: "step" or "grad".
-        dtype: Store Ω in this dtype (e.g. torch.bfloat16 halves its memory).
+        dtype: Store A in this dtype (e.g. torch.bfloat16 halves its memory).
     """
 
     name = "wva"
@@ -68,14 +71,14 @@ class WVA(torch.optim.Optimizer, Consolidator):
             raise TypeError(f"dtype must be a floating torch.dtype or None. Got {dtype!r}.")
         self.params = ParameterSet(model_or_params, "WVA")
         self.lam = check_lam(lam, "WVA")
-        self.curve, self.on, self.omega_dtype = curve, on, dtype
+        self.curve, self.on, self.factor_dtype = curve, on, dtype
         self.base_optimizer = base_optimizer
         optimized = {id(p) for g in base_optimizer.param_groups for p in g["params"]}
         strangers = [n for n, p in self.params.params.items() if id(p) not in optimized]
         if strangers:
             raise ValueError(f"WVA: parameters {strangers} are not optimized by the base "
                              "optimizer; pass the model whose parameters it optimizes.")
-        self.omega: dict[str, Tensor] = {}
+        self.factor: dict[str, Tensor] = {}
         self.n_tasks = 0
         # share the base optimizer's groups (same dict objects): schedulers reach it through us
         self._initialized = False
@@ -88,21 +91,21 @@ class WVA(torch.optim.Optimizer, Consolidator):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
         """Take the base optimizer's step, attenuated by A (see the class docstring)."""
+        self.params.check_unchanged(throttle=True)
         if not self._pairs:
             return self.base_optimizer.step(closure)
-        params = [p for p, _ in self._pairs]
         factors = self._factors()
         if self.on == "grad":
-            with_grad = [(p, a) for p, a in zip(params, factors) if p.grad is not None]
+            with_grad = [(p.grad, a) for (p, _), a in zip(self._pairs, factors)
+                         if p.grad is not None]
             if with_grad:
-                torch._foreach_mul_([p.grad for p, _ in with_grad], [a for _, a in with_grad])
+                torch._foreach_mul_([g for g, _ in with_grad], [a for _, a in with_grad])
             return self.base_optimizer.step(closure)
-        before = [p.detach().clone() for p in params]
+        params = [p for p, _ in self._pairs]
+        before = torch._foreach_mul(params, 1.0)      # a copy of θ_prev
         loss = self.base_optimizer.step(closure)
-        # θ ← θ_prev + A ⊙ (θ_opt − θ_prev)
-        torch._foreach_sub_(params, before)
-        torch._foreach_mul_(params, factors)
-        torch._foreach_add_(params, before)
+        torch._foreach_lerp_(before, params, factors)      # θ_prev + A ⊙ (θ − θ_prev)
+        torch._foreach_copy_(params, before)
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -119,7 +122,7 @@ class WVA(torch.optim.Optimizer, Consolidator):
         """The base optimizer's state plus WVA's configuration and Ω."""
         return {"base": self.base_optimizer.state_dict(),
                 "wva": {"config": self._config(), "parameters": self.params.describe(),
-                        "omega": {n: v.clone() for n, v in self.omega.items()}}}
+                        "factor": {n: v.clone() for n, v in self.factor.items()}}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a `state_dict`; refuses one saved for different parameters."""
@@ -128,22 +131,22 @@ class WVA(torch.optim.Optimizer, Consolidator):
         self.base_optimizer.load_state_dict(state_dict["base"])
         wva = state_dict["wva"]
         self.load_consolidation_state({"config": wva["config"], "parameters": wva["parameters"],
-                                       "tensors": {f"omega/{n}": v
-                                                   for n, v in wva["omega"].items()}},
+                                       "tensors": {f"factor/{n}": v
+                                                   for n, v in wva["factor"].items()}},
                                       "state_dict")
 
     # consolidation --------------------------------------------------------------------------
-    def _factors(self) -> list[Tensor]:
-        """A for every attenuated parameter, in the parameter's dtype (foreach ops: fast)."""
-        omegas = [o if o.dtype == p.dtype else o.to(p.dtype) for p, o in self._pairs]
-        if self.curve == "hyperbolic":
-            factors = torch._foreach_mul(omegas, self.lam)
-            torch._foreach_add_(factors, 1.0)
-            torch._foreach_reciprocal_(factors)
-        else:
-            factors = torch._foreach_mul(omegas, -self.lam)
-            torch._foreach_exp_(factors)
-        return factors
+    @property
+    def omega(self) -> dict[str, Tensor]:
+        """Ω = Σ_t I_t per parameter, recovered from A: (1/A − 1)/λ or −log(A)/λ."""
+        if self.lam == 0:
+            raise ValueError("WVA with lam=0 keeps no Ω: it is the base optimizer unchanged.")
+        out = {}
+        for n, a in self.factor.items():
+            a = a.float()
+            out[n] = (1.0 / a - 1.0) / self.lam if self.curve == "hyperbolic" \
+                else -torch.log(a) / self.lam
+        return out
 
     @torch.no_grad()
     def consolidate(self, importance: Importance | None = None) -> None:
@@ -154,27 +157,37 @@ class WVA(torch.optim.Optimizer, Consolidator):
         self.params.check_importance(importance)
         imp = clip_negative(importance, "WVA")
         for n, p in self.params.params.items():
-            dtype = self.omega_dtype or p.dtype
-            add = imp[n].to(device=p.device, dtype=dtype)
-            self.omega[n] = add.clone() if n not in self.omega else self.omega[n].add_(add)
+            i = imp[n].to(device=p.device, dtype=torch.promote_types(p.dtype, torch.float32))
+            if n not in self.factor:
+                a = attenuation(i, self.lam, self.curve)
+            elif self.curve == "hyperbolic":           # 1/(1 + λ(Ω + I)) from A = 1/(1 + λΩ)
+                a = self.factor[n].to(i.dtype)
+                a = a / (1.0 + self.lam * i * a)
+            else:
+                a = self.factor[n].to(i.dtype) * torch.exp(-self.lam * i)
+            self.factor[n] = a.to(self.factor_dtype or p.dtype)
         self.n_tasks += 1
         self._sync()
 
     def _sync(self) -> None:
-        self._pairs = [(p, self.omega[n]) for n, p in self.params.params.items()
-                       if n in self.omega]
+        self._pairs = [(p, self.factor[n]) for n, p in self.params.params.items()
+                       if n in self.factor]
+
+    def _factors(self) -> list[Tensor]:
+        """A per attenuated parameter, in its dtype (a bf16/fp16 A is cast at each step)."""
+        return [a if a.dtype == p.dtype else a.to(p.dtype) for p, a in self._pairs]
 
     def _tensors(self) -> dict[str, Tensor]:
-        return {f"omega/{n}": v for n, v in self.omega.items()}
+        return {f"factor/{n}": v for n, v in self.factor.items()}
 
     def _config(self) -> dict[str, Any]:
         return {"lam": self.lam, "curve": self.curve, "on": self.on, "n_tasks": self.n_tasks}
 
     def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
         current = self.params.params
-        self.omega = {n: tensors[f"omega/{n}"].to(device=p.device,
-                                                   dtype=self.omega_dtype or p.dtype)
-                      for n, p in current.items() if f"omega/{n}" in tensors}
+        self.factor = {n: tensors[f"factor/{n}"].to(device=p.device,
+                                                     dtype=self.factor_dtype or p.dtype)
+                       for n, p in current.items() if f"factor/{n}" in tensors}
         self.lam, self.curve, self.on = float(config["lam"]), config["curve"], config["on"]
         self.n_tasks = int(config["n_tasks"])
         self._sync()

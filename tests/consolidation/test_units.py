@@ -125,6 +125,23 @@ def test_wva_with_zero_omega_matches_inner_optimizer():
             assert torch.allclose(pa, pb, atol=1e-12)
 
 
+def test_wva_grad_and_step_agree_step_by_step_for_plain_sgd():
+    models = [model_and_importance()[0] for _ in range(2)]
+    _, imp = model_and_importance()
+    opts = [WVA(torch.optim.SGD(m.parameters(), lr=0.3), m, 2.0, on=on)
+            for m, on in zip(models, ("step", "grad"))]
+    for o in opts:
+        o.consolidate(imp)
+    x = torch.randn(8, 5, dtype=torch.float64)
+    for _ in range(10):
+        for m, o in zip(models, opts):
+            o.zero_grad()
+            m(x).pow(2).sum().backward()
+            o.step()
+    for pa, pb in zip(*(m.parameters() for m in models)):
+        assert torch.allclose(pa, pb, atol=1e-12)
+
+
 def test_wva_step_attenuation_formula():
     model, imp = model_and_importance()
     inner = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -158,12 +175,13 @@ def test_scheduler_moves_inner_lr_and_state_dict_roundtrip(tmp_path):
     wva2 = WVA(torch.optim.SGD(model2.parameters(), lr=1.0, momentum=0.9), model2, 0.0)
     wva2.load_state_dict(state)
     assert wva2.lam == 3.0 and wva2.base_optimizer.param_groups[0]["lr"] == 0.5
-    assert all(torch.equal(wva2.omega[n], wva.omega[n]) for n in imp)
+    assert all(torch.equal(wva2.factor[n], wva.factor[n]) for n in imp)
+    assert all(torch.allclose(wva.omega[n], imp[n].float(), rtol=1e-5) for n in imp)
     path = tmp_path / "wva.safetensors"
     wva.save(path)
     wva3 = WVA(torch.optim.SGD(model2.parameters(), lr=1.0), model2, 0.0)
     wva3.load(path)
-    assert wva3.lam == 3.0 and all(torch.equal(wva3.omega[n], wva.omega[n]) for n in imp)
+    assert wva3.lam == 3.0 and all(torch.equal(wva3.factor[n], wva.factor[n]) for n in imp)
 
 
 def test_save_load_refuses_a_different_model(tmp_path):
@@ -240,6 +258,17 @@ def test_negative_importances_are_clipped_with_a_warning():
     with pytest.warns(UserWarning, match="were negative"):
         ewc.consolidate(signed)
     assert all((o >= 0).all() for o in ewc.omega.values())
+
+
+@pytest.mark.parametrize("curve", ["hyperbolic", "exponential"])
+def test_wva_factor_update_equals_attenuation_of_summed_importance(curve):
+    model, imp = model_and_importance()
+    wva = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 0.7, curve=curve)
+    for scale in (1.0, 2.5, 0.5):
+        wva.consolidate(imp * scale)
+    for n in imp:
+        assert torch.allclose(wva.factor[n], attenuation(4.0 * imp[n], 0.7, curve), rtol=1e-12)
+        assert torch.allclose(wva.omega[n], 4.0 * imp[n].float(), rtol=1e-5)
 
 
 def test_attenuation_curves():

@@ -1,0 +1,134 @@
+"""Training-step cost of EWC and WVA relative to a plain step, across 1..10 consolidated tasks.
+
+One process, MLP 784-300-150-10 (ReLU), SGD lr 0.1, batches of 100 real MNIST images. After
+each of 10 consolidations (importance: empirical Fisher on 1000 images), each method's time per
+step is divided by a plain SGD step's, timing the two alternately (median of per-round ratios).
+Also the extra memory each method keeps, in parameter-sized tensors.
+
+    python benchmarks/overhead.py              # writes results/overhead.json
+    python benchmarks/overhead.py --tasks 2 --steps 5 --repeats 1 --out /tmp/o.json  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, find_mnist, load_mnist, paired, write_json
+
+from myelin import EWC, WVA
+from myelin.importance import fisher
+
+
+def make_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 150), nn.ReLU(),
+                         nn.Linear(150, 10))
+
+
+def make_runner(model, opt, x, y, steps, batch, penalty=None, closed=None):
+    """A function running `steps` SGD steps of one method on fixed batches."""
+    batches = [(x[i:i + batch], y[i:i + batch]) for i in range(0, steps * batch, batch)]
+
+    def run():
+        for xb, yb in batches:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            if penalty is not None:
+                loss = loss + penalty()
+            loss.backward()
+            if closed is not None:
+                closed()
+            opt.step()
+    return run
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=100, help="steps per timed block")
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--mnist", default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    x, y = load_mnist(find_mnist(args.mnist), "train", max(args.steps * args.batch, 1000))
+    torch.manual_seed(0)
+    models = {k: make_mlp() for k in ("plain", "ewc_autograd", "ewc_closed_form", "ewc_stabilized",
+                                      "wva_step", "wva_grad")}
+    for m in models.values():
+        m.load_state_dict(models["plain"].state_dict())
+    opts = {k: torch.optim.SGD(m.parameters(), lr=0.1) for k, m in models.items()}
+    methods = {
+        "ewc_autograd": EWC(models["ewc_autograd"], 41.0),
+        "ewc_closed_form": EWC(models["ewc_closed_form"], 41.0),
+        "ewc_stabilized": EWC(models["ewc_stabilized"], 41.0, stabilized=True, lr=0.1),
+        "wva_step": WVA(opts["wva_step"], models["wva_step"], 1000.0),
+        "wva_grad": WVA(opts["wva_grad"], models["wva_grad"], 1000.0, on="grad"),
+    }
+    runners = {
+        "plain": make_runner(models["plain"], opts["plain"], x, y, args.steps, args.batch),
+        "ewc_autograd": make_runner(models["ewc_autograd"], opts["ewc_autograd"], x, y,
+                                    args.steps, args.batch,
+                                    penalty=methods["ewc_autograd"].penalty),
+        "ewc_closed_form": make_runner(models["ewc_closed_form"], opts["ewc_closed_form"], x, y,
+                                       args.steps, args.batch,
+                                       closed=methods["ewc_closed_form"].apply_to_grad),
+        "ewc_stabilized": make_runner(models["ewc_stabilized"], opts["ewc_stabilized"], x, y,
+                                      args.steps, args.batch,
+                                      penalty=methods["ewc_stabilized"].penalty),
+        "wva_step": make_runner(models["wva_step"], methods["wva_step"], x, y, args.steps,
+                                args.batch),
+        "wva_grad": make_runner(models["wva_grad"], methods["wva_grad"], x, y, args.steps,
+                                args.batch),
+    }
+    param_bytes = sum(p.numel() * p.element_size() for p in models["plain"].parameters())
+    rows = []
+    for task in range(1, args.tasks + 1):
+        for name, method in methods.items():
+            model = models[name]
+            imp = fisher(model, (x[:1000], y[:1000]), progress=False)
+            method.consolidate(imp)
+        row = {"tasks_consolidated": task}
+        for name in methods:
+            ratio, t_plain, t_method, _ = paired(runners["plain"], runners[name], args.repeats)
+            row[name] = {"ratio": ratio, "ms_per_step": 1000 * t_method / args.steps,
+                         "plain_ms_per_step": 1000 * t_plain / args.steps,
+                         "extra_tensors_per_parameter": methods[name].memory_bytes()
+                         / param_bytes}
+        rows.append(row)
+        print(f"after {task} task(s): " + ", ".join(
+            f"{n} {row[n]['ratio']:.3f}x" for n in methods), flush=True)
+    summary = {name: {"mean_ratio": sum(r[name]["ratio"] for r in rows) / len(rows),
+                      "max_ratio": max(r[name]["ratio"] for r in rows),
+                      "ratio_after_last_task": rows[-1][name]["ratio"],
+                      "extra_tensors_per_parameter": rows[-1][name]
+                      ["extra_tensors_per_parameter"]}
+               for name in methods}
+    payload = {"benchmark": "overhead",
+               "command": "python benchmarks/overhead.py " + " ".join(
+                   argv if argv is not None else sys.argv[1:]),
+               "environment": environment(),
+               "setup": {"model": "784-300-150-10 ReLU", "optimizer": "SGD lr 0.1",
+                         "batch": args.batch, "steps_per_block": args.steps,
+                         "repeats": args.repeats, "parameter_bytes": param_bytes,
+                         "note": "WVA on='step' also clones the attenuated parameters for the "
+                                 "duration of each step (transient, one parameter-sized copy)."},
+               "summary": summary, "per_task": rows}
+    if args.out:
+        Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    else:
+        print(f"wrote {write_json('overhead', payload)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
