@@ -84,6 +84,10 @@ def environment() -> dict[str, object]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "myelin", "benchmarks"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        if dirty.strip():
+            commit += "+uncommitted"
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),

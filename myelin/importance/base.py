@@ -274,6 +274,7 @@ def iter_batches(
     max_samples: int | None = None,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
+    check_finite: bool = True,
 ) -> Iterator[tuple[Tensor, Tensor | None]]:
     """Yield ``(x, y)`` batches from any of the accepted data forms.
 
@@ -285,6 +286,7 @@ def iter_batches(
         max_samples: Stop after this many samples (the last batch is cut).
         device: Move batches here.
         dtype: Cast floating-point inputs to this dtype (integer inputs, e.g. token ids, are kept).
+        check_finite: Raise on NaN/inf inputs (callers that check the outputs may skip it).
 
     Yields:
         x of shape (B, ...) and y of shape (B, ...) or None when the data has no labels.
@@ -337,7 +339,7 @@ def iter_batches(
             keep = max_samples - seen
             x, y = x[:keep], (None if y is None else y[:keep])
         if x.is_floating_point():
-            if not all_finite(x):
+            if check_finite and not all_finite(x):
                 raise ValueError(f"Input batch starting at sample {seen} contains NaN or inf.")
             if dtype is not None:
                 x = x.to(dtype)

@@ -192,3 +192,15 @@ def test_linear_fast_path_mlp_float32_close_to_naive():
     model = mlp((20, 32, 16, 5))
     x, y = torch.randn(50, 20), torch.randint(0, 5, (50,))
     assert_close(fisher(model, (x, y)), naive(model, x, empirical_obj(y), torch.square), 1e-4)
+
+
+def test_conv_same_padding_even_kernel_and_dilation():
+    """'same' with an even kernel pads asymmetrically; dilation and stride 1 conv1d too."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(2, 3, 4, padding="same", dilation=2), nn.ReLU(),
+                          nn.Conv2d(3, 2, 3, padding=1, padding_mode="circular"), nn.Flatten(),
+                          nn.Linear(2 * 5 * 5, 3)).double()
+    x = torch.randn(7, 2, 5, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (7,))
+    assert_close(fisher(model, (x, y)), naive(model, x, empirical_obj(y), torch.square))
+    assert_close(mas(model, x), naive(model, x, mas_obj, torch.abs))

@@ -1,0 +1,91 @@
+"""Render the committed benchmark JSON as the markdown tables shown in README.md.
+
+    python benchmarks/tables.py            # prints the tables for results/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _fmt(v: object, digits: int = 2) -> str:
+    if isinstance(v, dict):
+        v = v.get("ratio")
+    return "—" if not isinstance(v, (int, float)) else f"{v:.{digits}f}×"
+
+
+def importance_table(data: dict) -> str:
+    env = data["environment"]
+    lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} threads, "
+             f"commit {env['commit']}. Time ÷ one plain batched forward+backward over the same "
+             "samples (SIG: ÷ a plain forward); paired medians.", "",
+             "| | MLP 784-300-150-10 | small CNN |", "|---|---:|---:|"]
+    rows = {r["model"]: r for r in data["results"]}
+    mlp, cnn = rows.get("mlp", {}), rows.get("cnn", {})
+    spec = [
+        ("empirical Fisher (exact per-sample)", "fisher_empirical_ratio"),
+        ("sampled (\"true\") Fisher", "fisher_sampled_ratio"),
+        ("exact true Fisher (Σ over classes)", "fisher_exact_ratio"),
+        ("MAS", "mas_ratio"),
+        ("SIG (÷ plain forward)", "signal_ratio"),
+        ("naive per-sample loop", "naive_loop_ratio"),
+        ("torch.func vmap (all per-sample grads)", "vmap_ratio"),
+        ("BackPACK SumGradSquared", "backpack_SumGradSquared"),
+        ("BackPACK DiagGGNExact", "backpack_DiagGGNExact"),
+        ("BackPACK DiagGGNMC", "backpack_DiagGGNMC"),
+        ("squared mini-batch gradient (Avalanche's \"Fisher\")", "squared_batch_grad"),
+    ]
+    for label, key in spec:
+        lines.append(f"| {label} | {_fmt(mlp.get(key))} | {_fmt(cnn.get(key))} |")
+    for label, key in (("Fisher speed-up over the naive loop", "speedup_fisher_vs_naive"),
+                       ("MAS speed-up over the naive loop", "speedup_mas_vs_naive")):
+        lines.append(f"| {label} | {_fmt(mlp.get(key), 0)} | {_fmt(cnn.get(key), 0)} |")
+    lines.append("| max relative error of our Fisher vs the naive loop (float32) | "
+                 + " | ".join(f"{r.get('fisher_max_rel_error_vs_naive', float('nan')):.1e}"
+                              for r in (mlp, cnn)) + " |")
+    sbg = [r.get("squared_batch_grad", {}) for r in (mlp, cnn)]
+    lines.append("| squared mini-batch gradient: exact Fisher ÷ it (mean) | "
+                 + " | ".join(f"{s.get('exact_over_batched_mean', float('nan')):.0f}" for s in sbg)
+                 + " |")
+    lines.append("| squared mini-batch gradient: relative L2 error after best rescaling | "
+                 + " | ".join(f"{s.get('relative_l2_after_best_rescaling', float('nan')):.2f}"
+                              for s in sbg) + " |")
+    return "\n".join(lines)
+
+
+def overhead_table(data: dict) -> str:
+    env = data["environment"]
+    s = data["summary"]
+    lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} threads, "
+             f"commit {env['commit']}. Time per SGD step (batch {data['setup']['batch']}) ÷ a "
+             "plain step, over 1…10 consolidated tasks; paired medians.", "",
+             "| method | mean | worst | after the last task | extra tensors per parameter |",
+             "|---|---:|---:|---:|---:|"]
+    labels = {"ewc_autograd": "EWC, `penalty()` in the loss",
+              "ewc_closed_form": "EWC, `apply_to_grad()`",
+              "ewc_stabilized": "stabilized EWC, `penalty()`",
+              "wva_step": "WVA `on=\"step\"`", "wva_grad": "WVA `on=\"grad\"`"}
+    for key, label in labels.items():
+        r = s[key]
+        lines.append(f"| {label} | {r['mean_ratio']:.2f}× | {r['max_ratio']:.2f}× | "
+                     f"{r['ratio_after_last_task']:.2f}× | "
+                     f"{r['extra_tensors_per_parameter']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    for name, render in (("importance", importance_table), ("overhead", overhead_table)):
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            print(f"### {name}\n\n{render(json.loads(path.read_text()))}\n")
+        else:
+            print(f"### {name}\n\n(no {path.name} yet)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
