@@ -96,9 +96,20 @@ def environment() -> dict[str, object]:
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def write_json(name: str, payload: dict[str, object]) -> Path:
-    """Write `payload` to benchmarks/results/<name>.json and return the path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def command(script: str, argv: list[str] | None) -> str:
+    """The command line that reproduces this run."""
+    import sys
+
+    return f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def write_json(name: str, payload: dict[str, object], out: str | None = None) -> Path:
+    """Write `payload` to `out`, or to benchmarks/results/<name>.json; print and return it."""
+    if out:
+        path = Path(out)
+    else:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")
     return path

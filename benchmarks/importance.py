@@ -17,7 +17,6 @@ BackPACK is optional (``pip install --no-deps backpack-for-pytorch einops unfold
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, find_mnist, load_mnist, paired, timed, write_json
+from _common import command, environment, find_mnist, load_mnist, paired, timed, write_json
 
 from myelin.importance import fisher, mas, signal
 
@@ -240,14 +239,9 @@ def main(argv=None) -> int:
         model = {"mlp": make_mlp, "cnn": make_cnn}[name]()
         train_briefly(model, x, y)
         rows.append(bench_model(name, model, x, y, args, lambda s: print(s, flush=True)))
-    payload = {"benchmark": "importance", "command": "python benchmarks/importance.py "
-               + " ".join(argv if argv is not None else sys.argv[1:]),
+    payload = {"benchmark": "importance", "command": command("importance.py", argv),
                "environment": environment(), "results": rows}
-    if args.out:
-        Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {args.out}")
-    else:
-        print(f"wrote {write_json('importance', payload)}")
+    write_json("importance", payload, args.out)
     return 0
 
 

@@ -12,7 +12,6 @@ Also the extra memory each method keeps, in parameter-sized tensors.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, find_mnist, load_mnist, paired, write_json
+from _common import command, environment, find_mnist, load_mnist, paired, write_json
 
 from myelin import EWC, WVA
 from myelin.importance import fisher
@@ -112,9 +111,7 @@ def main(argv=None) -> int:
                       "extra_tensors_per_parameter": rows[-1][name]
                       ["extra_tensors_per_parameter"]}
                for name in methods}
-    payload = {"benchmark": "overhead",
-               "command": "python benchmarks/overhead.py " + " ".join(
-                   argv if argv is not None else sys.argv[1:]),
+    payload = {"benchmark": "overhead", "command": command("overhead.py", argv),
                "environment": environment(),
                "setup": {"model": "784-300-150-10 ReLU", "optimizer": "SGD lr 0.1",
                          "batch": args.batch, "steps_per_block": args.steps,
@@ -122,11 +119,7 @@ def main(argv=None) -> int:
                          "note": "WVA on='step' also clones the attenuated parameters for the "
                                  "duration of each step (transient, one parameter-sized copy)."},
                "summary": summary, "per_task": rows}
-    if args.out:
-        Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {args.out}")
-    else:
-        print(f"wrote {write_json('overhead', payload)}")
+    write_json("overhead", payload, args.out)
     return 0
 
 

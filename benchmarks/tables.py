@@ -1,6 +1,7 @@
 """Render the committed benchmark JSON as the markdown tables shown in README.md.
 
-    python benchmarks/tables.py            # prints the tables for results/*.json
+    python benchmarks/tables.py                  # prints the tables for results/*.json
+    python benchmarks/tables.py --write-readme   # replaces them between markers in README.md
 """
 
 from __future__ import annotations
@@ -77,13 +78,39 @@ def overhead_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    for name, render in (("importance", importance_table), ("overhead", overhead_table)):
+RENDERERS = {"importance": importance_table, "overhead": overhead_table}
+
+
+def rendered() -> dict[str, str]:
+    """Markdown for every benchmark whose JSON exists."""
+    out = {}
+    for name, render in RENDERERS.items():
         path = RESULTS / f"{name}.json"
-        if path.exists():
-            print(f"### {name}\n\n{render(json.loads(path.read_text()))}\n")
-        else:
-            print(f"### {name}\n\n(no {path.name} yet)\n")
+        out[name] = render(json.loads(path.read_text())) if path.exists() \
+            else f"(no {path.name} yet)"
+    return out
+
+
+def write_readme(readme: Path) -> None:
+    """Replace the text between <!-- table:NAME --> and <!-- /table:NAME --> in `readme`."""
+    text = readme.read_text()
+    for name, table in rendered().items():
+        start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            _, tail = rest.split(end, 1)
+            text = f"{head}{start}\n{table}\n{end}{tail}"
+    readme.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--write-readme" in argv:
+        write_readme(RESULTS.parent.parent / "README.md")
+        print("README.md tables updated")
+        return 0
+    for name, table in rendered().items():
+        print(f"### {name}\n\n{table}\n")
     return 0
 
 
