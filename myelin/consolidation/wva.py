@@ -95,7 +95,8 @@ class WVA(torch.optim.Optimizer, Consolidator):
         if not self._pairs:
             return self.base_optimizer.step(closure)
         factors = self._factors()
-        if self.on == "grad":
+        if self.on == "grad" or self._plain_sgd():
+            # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper
             with_grad = [(p.grad, a) for (p, _), a in zip(self._pairs, factors)
                          if p.grad is not None]
             if with_grad:
@@ -107,6 +108,12 @@ class WVA(torch.optim.Optimizer, Consolidator):
         torch._foreach_lerp_(before, params, factors)      # θ_prev + A ⊙ (θ − θ_prev)
         torch._foreach_copy_(params, before)
         return loss
+
+    def _plain_sgd(self) -> bool:
+        """True when the base optimizer's step is −lr·g (SGD, no momentum or weight decay)."""
+        return type(self.base_optimizer) is torch.optim.SGD and all(
+            g.get("momentum", 0) == 0 and g.get("weight_decay", 0) == 0
+            for g in self.param_groups)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients, as the base optimizer does."""
