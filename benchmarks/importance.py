@@ -17,6 +17,7 @@ BackPACK is optional (``pip install --no-deps backpack-for-pytorch einops unfold
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command, environment, find_mnist, load_mnist, paired, timed, write_json
+from _common import RESULTS, command, environment, find_mnist, load_mnist, paired, timed, write_json
 
 from myelin.importance import fisher, mas, signal
 
@@ -239,8 +240,15 @@ def main(argv=None) -> int:
         model = {"mlp": make_mlp, "cnn": make_cnn}[name]()
         train_briefly(model, x, y)
         rows.append(bench_model(name, model, x, y, args, lambda s: print(s, flush=True)))
-    payload = {"benchmark": "importance", "command": command("importance.py", argv),
-               "environment": environment(), "results": rows}
+    env, cmd = environment(), command("importance.py", argv)
+    for row in rows:
+        row["command"], row["environment"] = cmd, env
+    previous = RESULTS / "importance.json"
+    if args.out is None and previous.exists():      # keep the rows of models not re-run
+        kept = [r for r in json.loads(previous.read_text()).get("results", [])
+                if r["model"] not in {row["model"] for row in rows}]
+        rows = sorted(kept + rows, key=lambda r: r["model"] != "mlp")
+    payload = {"benchmark": "importance", "command": cmd, "environment": env, "results": rows}
     write_json("importance", payload, args.out)
     return 0
 

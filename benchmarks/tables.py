@@ -20,10 +20,13 @@ def _fmt(v: object, digits: int = 2) -> str:
 
 
 def importance_table(data: dict) -> str:
+    runs = {(r.get("command", data["command"]),
+             r.get("environment", data["environment"])["commit"]) for r in data["results"]}
     env = data["environment"]
-    lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} threads, "
-             f"commit {env['commit']}. Time ÷ one plain batched forward+backward over the same "
-             "samples (SIG: ÷ a plain forward); paired medians.", "",
+    made_by = "; ".join(f"`{c}` (commit {commit})" for c, commit in sorted(runs))
+    lines = [f"{made_by} — torch {env['torch']}, {env['threads']} threads. Time ÷ one plain "
+             "batched forward+backward over the same samples (SIG: ÷ a plain forward); paired "
+             "medians; batches of 1000 (MLP) and 256 (CNN).", "",
              "| | MLP 784-300-150-10 | small CNN |", "|---|---:|---:|"]
     rows = {r["model"]: r for r in data["results"]}
     mlp, cnn = rows.get("mlp", {}), rows.get("cnn", {})

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from ._registry import Registry
 
-__all__ = ["ACTIVATIONS", "MODELS", "mlp", "small_cnn"]
+__all__ = ["ACTIVATIONS", "MODELS", "MultiHead", "mlp", "small_cnn"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -57,6 +58,45 @@ def small_cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int
         c, h, w = ch, h // 2, w // 2
     layers += [nn.Flatten(), nn.Linear(c * h * w, n_classes)]
     return nn.Sequential(*layers)
+
+
+class MultiHead(nn.Module):
+    """A shared body with one linear head per task, for task-incremental learning.
+
+    Head t produces the logits of task t's classes; the heads' outputs are placed in one
+    (N, n_classes) tensor, so `myelin.fit`, which restricts each task-IL task to its own classes,
+    trains and evaluates head t on task t only. Classes of several tasks (domain-style labels)
+    get the sum of their heads' logits; use disjoint class sets for true multi-head models.
+
+    Args:
+        body: Maps x to features of shape (N, feature_dim).
+        feature_dim: Size of the body's output.
+        task_classes: The classes of each task, e.g. ``[t.classes for t in scenario]``.
+        n_classes: Width of the combined output.
+    """
+
+    def __init__(self, body: nn.Module, feature_dim: int, task_classes: Sequence[Sequence[int]],
+                 n_classes: int):
+        super().__init__()
+        if not task_classes or any(not c for c in task_classes):
+            raise ValueError("task_classes must list at least one class per task.")
+        bad = [c for cs in task_classes for c in cs if not 0 <= c < n_classes]
+        if bad:
+            raise ValueError(f"classes {bad} are outside 0..{n_classes - 1}.")
+        self.body = body
+        self.heads = nn.ModuleList(nn.Linear(feature_dim, len(c)) for c in task_classes)
+        self.n_classes = n_classes
+        for t, c in enumerate(task_classes):
+            self.register_buffer(f"classes_{t}", torch.as_tensor(list(c), dtype=torch.long),
+                                 persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, *) -> logits (N, n_classes)."""
+        features = self.body(x)
+        out = features.new_zeros(features.shape[0], self.n_classes)
+        for t, head in enumerate(self.heads):
+            out = out.index_add(1, getattr(self, f"classes_{t}"), head(features))
+        return out
 
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")

@@ -106,3 +106,22 @@ def test_divergence_is_reported(scenario):
 def test_registry_lists_methods():
     assert {"finetune", "ewc", "wva", "l2", "si", "mas"} <= set(METHODS.names())
     assert make_method("wva", lam=3).config["lam"] == 3
+
+
+def test_multi_head_model_for_task_incremental_learning():
+    from torch import nn
+
+    from myelin.models import MultiHead
+
+    sc = SCENARIOS.get("split-digits-task")(5)
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU())
+    model = MultiHead(body, 32, [t.classes for t in sc], sc.n_classes)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "heads.0" in n}
+    r = fit(sc, model, "finetune", lr=0.1, epochs=5, batch_size=32, progress=False)
+    assert min(r.accuracy[-1]) > 0.75
+    # masked training reaches every head (each through its own task)
+    r0 = {n: p.detach() for n, p in model.named_parameters() if "heads.0" in n}
+    assert any(not torch.equal(before[n], r0[n]) for n in r0)
+    with pytest.raises(ValueError, match="outside"):
+        MultiHead(body, 32, [[0, 12]], 10)
