@@ -84,7 +84,7 @@ def environment() -> dict[str, object]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "myelin", "benchmarks"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "myelin", "benchmarks/*.py"],
                                cwd=ROOT, capture_output=True, text=True, check=True).stdout
         if dirty.strip():
             commit += "+uncommitted"
