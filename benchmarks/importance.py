@@ -232,6 +232,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="mlp,cnn")
     ap.add_argument("--out", default=None, help="JSON path (default results/importance.json)")
     args = ap.parse_args(argv)
+    env, cmd = environment(), command("importance.py", argv)   # the code as it is at the start
     torch.manual_seed(0)
     x, y = load_mnist(find_mnist(args.mnist), "train", args.n)
     rows = []
@@ -240,13 +241,13 @@ def main(argv=None) -> int:
         model = {"mlp": make_mlp, "cnn": make_cnn}[name]()
         train_briefly(model, x, y)
         rows.append(bench_model(name, model, x, y, args, lambda s: print(s, flush=True)))
-    env, cmd = environment(), command("importance.py", argv)
     for row in rows:
         row["command"], row["environment"] = cmd, env
     previous = RESULTS / "importance.json"
     if args.out is None and previous.exists():      # keep the rows of models not re-run
-        kept = [r for r in json.loads(previous.read_text()).get("results", [])
-                if r["model"] not in {row["model"] for row in rows}]
+        old = json.loads(previous.read_text())
+        kept = [{"command": old["command"], "environment": old["environment"], **r}
+                for r in old.get("results", []) if r["model"] not in {row["model"] for row in rows}]
         rows = sorted(kept + rows, key=lambda r: r["model"] != "mlp")
     payload = {"benchmark": "importance", "command": cmd, "environment": env, "results": rows}
     write_json("importance", payload, args.out)

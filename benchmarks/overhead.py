@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mnist", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    env, cmd = environment(), command("overhead.py", argv)   # the code as it is at the start
     torch.manual_seed(0)
     x, y = load_mnist(find_mnist(args.mnist), "train", max(args.steps * args.batch, 1000))
     torch.manual_seed(0)
@@ -111,8 +112,7 @@ def main(argv=None) -> int:
                       "extra_tensors_per_parameter": rows[-1][name]
                       ["extra_tensors_per_parameter"]}
                for name in methods}
-    payload = {"benchmark": "overhead", "command": command("overhead.py", argv),
-               "environment": environment(),
+    payload = {"benchmark": "overhead", "command": cmd, "environment": env,
                "setup": {"model": "784-300-150-10 ReLU", "optimizer": "SGD lr 0.1",
                          "batch": args.batch, "steps_per_block": args.steps,
                          "repeats": args.repeats, "parameter_bytes": param_bytes,

@@ -1,15 +1,18 @@
 """myelin: stop neural networks from forgetting.
 
-Exact weight importances (Fisher, MAS, SI, SIG) and the consolidation methods that use them.
+Exact weight importances (Fisher, MAS, SI, SIG), the consolidation methods that use them (EWC,
+WVA, L2), and the continual-learning harness (scenarios, metrics, `fit`).
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import consolidation, importance
+from . import consolidation, data, importance, metrics, models, scenarios
 from .consolidation import EWC, L2, WVA, Consolidator
 from .importance import Importance
+from .methods import make_method
+from .train import Result, fit
 
 try:
     __version__ = version("myelin")
@@ -22,7 +25,14 @@ __all__ = [
     "WVA",
     "Consolidator",
     "Importance",
+    "Result",
     "__version__",
     "consolidation",
+    "data",
+    "fit",
     "importance",
+    "make_method",
+    "metrics",
+    "models",
+    "scenarios",
 ]

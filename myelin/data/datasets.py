@@ -9,7 +9,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +106,6 @@ class IdxSpec:
     transpose: bool = False            # EMNIST stores images transposed
     label_offset: int = 0              # EMNIST letters labels are 1..26
     torchvision: str = ""              # torchvision's folder name (<root>/<name>/raw/)
-    extra_dirs: tuple[str, ...] = field(default=())
 
 
 def _mnist_files(prefix: str = "") -> dict[str, tuple[str, str]]:
@@ -182,7 +181,7 @@ def cache_dir() -> Path:
     return Path(base) / "myelin"
 
 
-def _find(spec: IdxSpec, names: Sequence[str], dirs: Sequence[Path]) -> list[Path] | None:
+def _find(names: Sequence[str], dirs: Sequence[Path]) -> list[Path] | None:
     for d in dirs:
         found = []
         for n in names:
@@ -239,13 +238,13 @@ def _load_idx(name: str, split: str, root: str | os.PathLike[str] | None, downlo
     spec = IDX_DATASETS[name]
     names = spec.files[split]
     dirs = search_paths(name, root)
-    paths = _find(spec, names, dirs)
+    paths = _find(names, dirs)
     if paths is None and download:
         try:
             _download(spec, names, cache_dir() / spec.folder, timeout)
         except DataNotFoundError as exc:
             raise DataNotFoundError(_missing_message(name, names, dirs, str(exc))) from exc
-        paths = _find(spec, names, [cache_dir() / spec.folder])
+        paths = _find(names, [cache_dir() / spec.folder])
     if paths is None:
         hint = ("pass download=True (or --download) to fetch them"
                 if spec.urls else "download the EMNIST archive from NIST and unpack the IDX files")

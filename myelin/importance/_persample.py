@@ -6,6 +6,12 @@ its logits, shape (M, N, ..., C)); one backward pass from the logits to the kept
 gives δ for every layer; each layer's rule (`_rules.py`) turns (input, δ) into Σ_n f(g_n) for the
 per-sample parameter gradients g_n. Parameters of layers without a rule go through a generic
 `torch.func` path (vmap over samples of a vector-Jacobian product), so every model works.
+
+Rules assume each layer sees the samples on its first dimension. A layer whose output's first
+dimension differs from the batch size (e.g. a Linear applied to a time-first (T, N, I) tensor)
+is detected and moved to the torch.func path; one whose time dimension happens to equal the
+batch size cannot be told apart, so time-first models should use batches whose size differs
+from their sequence length.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from ..data.datasets import ArrayDataset, load
 __all__ = ["SETTINGS", "Scenario", "Task", "permuted", "rotated", "sequence", "split"]
 
 SETTINGS = ("task", "domain", "class")
-DatasetArg = "str | tuple[ArrayDataset, ArrayDataset]"
 
 
 @dataclass
