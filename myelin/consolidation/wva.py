@@ -97,17 +97,29 @@ class WVA(torch.optim.Optimizer, Consolidator):
         factors = self._factors()
         if self.on == "grad" or self._plain_sgd():
             # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper
-            with_grad = [(p.grad, a) for (p, _), a in zip(self._pairs, factors)
-                         if p.grad is not None]
-            if with_grad:
-                torch._foreach_mul_([g for g, _ in with_grad], [a for _, a in with_grad])
-            return self.base_optimizer.step(closure)
+            if closure is None:
+                self._attenuate_grads(factors)
+                return self.base_optimizer.step()
+
+            def attenuated_closure() -> Any:       # the closure recomputes the gradients
+                with torch.enable_grad():
+                    loss = closure()
+                self._attenuate_grads(factors)
+                return loss
+
+            return self.base_optimizer.step(attenuated_closure)
         params = [p for p, _ in self._pairs]
         before = torch._foreach_mul(params, 1.0)      # a copy of θ_prev
         loss = self.base_optimizer.step(closure)
         torch._foreach_lerp_(before, params, factors)      # θ_prev + A ⊙ (θ − θ_prev)
         torch._foreach_copy_(params, before)
         return loss
+
+    @torch.no_grad()
+    def _attenuate_grads(self, factors: list[Tensor]) -> None:
+        with_grad = [(p.grad, a) for (p, _), a in zip(self._pairs, factors) if p.grad is not None]
+        if with_grad:
+            torch._foreach_mul_([g for g, _ in with_grad], [a for _, a in with_grad])
 
     def _plain_sgd(self) -> bool:
         """True when the base optimizer's step is −lr·g (SGD, no momentum or weight decay)."""
@@ -126,7 +138,7 @@ class WVA(torch.optim.Optimizer, Consolidator):
         self.base_optimizer.add_param_group(param_group)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state plus WVA's configuration and Ω."""
+        """The base optimizer's state plus WVA's configuration and factors A."""
         return {"base": self.base_optimizer.state_dict(),
                 "wva": {"config": self._config(), "parameters": self.params.describe(),
                         "factor": {n: v.clone() for n, v in self.factor.items()}}}

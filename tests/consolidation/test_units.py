@@ -277,3 +277,22 @@ def test_attenuation_curves():
     assert torch.allclose(attenuation(omega, 0.5, "exponential"), torch.exp(-0.5 * omega))
     with pytest.raises(ValueError):
         attenuation(omega, 1.0, "cubic")
+
+
+def test_wva_grad_attenuation_with_a_closure_optimizer():
+    """Optimizers that recompute gradients in a closure (LBFGS) still see attenuated ones."""
+    model, imp = model_and_importance()
+    wva = WVA(torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=3), model, 1e6, on="grad")
+    wva.consolidate(imp * 0 + 1.0)             # A = 1e-6 everywhere: almost frozen
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.randn(16, 5, dtype=torch.float64)
+
+    def closure():
+        wva.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        return loss
+
+    wva.step(closure)
+    moved = max((p - b).abs().max().item() for p, b in zip(model.parameters(), before))
+    assert moved < 1e-4
