@@ -1,6 +1,7 @@
 """Training-step cost of EWC and WVA relative to a plain step, across 1..10 consolidated tasks.
 
-One process, MLP 784-300-150-10 (ReLU), SGD lr 0.1, batches of 100 real MNIST images. After
+One process, MLP 784-300-150-10 (ReLU), SGD lr 0.1 (and Adam 1e-3 for the WVA step
+attenuation that Adam needs), batches of 100 real MNIST images. After
 each of 10 consolidations (importance: empirical Fisher on 1000 images), each method's time per
 step is divided by a plain SGD step's, timing the two alternately (median of per-round ratios).
 Also the extra memory each method keeps, in parameter-sized tensors.
@@ -61,19 +62,26 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     x, y = load_mnist(find_mnist(args.mnist), "train", max(args.steps * args.batch, 1000))
     torch.manual_seed(0)
-    models = {k: make_mlp() for k in ("plain", "ewc_autograd", "ewc_closed_form", "ewc_stabilized",
+    models = {k: make_mlp() for k in ("plain", "plain_adam", "wva_step_adam", "ewc_autograd",
+                                      "ewc_closed_form", "ewc_stabilized",
                                       "wva_step", "wva_grad")}
     for m in models.values():
         m.load_state_dict(models["plain"].state_dict())
-    opts = {k: torch.optim.SGD(m.parameters(), lr=0.1) for k, m in models.items()}
+    opts = {k: (torch.optim.Adam(m.parameters(), lr=1e-3) if k.endswith("adam")
+                else torch.optim.SGD(m.parameters(), lr=0.1)) for k, m in models.items()}
     methods = {
         "ewc_autograd": EWC(models["ewc_autograd"], 41.0),
         "ewc_closed_form": EWC(models["ewc_closed_form"], 41.0),
         "ewc_stabilized": EWC(models["ewc_stabilized"], 41.0, stabilized=True, lr=0.1),
         "wva_step": WVA(opts["wva_step"], models["wva_step"], 1000.0),
         "wva_grad": WVA(opts["wva_grad"], models["wva_grad"], 1000.0, on="grad"),
+        "wva_step_adam": WVA(opts["wva_step_adam"], models["wva_step_adam"], 1000.0),
     }
     runners = {
+        "plain_adam": make_runner(models["plain_adam"], opts["plain_adam"], x, y, args.steps,
+                                  args.batch),
+        "wva_step_adam": make_runner(models["wva_step_adam"], methods["wva_step_adam"], x, y,
+                                     args.steps, args.batch),
         "plain": make_runner(models["plain"], opts["plain"], x, y, args.steps, args.batch),
         "ewc_autograd": make_runner(models["ewc_autograd"], opts["ewc_autograd"], x, y,
                                     args.steps, args.batch,
@@ -98,7 +106,8 @@ def main(argv=None) -> int:
             method.consolidate(imp)
         row = {"tasks_consolidated": task}
         for name in methods:
-            ratio, t_plain, t_method, _ = paired(runners["plain"], runners[name], args.repeats)
+            base = runners["plain_adam" if name.endswith("adam") else "plain"]
+            ratio, t_plain, t_method, _ = paired(base, runners[name], args.repeats)
             row[name] = {"ratio": ratio, "ms_per_step": 1000 * t_method / args.steps,
                          "plain_ms_per_step": 1000 * t_plain / args.steps,
                          "extra_tensors_per_parameter": methods[name].memory_bytes()

@@ -72,8 +72,12 @@ def overhead_table(data: dict) -> str:
     labels = {"ewc_autograd": "EWC, `penalty()` in the loss",
               "ewc_closed_form": "EWC, `apply_to_grad()`",
               "ewc_stabilized": "stabilized EWC, `penalty()`",
-              "wva_step": "WVA `on=\"step\"`", "wva_grad": "WVA `on=\"grad\"`"}
+              "wva_step": "WVA `on=\"step\"` (SGD: same code as `on=\"grad\"`)",
+              "wva_grad": "WVA `on=\"grad\"`",
+              "wva_step_adam": "WVA `on=\"step\"` around Adam (÷ plain Adam step)"}
     for key, label in labels.items():
+        if key not in s:
+            continue
         r = s[key]
         lines.append(f"| {label} | {r['mean_ratio']:.2f}× | {r['max_ratio']:.2f}× | "
                      f"{r['ratio_after_last_task']:.2f}× | "
