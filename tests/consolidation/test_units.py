@@ -283,7 +283,7 @@ def test_wva_grad_attenuation_with_a_closure_optimizer():
     """Optimizers that recompute gradients in a closure (LBFGS) still see attenuated ones."""
     model, imp = model_and_importance()
     wva = WVA(torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=3), model, 1e6, on="grad")
-    wva.consolidate(imp * 0 + 1.0)             # A = 1e-6 everywhere: almost frozen
+    wva.consolidate(Importance({n: torch.ones_like(v) for n, v in imp.items()}))  # A ≈ 1e-6
     before = [p.detach().clone() for p in model.parameters()]
     x = torch.randn(16, 5, dtype=torch.float64)
 
