@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import math
@@ -43,7 +44,7 @@ def clip_negative(importance: Importance, owner: str) -> dict[str, Tensor]:
         out[n] = v
     if negative:
         warnings.warn(f"{owner}: {negative} of {total} importance values were negative "
-                      "(typical of SI); they were set to 0.", stacklevel=3)
+                      "(typical of SI); they were set to 0.", stacklevel=4)
     return out
 
 
@@ -127,7 +128,7 @@ class ParameterSet:
                              f"{sorted(wrong)}.")
 
 
-class Consolidator:
+class Consolidator(abc.ABC):
     """The protocol every consolidation method follows, so a training loop needs no special case.
 
     * `consolidate(importance)` after a task;
@@ -140,23 +141,35 @@ class Consolidator:
     needs_importance = True      # False: consolidate() takes no importance (e.g. L2)
     params: ParameterSet
 
+    @abc.abstractmethod
     def consolidate(self, importance: Importance | None = None) -> None:
         """Fold a finished task's importance into the method's state."""
-        raise NotImplementedError
+
+    def _task_importance(self, importance: Importance | None) -> dict[str, Tensor]:
+        """Check a finished task's importance against the model; negatives clipped to 0."""
+        owner = type(self).__name__
+        self.params.check_unchanged()
+        if importance is None:
+            raise TypeError(f"{owner}.consolidate needs the finished task's Importance.")
+        self.params.check_importance(importance)
+        return clip_negative(importance, owner)
 
     def penalty(self) -> Tensor:
         """Scalar loss term; methods without one return 0."""
         p = next(iter(self.params.params.values()))
         return torch.zeros((), dtype=p.dtype, device=p.device)
 
+    @abc.abstractmethod
     def _tensors(self) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """Name -> tensor of the method's state (what `save` writes)."""
 
+    @abc.abstractmethod
     def _config(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """JSON-serialisable configuration (what `save` writes besides the tensors)."""
 
+    @abc.abstractmethod
     def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Inverse of `_tensors` and `_config`."""
 
     def memory_bytes(self) -> int:
         """Bytes of the tensors the method keeps besides the model."""

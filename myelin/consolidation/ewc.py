@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..importance.base import Importance
-from .base import Consolidator, ParameterSet, check_lam, clip_negative
+from .base import Consolidator, ParameterSet, check_lam
 
 __all__ = ["EWC", "MODES"]
 
@@ -93,11 +93,7 @@ class EWC(Consolidator):
     @torch.no_grad()
     def consolidate(self, importance: Importance | None = None) -> None:
         """Add a finished task's importance and move the anchor to the current weights."""
-        self.params.check_unchanged()
-        if importance is None:
-            raise TypeError("EWC.consolidate needs the finished task's Importance.")
-        self.params.check_importance(importance)
-        imp = clip_negative(importance, "EWC")
+        imp = self._task_importance(importance)
         current = self.params.params
         if self.mode == "separate":
             self.tasks.append(({n: imp[n].to(p).clone() for n, p in current.items()},

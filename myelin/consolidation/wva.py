@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..importance.base import Importance
-from .base import Consolidator, ParameterSet, check_lam, clip_negative
+from .base import Consolidator, ParameterSet, check_lam
 
 __all__ = ["CURVES", "PLACEMENTS", "WVA", "attenuation"]
 
@@ -170,11 +170,7 @@ class WVA(torch.optim.Optimizer, Consolidator):
     @torch.no_grad()
     def consolidate(self, importance: Importance | None = None) -> None:
         """Ω ← Ω + I for a finished task."""
-        self.params.check_unchanged()
-        if importance is None:
-            raise TypeError("WVA.consolidate needs the finished task's Importance.")
-        self.params.check_importance(importance)
-        imp = clip_negative(importance, "WVA")
+        imp = self._task_importance(importance)
         for n, p in self.params.params.items():
             i = imp[n].to(device=p.device, dtype=torch.promote_types(p.dtype, torch.float32))
             if n not in self.factor:
