@@ -77,17 +77,17 @@ def ewc(lam: float = 41.0, importance: str = "fisher", mode: str = "accumulate",
 
 
 @METHODS.register("si", "Synaptic Intelligence: EWC-style penalty with path-integral importance")
-def si(lam: float = 1.0) -> Method:
+def si(lam: float = 1.0, stabilized: bool = False) -> Method:
     """SI (Zenke et al. 2017): the accumulated penalty with the online SI importance."""
-    method = ewc(lam=lam, importance="si")
-    return Method("si", method.build, "si", {"lam": lam})
+    method = ewc(lam=lam, importance="si", stabilized=stabilized)
+    return Method("si", method.build, "si", {"lam": lam, "stabilized": stabilized})
 
 
 @METHODS.register("mas", "MAS: EWC-style penalty with MAS importance")
-def mas(lam: float = 4.5) -> Method:
+def mas(lam: float = 4.5, stabilized: bool = False) -> Method:
     """MAS (Aljundi et al. 2018): the accumulated penalty with MAS importance."""
-    method = ewc(lam=lam, importance="mas")
-    return Method("mas", method.build, "mas", {"lam": lam})
+    method = ewc(lam=lam, importance="mas", stabilized=stabilized)
+    return Method("mas", method.build, "mas", {"lam": lam, "stabilized": stabilized})
 
 
 @METHODS.register("l2", "uniform quadratic pull to the last anchor (baseline)")

@@ -125,3 +125,10 @@ def test_multi_head_model_for_task_incremental_learning():
     assert any(not torch.equal(before[n], r0[n]) for n in r0)
     with pytest.raises(ValueError, match="outside"):
         MultiHead(body, 32, [[0, 12]], 10)
+
+
+def test_stabilized_option_reaches_si_and_mas(scenario):
+    r = fit(scenario, model_for(scenario), "si", lr=0.1, epochs=1, batch_size=64,
+            method_options={"lam": 10, "stabilized": True}, progress=False)
+    assert r.config["method"] == {"name": "si", "lam": 10, "stabilized": True}
+    assert make_method("mas", lam=2, stabilized=True).config["stabilized"] is True
