@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from . import metrics
 from ._progress import progress_bar
 from .data.datasets import ArrayDataset
-from .importance import ESTIMATORS, SynapticIntelligence
+from .importance import ESTIMATORS, SynapticIntelligence, eval_mode
 from .methods import Method, make_method
 from .scenarios import Scenario, Task
 
@@ -83,33 +83,36 @@ class Result:
         return metrics.average_accuracy(self.accuracy)
 
 
-def _mask(logits: Tensor, classes: list[int] | None) -> Tensor:
+def _blocked(classes: list[int] | None, n_classes: int, device: torch.device) -> Tensor | None:
+    """Boolean (n_classes,) mask of the classes a task may not use (None: all allowed)."""
     if classes is None:
-        return logits
-    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    keep[torch.as_tensor(classes, device=logits.device)] = True
-    return logits.masked_fill(~keep, _MASKED)
+        return None
+    blocked = torch.ones(n_classes, dtype=torch.bool, device=device)
+    blocked[torch.as_tensor(classes, device=device)] = False
+    return blocked
+
+
+def _mask(logits: Tensor, blocked: Tensor | None) -> Tensor:
+    return logits if blocked is None else logits.masked_fill(blocked, _MASKED)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: ArrayDataset, classes: list[int] | None = None,
              batch_size: int = 1000, max_samples: int | None = None) -> float:
     """Accuracy of `model` on `dataset` (prediction restricted to `classes` if given)."""
-    was_training = model.training
-    model.eval()
-    try:
-        n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-        if n == 0:
-            raise ValueError(f"Cannot evaluate on an empty dataset ({dataset.name!r}).")
-        correct = 0
-        device = next(model.parameters()).device
+    n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    if n == 0:
+        raise ValueError(f"Cannot evaluate on an empty dataset ({dataset.name!r}).")
+    correct, blocked = 0, None
+    device = next(model.parameters()).device
+    with eval_mode(model):
         for i in range(0, n, batch_size):
             x, y = dataset.batch(slice(i, min(i + batch_size, n)))
-            pred = _mask(model(x.to(device)), classes).argmax(-1)
-            correct += int((pred.cpu() == y).sum())
-        return correct / n
-    finally:
-        model.train(was_training)
+            logits = model(x.to(device))
+            if classes is not None and blocked is None:
+                blocked = _blocked(classes, logits.shape[-1], device)
+            correct += int((_mask(logits, blocked).argmax(-1).cpu() == y).sum())
+    return correct / n
 
 
 def _optimizer(optimizer: str | Callable[..., torch.optim.Optimizer], model: nn.Module,
@@ -261,16 +264,12 @@ def _check_model(model: nn.Module, scenario: Scenario) -> None:
         raise ValueError("model must be an nn.Module with trainable parameters.")
     x, _ = scenario.tasks[0].train.batch(slice(0, 2))
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(x.to(device))
     except RuntimeError as exc:
         raise ValueError(f"The model cannot take the scenario's inputs of shape "
                          f"{tuple(x.shape[1:])}: {exc}") from exc
-    finally:
-        model.train(was_training)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[1] != scenario.n_classes:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"The model must return logits of shape (N, {scenario.n_classes}) for "
@@ -286,10 +285,11 @@ def _estimate(name: str | None, model: nn.Module, task: Task, scenario: Scenario
     kwargs = {"progress": False, **(options or {})}
     if name == "fisher-sampled":
         kwargs.setdefault("seed", seed)
-    mask = scenario.train_mask(task)
+    blocked = _blocked(scenario.train_mask(task), scenario.n_classes,
+                       next(model.parameters()).device)
     handle = None
-    if mask is not None:   # the task's own predictive distribution
-        handle = model.register_forward_hook(lambda m, a, out: _mask(out, mask))
+    if blocked is not None:   # the task's own predictive distribution
+        handle = model.register_forward_hook(lambda m, a, out: _mask(out, blocked))
     try:
         return estimator(model, data.tensors(), **kwargs)
     finally:
@@ -306,7 +306,7 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
     if n == 0:
         raise ValueError(f"Task {task.name!r} has no training samples.")
     steps = iterations if iterations is not None else max(1, math.ceil(epochs * n / batch_size))
-    mask = scenario.train_mask(task)
+    blocked = _blocked(scenario.train_mask(task), scenario.n_classes, device)
     order = torch.randperm(n, generator=generator)
     pos, window = 0, []
     model.train()
@@ -319,16 +319,17 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
         x, y = task.train.batch(idx)
         x, y = x.to(device), y.to(device)
         opt.zero_grad()
-        loss = F.cross_entropy(_mask(model(x), mask), y)
+        loss = F.cross_entropy(_mask(model(x), blocked), y)
         if consolidator is not None:
             loss = loss + consolidator.penalty()
-        if not torch.isfinite(loss):
+        value = loss.item()
+        if not math.isfinite(value):
             raise FloatingPointError(
-                f"The loss became {loss.item()} at step {step + 1} (task {k + 1}): training "
+                f"The loss became {value} at step {step + 1} (task {k + 1}): training "
                 "diverged. Lower lr or lam, or use EWC(stabilized=True).")
         loss.backward()
         opt.step()
-        window.append(loss.item())
+        window.append(value)
         step += 1
         if eval_every and step % eval_every == 0:
             _record(result, model, scenario, k, step, window, eval_samples)

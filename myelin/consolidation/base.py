@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import abc
-import contextlib
-import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._state import read_state, write_state
 from ..importance.base import Importance, trainable_parameters
 
 __all__ = ["Consolidator", "ParameterSet", "check_lam", "clip_negative"]
@@ -187,44 +185,18 @@ class Consolidator(abc.ABC):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state to a safetensors file (atomically)."""
-        from safetensors.torch import save_file
-
-        path = os.fspath(path)
         state = self.consolidation_state()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state["tensors"].items()}
-        meta = {"class": type(self).__name__, "config": state["config"],
-                "parameters": state["parameters"]}
-        fd, tmp = tempfile.mkstemp(prefix=".myelin-", suffix=".tmp",
-                                   dir=os.path.dirname(os.path.abspath(path)))
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        write_state(path, state["tensors"], _META_KEY,
+                    {"class": type(self).__name__, "config": state["config"],
+                     "parameters": state["parameters"]})
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Restore state written by `save`; the model must have the same parameters."""
-        from safetensors import safe_open
-
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"No saved state at {path!r}.")
         device = next(iter(self.params.params.values())).device
-        try:
-            with safe_open(path, framework="pt", device=str(device)) as f:
-                meta_text = (f.metadata() or {}).get(_META_KEY)
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as exc:
-            raise ValueError(f"{path!r} is not a readable safetensors file: {exc}") from exc
-        if meta_text is None:
-            raise ValueError(f"{path!r} holds no myelin consolidation state.")
-        meta = json.loads(meta_text)
+        tensors, meta = read_state(path, _META_KEY, "consolidation state", device)
         if meta["class"] != type(self).__name__:
-            raise ValueError(f"{path!r} holds {meta['class']} state; this is a "
+            raise ValueError(f"{os.fspath(path)!r} holds {meta['class']} state; this is a "
                              f"{type(self).__name__}.")
         self.load_consolidation_state({"config": meta["config"],
                                        "parameters": meta["parameters"],
-                                       "tensors": tensors}, path)
+                                       "tensors": tensors}, os.fspath(path))

@@ -17,15 +17,18 @@ Norm layers: per-sample gradients are (N, C), cheap to materialise.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import vmap
 
-__all__ = ["RULES", "Rule", "find_rule", "register_rule"]
+__all__ = ["RULES", "Rule", "find_rule", "lookup_by_type", "register_rule"]
+
+T = TypeVar("T")
 
 PerSample = Callable[[nn.Module, tuple[Tensor, ...], Tensor], dict[str, Tensor]]
 Reduce = Callable[[nn.Module, tuple[Tensor, ...], Tensor, Callable[[Tensor], Tensor]],
@@ -61,14 +64,22 @@ def register_rule(module_type: type[nn.Module], per_sample: PerSample,
     RULES[module_type] = Rule(per_sample, reduce, supports)
 
 
-def find_rule(module: nn.Module) -> Rule | None:
-    """The rule for `module`'s class or a base class whose ``forward`` it does not override."""
+def lookup_by_type(table: Mapping[type[nn.Module], T], module: nn.Module) -> T | None:
+    """The entry for `module`'s class or a base class whose ``forward`` it does not override.
+
+    A subclass with its own ``forward`` may compute something else, so it gets no entry.
+    """
     cls = type(module)
     for base in cls.__mro__:
-        if base in RULES and cls.forward is base.forward:
-            rule = RULES[base]
-            return rule if rule.supports is None or rule.supports(module) else None
+        if base in table and cls.forward is base.forward:
+            return table[base]
     return None
+
+
+def find_rule(module: nn.Module) -> Rule | None:
+    """The per-sample rule for `module`, if one applies to its class and configuration."""
+    rule = lookup_by_type(RULES, module)
+    return rule if rule is None or rule.supports is None or rule.supports(module) else None
 
 
 # Linear ----------------------------------------------------------------------------------------

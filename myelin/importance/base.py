@@ -8,16 +8,16 @@ consolidation methods consume them.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .._state import read_state, write_state
 
 __all__ = ["Importance", "all_finite", "eval_mode", "iter_batches", "trainable_parameters"]
 
@@ -190,40 +190,14 @@ class Importance(Mapping[str, Tensor]):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the tensors and `meta` to a safetensors file (atomically: no partial file)."""
-        from safetensors.torch import save_file
-
-        path = os.fspath(path)
-        tensors = {n: v.detach().cpu().contiguous() for n, v in self.items()}
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".myelin-", suffix=".tmp", dir=directory)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={_META_KEY: json.dumps(self.meta)})
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        write_state(path, self._values, _META_KEY, self.meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: nn.Module | None = None,
              device: str | torch.device = "cpu") -> Importance:
         """Read an importance saved by `save`; with `model`, check names and shapes match it."""
-        from safetensors import safe_open
-
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"No importance file at {path!r}.")
-        try:
-            with safe_open(path, framework="pt", device=str(device)) as f:
-                meta_text = (f.metadata() or {}).get(_META_KEY)
-                values = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-        except Exception as exc:  # safetensors raises its own error types
-            raise ValueError(f"{path!r} is not a readable safetensors file: {exc}") from exc
-        if meta_text is None:
-            raise ValueError(f"{path!r} is a safetensors file but was not written by "
-                             "Importance.save (no myelin metadata).")
-        imp = cls(values, json.loads(meta_text))
+        values, meta = read_state(path, _META_KEY, "importance", device)
+        imp = cls(values, meta)
         if model is not None:
             imp.check_compatible(model)
         return imp

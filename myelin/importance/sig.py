@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._progress import progress_bar
-from ._rules import batchnorm_xhat, conv_patches, groupnorm_xhat, layernorm_xhat
+from ._rules import batchnorm_xhat, conv_patches, groupnorm_xhat, layernorm_xhat, lookup_by_type
 from .base import Importance, all_finite, eval_mode, iter_batches, trainable_parameters
 
 __all__ = ["signal"]
@@ -179,14 +179,6 @@ HANDLERS: dict[type[nn.Module], Callable[..., _Signal]] = {
 }
 
 
-def _handler(module: nn.Module) -> Callable[..., _Signal] | None:
-    cls = type(module)
-    for base in cls.__mro__:
-        if base in HANDLERS and cls.forward is base.forward:
-            return HANDLERS[base]
-    return None
-
-
 @dataclass
 class _Layer:
     name: str
@@ -203,7 +195,7 @@ def _plan(model: nn.Module, params: dict[str, nn.Parameter]) -> list[_Layer]:
     for mod_name, module in model.named_modules():
         own = {ln: id2name[id(p)] for ln, p in module.named_parameters(recurse=False)
                if id(p) in id2name}
-        handler = _handler(module)
+        handler = lookup_by_type(HANDLERS, module)
         if handler is _mha:  # owns its out_proj's parameters too
             own = {ln: id2name[id(p)] for ln, p in module.named_parameters() if id(p) in id2name}
         own = {ln: n for ln, n in own.items() if n not in covered}
