@@ -78,7 +78,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="test samples per task for the curves")
     g.add_argument("--closing-samples", type=int, dest="closing_samples",
                    help="samples the importance is estimated on")
-    g.add_argument("--closing", help="tail (last training samples) or random")
+    g.add_argument("--closing", help="tail (last training samples), holdout (last samples, not "
+                   "trained on) or random")
     g.add_argument("--seed", type=int)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 

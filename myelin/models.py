@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ._registry import Registry
 
-__all__ = ["ACTIVATIONS", "MODELS", "MultiHead", "mlp", "small_cnn"]
+__all__ = ["ACTIVATIONS", "MODELS", "MultiHead", "mlp", "small_cnn", "truncated_normal_init_"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -102,3 +102,22 @@ class MultiHead(nn.Module):
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 MODELS.add("mlp", mlp, "fully connected network (widths, activation)")
 MODELS.add("cnn", small_cnn, "small convolutional network (channels, activation)")
+
+
+def truncated_normal_init_(model: nn.Module, gain: float = 2.0) -> nn.Module:
+    """Re-initialise in place: weights ~ N(0, σ²) truncated at ±2σ, σ = gain/√fan_in; biases 0.
+
+    The 2020 Kutalev & Lapina TensorFlow init (``truncated_normal(stddev=2/sqrt(fan_in))``) for
+    every Linear and Conv layer. Returns `model`.
+    """
+    if not math.isfinite(gain) or gain <= 0:
+        raise ValueError(f"gain must be a finite float > 0. Got {gain!r}.")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                fan_in = m.weight[0].numel()
+                std = gain / math.sqrt(fan_in)
+                nn.init.trunc_normal_(m.weight, 0.0, std, -2 * std, 2 * std)
+                if m.bias is not None:
+                    m.bias.zero_()
+    return model

@@ -46,7 +46,8 @@ class Result:
         random_init: Accuracy on each task before any training (for forward transfer).
         curves: One entry per evaluation: {"iteration", "task", "accuracies"} where
             accuracies[j] is the accuracy on seen task j (the seeds' figures plot these).
-        losses: Mean training loss per evaluation window: {"iteration", "task", "loss"}.
+        losses: Mean training cross-entropy (without any consolidation penalty) per evaluation
+            window: {"iteration", "task", "loss"}.
         timings: Seconds spent training, estimating importance and evaluating, per task.
         metrics: AA, FM, BWT, FWT, LA, two-task FM (see `myelin.metrics`).
         config: The full configuration, seeds included.
@@ -131,12 +132,12 @@ def _optimizer(optimizer: str | Callable[..., torch.optim.Optimizer], model: nn.
 def _closing_set(task: Task, n: int, how: str) -> ArrayDataset:
     ds = task.train
     n = min(n, len(ds))
-    if how == "tail":                     # the last n training samples (Kutalev & Lapina 2021)
+    if how in ("tail", "holdout"):   # the last n training samples (2021), or held out (2020)
         return ds.subset(torch.arange(len(ds) - n, len(ds)))
     if how == "random":
         g = torch.Generator().manual_seed(0)
         return ds.subset(torch.randperm(len(ds), generator=g)[:n])
-    raise ValueError(f"closing must be 'tail' or 'random'. Got {how!r}.")
+    raise ValueError(f"closing must be 'tail', 'holdout' or 'random'. Got {how!r}.")
 
 
 def fit(
@@ -174,7 +175,9 @@ def fit(
         eval_samples: Use at most this many test samples per task for the curves (the accuracy
             matrix always uses the full test sets).
         closing_samples: Size of the closing set the importance is estimated on.
-        closing: "tail" (the task's last training samples) or "random".
+        closing: "tail" (the task's last training samples, trained on too), "holdout" (the
+            last `closing_samples` training samples, never trained on: the 2020 papers'
+            validation split) or "random".
         method_options: Options for a named method, e.g. {"lam": 41, "importance": "fisher"}.
         importance_options: Keyword options for the estimator, e.g. {"batch_size": 500}.
         seed: Seeds model-independent randomness (batch order, sampled labels). Seed the model's
@@ -195,6 +198,8 @@ def fit(
             raise ValueError(f"{name} must be a positive int. Got {value!r}.")
     if iterations is None and (not isinstance(epochs, (int, float)) or epochs <= 0):
         raise ValueError(f"epochs must be > 0. Got {epochs!r}.")
+    if closing not in ("tail", "holdout", "random"):
+        raise ValueError(f"closing must be 'tail', 'holdout' or 'random'. Got {closing!r}.")
     if iterations is not None and (isinstance(iterations, bool) or iterations < 1):
         raise ValueError(f"iterations must be a positive int. Got {iterations!r}.")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
@@ -220,7 +225,7 @@ def fit(
             t0 = time.perf_counter()
             step = _train_task(scenario, k, model, opt, consolidator, task, epochs, iterations,
                                batch_size, generator, device, eval_every, eval_samples, result,
-                               step, progress)
+                               step, progress, closing_samples if closing == "holdout" else 0)
             t1 = time.perf_counter()
             if consolidator is not None and k < len(tasks) - 1:
                 if tracker is not None:
@@ -301,10 +306,12 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
                 consolidator, task: Task, epochs: float, iterations: int | None,
                 batch_size: int, generator: torch.Generator, device: torch.device,
                 eval_every: int | None, eval_samples: int | None, result: Result, step: int,
-                progress: bool | None) -> int:
-    n = len(task.train)
-    if n == 0:
-        raise ValueError(f"Task {task.name!r} has no training samples.")
+                progress: bool | None, held_out: int = 0) -> int:
+    n = len(task.train) - held_out
+    if n <= 0:
+        raise ValueError(f"Task {task.name!r} has no training samples"
+                         + (f" besides the {held_out} held out for the closing set."
+                            if held_out else "."))
     steps = iterations if iterations is not None else max(1, math.ceil(epochs * n / batch_size))
     blocked = _blocked(scenario.train_mask(task), scenario.n_classes, device)
     order = torch.randperm(n, generator=generator)
@@ -320,7 +327,8 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
         x, y = x.to(device), y.to(device)
         opt.zero_grad()
         loss = F.cross_entropy(_mask(model(x), blocked), y)
-        if consolidator is not None:
+        closed_form = consolidator is not None and hasattr(consolidator, "apply_to_grad")
+        if consolidator is not None and not closed_form:
             loss = loss + consolidator.penalty()
         value = loss.item()
         if not math.isfinite(value):
@@ -328,6 +336,8 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
                 f"The loss became {value} at step {step + 1} (task {k + 1}): training "
                 "diverged. Lower lr or lam, or use EWC(stabilized=True).")
         loss.backward()
+        if closed_form:             # the penalty's gradient in closed form: no graph, same update
+            consolidator.apply_to_grad()
         opt.step()
         window.append(value)
         step += 1
