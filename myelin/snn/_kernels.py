@@ -1,0 +1,239 @@
+"""Numba kernels of CoLaNET: the online training simulation, one image at a time.
+
+Everything that changes while an image is shown lives in plain NumPy arrays so that the whole
+pass over a chunk of images is one compiled call. Index conventions:
+
+* L neurons are numbered ``j = c * M + m`` (column c = class, microcolumn m); ``J = C * M``.
+* ``r``, ``w`` (J, I): synaptic resource and weight of input i → L neuron j.
+* Times are global step counters (int64) that never reset, so bursts and windows may span
+  two images exactly as in a continuously running network.
+
+The encoding, neuron update and plasticity follow SPEC §2.2–2.4; see `colanet.py` for the
+parameter table and where the sources disagree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Indices into the float parameter vector `fp`.
+F_DECAY, F_THETA, F_ALPHA, F_WMIN, F_WMAX, F_DH, F_DOPA, F_RS, F_SIGMA_ISI, F_BIAS_W, \
+    F_NSILENT, F_RENORM_THR, F_DOPA_ENDS = range(13)
+# Indices into the int parameter vector `ip`.
+I_ACTIVE, I_STEPS, I_WINDOW, I_DOPA_TIME, I_ISI, I_DOPA_DELAY, I_BIAS_DELAY, I_BLOCK = range(8)
+NEVER = -(1 << 40)
+
+
+@njit(cache=True)
+def seed_numba(seed: int) -> None:
+    """Seed numba's own generator (used for WTA tie-breaks)."""
+    np.random.seed(seed)
+
+
+@njit(cache=True, inline="always")
+def _weight(r: float, wmin: float, span: float) -> float:
+    rp = r if r > 0.0 else 0.0
+    return wmin + span * rp / (span + rp)
+
+
+@njit(cache=True)
+def spike_steps(pixels: np.ndarray, active: int) -> np.ndarray:
+    """Per pixel, the first of its spikes' steps: (I, active) bool, ⌊active·b/255⌋ spikes.
+
+    The incrementing rate code s += b/255, spike when s ≥ 1 (then s −= 1), started from 0 for
+    every image, written in exact integer arithmetic: step k spikes iff ⌊k·b/255⌋ grows.
+    """
+    n = pixels.shape[0]
+    out = np.zeros((n, active), dtype=np.bool_)
+    for i in range(n):
+        b = np.int64(pixels[i])
+        for k in range(active):
+            if ((k + 1) * b) // 255 > (k * b) // 255:
+                out[i, k] = True
+    return out
+
+
+@njit(cache=True)
+def _recompute_row(r: np.ndarray, w: np.ndarray, j: int, wmin: float, span: float) -> None:
+    for i in range(r.shape[1]):
+        w[j, i] = _weight(r[j, i], wmin, span)
+
+
+@njit(cache=True)
+def _theta_add(w: np.ndarray, j: int, alpha: float) -> float:
+    s = 0.0
+    for i in range(w.shape[1]):
+        if w[j, i] > 0.0:
+            s += w[j, i]
+    return alpha * s
+
+
+@njit(cache=True)
+def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: int,
+                fp: np.ndarray, ip: np.ndarray,
+                r: np.ndarray, w: np.ndarray, theta_add: np.ndarray, sigma: np.ndarray,
+                free: np.ndarray, u: np.ndarray, last_spike: np.ndarray,
+                burst_start: np.ndarray, status: np.ndarray, last_step: np.ndarray,
+                contributed: np.ndarray, updated: np.ndarray, dopa_at: np.ndarray,
+                last_in: np.ndarray, clock: np.ndarray, counts: np.ndarray) -> None:
+    """Show `images` (N, I) uint8 with `labels` (N,) once each, updating the state in place.
+
+    counts (J, 4) accumulates per L neuron: spikes, forced spikes, WTA wins, rewards.
+    """
+    J = n_classes * micro
+    n_in = images.shape[1]
+    decay, theta0, alpha = fp[F_DECAY], fp[F_THETA], fp[F_ALPHA]
+    wmin = fp[F_WMIN]
+    span = fp[F_WMAX] - fp[F_WMIN]
+    d_h, dopa, r_s, sigma_isi = fp[F_DH], fp[F_DOPA], fp[F_RS], fp[F_SIGMA_ISI]
+    bias_w, n_silent, renorm_thr = fp[F_BIAS_W], fp[F_NSILENT], fp[F_RENORM_THR]
+    dopa_ends = fp[F_DOPA_ENDS] != 0.0
+    active, steps, window, dopa_time = ip[I_ACTIVE], ip[I_STEPS], ip[I_WINDOW], ip[I_DOPA_TIME]
+    isi, dopa_delay, bias_delay, block = ip[I_ISI], ip[I_DOPA_DELAY], ip[I_BIAS_DELAY], \
+        ip[I_BLOCK]
+    spiking = np.empty(n_in, dtype=np.int64)
+    fired = np.zeros(J, dtype=np.bool_)
+    forced_now = np.zeros(J, dtype=np.bool_)
+    cand = np.empty(micro, dtype=np.int64)
+    t = clock[0]
+    for n in range(images.shape[0]):
+        label = labels[n]
+        code = spike_steps(images[n], active)
+        bias_blocked_until = NEVER
+        bias_arrives = NEVER
+        for k in range(steps):
+            # 1. input spikes of this step
+            ns = 0
+            if k < active:
+                for i in range(n_in):
+                    if code[i, k]:
+                        spiking[ns] = i
+                        ns += 1
+                        last_in[i] = t
+            # 2. L neurons: leak, inputs, teacher (bias gate) input, threshold
+            for j in range(J):
+                cur = 0.0
+                for q in range(ns):
+                    cur += w[j, spiking[q]]
+                uj = u[j] * decay + cur
+                forced_now[j] = False
+                if bias_arrives == t and j // micro == label:
+                    uj += bias_w
+                    forced_now[j] = True
+                fired[j] = uj >= theta0 + theta_add[j]
+                u[j] = 0.0 if fired[j] else uj
+            # 3. plasticity at each L spike (anti-Hebbian part). Burst status: 0 none,
+            #    1 started, 2 continued, 3 forced. Forced spikes neither start nor continue a
+            #    burst (they leave last_step alone); a burst restarts after a gap ≥ isi_max or
+            #    when dopamine arrives in the step of the spike.
+            for j in range(J):
+                if not fired[j]:
+                    continue
+                counts[j, 0] += 1
+                f = forced_now[j]
+                last_spike[j] = t
+                if f:
+                    counts[j, 1] += 1
+                    status[j] = 3
+                elif status[j] == 0 or status[j] == 3 or t - last_step[j] >= isi \
+                        or (dopa_ends and dopa_at[j] == t):
+                    status[j] = 1
+                    burst_start[j] = t
+                    sigma[j] = max(0.0, sigma[j] - sigma_isi)
+                else:
+                    status[j] = 2
+                if not f:
+                    last_step[j] = t
+                theta_add[j] = _theta_add(w, j, alpha)
+                fresh = status[j] != 2
+                for i in range(n_in):
+                    had = t - last_in[i] <= window
+                    if fresh:
+                        contributed[j, i] = had
+                        updated[j, i] = False
+                    elif had:
+                        contributed[j, i] = True
+                if not f and d_h != 0.0:
+                    dr = d_h * min(2.0 ** (-sigma[j]), 1.0)
+                    for i in range(n_in):
+                        if contributed[j, i] and not updated[j, i]:
+                            r[j, i] += dr
+                            free[j] -= dr
+                            updated[j, i] = True
+                            w[j, i] = _weight(r[j, i], wmin, span)
+            # 4. WTA per column (random tie-break) -> OUT, REWGATE -> dopamine
+            for c in range(n_classes):
+                nc = 0
+                for m in range(micro):
+                    if fired[c * micro + m]:
+                        cand[nc] = c * micro + m
+                        nc += 1
+                if nc == 0:
+                    continue
+                win = cand[np.random.randint(nc)] if nc > 1 else cand[0]
+                counts[win, 2] += 1
+                if c == label:
+                    bias_blocked_until = t + block     # OUT_c blocks its bias gate
+                    counts[win, 3] += 1
+                    dopa_at[win] = t + dopa_delay
+            # 5. dopamine arriving now
+            for j in range(J):
+                if dopa_at[j] != t:
+                    continue
+                dopa_at[j] = NEVER
+                if dopa != 0.0 and t - last_spike[j] <= dopa_time:
+                    scale = min(2.0 ** (-sigma[j]), 1.0)
+                    dr = dopa * scale
+                    for i in range(n_in):
+                        if contributed[j, i]:
+                            r[j, i] += dr
+                            free[j] -= dr
+                            w[j, i] = _weight(r[j, i], wmin, span)
+                if status[j] == 3 or dopa < 0.0:
+                    sigma[j] = max(0.0, sigma[j] - r_s * dopa)
+                else:
+                    phase = abs(t - burst_start[j] - isi) / isi
+                    sigma[j] += r_s * dopa * max(2.0 - phase, -1.0)
+            # 6. renormalisation outside bursts: the free resource over real + silent synapses
+            for j in range(J):
+                if free[j] == 0.0 or abs(free[j]) < renorm_thr:
+                    continue
+                if t - last_step[j] > isi or status[j] == 3:
+                    share = free[j] / (n_in + n_silent)
+                    for i in range(n_in):
+                        r[j, i] += share
+                        w[j, i] = _weight(r[j, i], wmin, span)
+                    free[j] = 0.0
+            # 7. the label's bias gate: fires once its delay has passed, unless OUT blocked it
+            if k >= bias_delay and t > bias_blocked_until:
+                bias_arrives = t + 1
+            t += 1
+    clock[0] = t
+
+
+@njit(cache=True)
+def infer_counts(currents: np.ndarray, theta: np.ndarray, decay: float, steps: int,
+                 n_classes: int, micro: int) -> np.ndarray:
+    """OUT spike counts (N, C) from input currents (N, active, J) without plasticity.
+
+    OUT_c spikes at a step iff some L neuron of column c does (the WTA passes one winner on),
+    so the count needs no tie-break.
+    """
+    n, active, J = currents.shape
+    out = np.zeros((n, n_classes), dtype=np.int32)
+    for b in range(n):
+        u = np.zeros(J)
+        for k in range(steps):
+            for c in range(n_classes):
+                any_spike = False
+                for m in range(micro):
+                    j = c * micro + m
+                    uj = u[j] * decay + (currents[b, k, j] if k < active else 0.0)
+                    if uj >= theta[j]:
+                        any_spike = True
+                        uj = 0.0
+                    u[j] = uj
+                if any_spike:
+                    out[b, c] += 1
+    return out

@@ -1,0 +1,338 @@
+"""CoLaNET: Kiselev's columnar spiking network with local plasticity, as used by Larionov (2025).
+
+One column per class, `microcolumns` L/WTA/REW-GATE triples per column, OUT and BIAS-GATE per
+column. Only the input → L synapses learn, through a saturating synaptic resource with an
+anti-Hebbian term (spikes that were not forced weaken the synapses that caused them), dopamine
+from the REW-GATE when the winning microcolumn belongs to the label's column, a per-neuron
+stability σ that halves later changes for every +1, and renormalisation of the freed resource
+over the real plus `silent_synapses` virtual synapses. No backpropagation anywhere.
+
+Parameters (defaults: the first KNP BLIFAT port, which Larionov started from; SPEC §2.6):
+
+=====================  ==========  ============================================================
+parameter              default     note (where the sources disagree)
+=====================  ==========  ============================================================
+alpha                  0.005       adaptive threshold θ_add = α·Σw⁺. First port 0.023817
+                                   (Larionov's start: stable but loses plasticity), current
+                                   KNP 0.218. Larionov's best: 0.005 (15 mc), 0.01 (45 mc).
+theta                  8.571       θ_const of BLIFAT (float units).
+decay                  2/3         u ← u·(1 − 1/τ), τ = 3 steps (the `.nnc` uses τ = 5).
+w_min, w_max           −0.7, 0.864 first port (current KNP: −0.253 / 0.0924).
+hebbian                −0.042      d_h, anti-Hebbian step (first port; current −0.177).
+dopamine               0.042       reward per REW-GATE spike (first port; current 0.18).
+stability              0.0         r_s; the first port leaves it at 0, current KNP 0.05.
+sigma_isi              0.0         σ decrease at a new unforced burst (0 in KNP).
+window                 10          steps a presynaptic spike counts as contributing.
+dopamine_time          10          dopamine acts if the neuron spiked this recently.
+isi_max                10          burst = spikes closer than this.
+dopamine_delay         1           REW-GATE → L delay (the current port: 3).
+bias_weight            3.0         BIAS-GATE → L (weak; vs θ 8.571).
+bias_delay             10          label → BIAS-GATE delay: the gate acts in the silent phase.
+block                  20          OUT_c blocks BIAS-GATE_c for this many steps.
+silent_synapses        0           virtual synapses in renormalisation (KNP 27, `.nnc` 9).
+renorm_threshold       0.0         |F| needed to renormalise (KNP's FLT_MAX disables it; the
+                                   CoLaNET behaviour needs a small value).
+active_steps, steps    10, 20      10 input steps then 10 silent steps per image.
+=====================  ==========  ============================================================
+
+Deliberate differences from the public C++ port (SPEC §2.4 "do not copy"): burst and ISI tests
+use signed time differences; the rate-code accumulator starts from 0 for every image (KNP
+never resets it), so an image always gives exactly ⌊10·b/255⌋ spikes per pixel and prediction
+does not depend on the order of the test set; input spikes act in the step they are emitted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._progress import progress_bar
+from .._state import read_state, write_state
+from . import _kernels as K
+
+__all__ = ["DEFAULTS", "CoLaNET", "encode", "resource_for_weight", "weight_of_resource"]
+
+DEFAULTS: dict[str, float | int] = {
+    "theta": 8.571, "decay": 2.0 / 3.0, "w_min": -0.7, "w_max": 0.864,
+    "hebbian": -0.042, "dopamine": 0.042, "stability": 0.0, "sigma_isi": 0.0,
+    "bias_weight": 3.0, "renorm_threshold": 0.0, "dopamine_ends_burst": 1,
+    "window": 10, "dopamine_time": 10, "isi_max": 10, "dopamine_delay": 1, "bias_delay": 10,
+    "block": 20, "active_steps": 10, "steps": 20,
+}
+_INT_PARAMS = ("window", "dopamine_time", "isi_max", "dopamine_delay", "bias_delay", "block",
+               "active_steps", "steps")
+_STATE = ("r", "theta_add", "sigma", "free", "u", "last_spike", "burst_start", "status",
+          "last_step", "contributed", "updated", "dopa_at", "last_in", "clock", "counts")
+
+
+def weight_of_resource(r: np.ndarray | float, w_min: float, w_max: float) -> np.ndarray:
+    """The weight of resource r: w_min + Δ·r⁺/(Δ + r⁺), Δ = w_max − w_min, in [w_min, w_max)."""
+    span = w_max - w_min
+    rp = np.maximum(np.asarray(r, dtype=np.float64), 0.0)
+    return w_min + span * rp / (span + rp)
+
+
+def resource_for_weight(w: float, w_min: float, w_max: float) -> float:
+    """The resource r ≥ 0 giving weight `w` (w_min ≤ w < w_max), e.g. the initial r for w = 0."""
+    if not w_min <= w < w_max:
+        raise ValueError(f"w must lie in [w_min, w_max) = [{w_min}, {w_max}). Got {w}.")
+    span = w_max - w_min
+    return (w - w_min) * span / (span - (w - w_min))
+
+
+def encode(images: Any, active_steps: int = 10) -> np.ndarray:
+    """Deterministic rate code: (N, I) intensities → spikes (N, active_steps, I) bool.
+
+    Pixel b ∈ 0..255 spikes ⌊active_steps·b/255⌋ times (s += b/255 each step, spike at s ≥ 1).
+    """
+    b = _as_pixels(images, None).astype(np.int64)
+    k = np.arange(1, active_steps + 1, dtype=np.int64)[None, :, None]
+    return (k * b[:, None, :]) // 255 > ((k - 1) * b[:, None, :]) // 255
+
+
+def _as_pixels(x: Any, n_inputs: int | None) -> np.ndarray:
+    """Images as uint8 (N, I): uint8 taken as is, floats must lie in [0, 1]."""
+    if hasattr(x, "images") and hasattr(x, "targets"):      # an ArrayDataset
+        x = x.images
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"X must have shape (N, n_inputs) or (N, C, H, W). Got {x.shape}.")
+    if len(x) == 0:
+        raise ValueError("X holds no samples.")
+    x = x.reshape(len(x), -1)
+    if n_inputs is not None and x.shape[1] != n_inputs:
+        raise ValueError(f"Each sample must have {n_inputs} inputs; got {x.shape[1]}.")
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    if not np.issubdtype(x.dtype, np.number):
+        raise TypeError(f"X must be numeric. Got dtype {x.dtype}.")
+    xf = x.astype(np.float64)
+    if not np.isfinite(xf).all():
+        raise ValueError("X contains NaN or infinite values.")
+    if xf.min() < 0 or xf.max() > 1:
+        raise ValueError("Float X must hold intensities in [0, 1] (or pass uint8 0..255). "
+                         f"Got range [{xf.min():.3g}, {xf.max():.3g}].")
+    return np.ascontiguousarray(np.rint(xf * 255).astype(np.uint8))
+
+
+def _as_labels(y: Any, n: int, n_classes: int) -> np.ndarray:
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise ValueError(f"y must have shape ({n},). Got {y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"y must hold integer class labels. Got dtype {y.dtype}.")
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"Labels must lie in 0..{n_classes - 1}. Got {y.min()}..{y.max()}.")
+    return y.astype(np.int64)
+
+
+class CoLaNET:
+    """Columnar spiking network with local plasticity (SPEC §2), trained online, one pass.
+
+    Args:
+        n_inputs: Input nodes (pixels), e.g. 784.
+        n_classes: Columns (one per class).
+        microcolumns: L/WTA/REW-GATE triples per column.
+        alpha: Adaptive-threshold coefficient α in θ_add = α·Σ w⁺.
+        silent_synapses: Virtual synapses absorbing part of each renormalisation.
+        seed: Seeds the WTA tie-breaks.
+        **params: Any of `DEFAULTS` (see the module docstring's table).
+
+    Example:
+        >>> net = CoLaNET(784, 10, microcolumns=15, alpha=0.005)
+        >>> net.fit(X_train, y_train).score(X_test, y_test)   # X: (N, 784) uint8
+    """
+
+    def __init__(self, n_inputs: int = 784, n_classes: int = 10, microcolumns: int = 15,
+                 alpha: float = 0.005, silent_synapses: float = 0, seed: int = 0,
+                 **params: float) -> None:
+        for name, value in (("n_inputs", n_inputs), ("n_classes", n_classes),
+                            ("microcolumns", microcolumns)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int. Got {value!r}.")
+        if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"alpha must be a finite float ≥ 0. Got {alpha!r}.")
+        if not math.isfinite(silent_synapses) or silent_synapses < 0:
+            raise ValueError(f"silent_synapses must be ≥ 0. Got {silent_synapses!r}.")
+        unknown = set(params) - set(DEFAULTS)
+        if unknown:
+            raise TypeError(f"Unknown CoLaNET parameter(s) {sorted(unknown)}. "
+                            f"Known: {', '.join(DEFAULTS)}.")
+        p = {**DEFAULTS, **params}
+        for name in _INT_PARAMS:
+            if int(p[name]) != p[name] or p[name] < 1:
+                raise ValueError(f"{name} must be a positive int. Got {p[name]!r}.")
+            p[name] = int(p[name])
+        for name, value in p.items():
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be finite. Got {value!r}.")
+        if not p["w_min"] <= 0 < p["w_max"]:
+            raise ValueError("Need w_min ≤ 0 < w_max (weights start at 0).")
+        if not 0 < p["decay"] <= 1:
+            raise ValueError(f"decay must lie in (0, 1]. Got {p['decay']}.")
+        if p["active_steps"] > p["steps"]:
+            raise ValueError("active_steps cannot exceed steps.")
+        self.n_inputs, self.n_classes, self.microcolumns = n_inputs, n_classes, microcolumns
+        self.alpha, self.silent_synapses, self.seed = float(alpha), float(silent_synapses), seed
+        self.params = p
+        self._init_state()
+
+    # ------------------------------------------------------------------ state
+    def _init_state(self) -> None:
+        J, n = self.n_classes * self.microcolumns, self.n_inputs
+        r0 = resource_for_weight(0.0, self.params["w_min"], self.params["w_max"])
+        self.r = np.full((J, n), r0, dtype=np.float64)
+        self.w = np.zeros((J, n), dtype=np.float64)
+        self.theta_add = np.zeros(J)
+        self.sigma = np.zeros(J)
+        self.free = np.zeros(J)
+        self.u = np.zeros(J)
+        self.last_spike = np.full(J, K.NEVER, dtype=np.int64)
+        self.burst_start = np.full(J, K.NEVER, dtype=np.int64)
+        self.status = np.zeros(J, dtype=np.int8)       # 0 none, 1/2 burst, 3 forced
+        self.last_step = np.full(J, K.NEVER, dtype=np.int64)
+        self.contributed = np.zeros((J, n), dtype=np.bool_)
+        self.updated = np.zeros((J, n), dtype=np.bool_)
+        self.dopa_at = np.full(J, K.NEVER, dtype=np.int64)
+        self.last_in = np.full(n, K.NEVER, dtype=np.int64)
+        self.clock = np.zeros(1, dtype=np.int64)
+        self.counts = np.zeros((J, 4), dtype=np.int64)
+        self.images_seen = 0
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        fp = np.zeros(13)
+        fp[K.F_DOPA_ENDS] = p["dopamine_ends_burst"]
+        fp[K.F_DECAY], fp[K.F_THETA], fp[K.F_ALPHA] = p["decay"], p["theta"], self.alpha
+        fp[K.F_WMIN], fp[K.F_WMAX] = p["w_min"], p["w_max"]
+        fp[K.F_DH], fp[K.F_DOPA], fp[K.F_RS] = p["hebbian"], p["dopamine"], p["stability"]
+        fp[K.F_SIGMA_ISI], fp[K.F_BIAS_W] = p["sigma_isi"], p["bias_weight"]
+        fp[K.F_NSILENT], fp[K.F_RENORM_THR] = self.silent_synapses, p["renorm_threshold"]
+        ip = np.zeros(8, dtype=np.int64)
+        ip[K.I_ACTIVE], ip[K.I_STEPS], ip[K.I_WINDOW] = (p["active_steps"], p["steps"],
+                                                        p["window"])
+        ip[K.I_DOPA_TIME], ip[K.I_ISI] = p["dopamine_time"], p["isi_max"]
+        ip[K.I_DOPA_DELAY], ip[K.I_BIAS_DELAY], ip[K.I_BLOCK] = (
+            p["dopamine_delay"], p["bias_delay"], p["block"])
+        return fp, ip
+
+    # ------------------------------------------------------------------ learning
+    def fit(self, X: Any, y: Any, *, progress: bool | None = None,
+            chunk: int = 500) -> CoLaNET:
+        """One online pass over (X (N, n_inputs) uint8 or floats in [0, 1], y (N,)), in order.
+
+        Calling it again continues learning (the next task of a sequence). Returns self.
+        """
+        pixels = _as_pixels(X, self.n_inputs)
+        labels = _as_labels(y, len(pixels), self.n_classes)
+        fp, ip = self._vectors()
+        K.seed_numba((self.seed * 1_000_003 + int(self.clock[0])) % (2**31 - 1))
+        starts = range(0, len(pixels), chunk)
+        for s in progress_bar(starts, progress=progress, desc="CoLaNET fit",
+                              unit=f"×{chunk} img"):
+            K.train_chunk(pixels[s:s + chunk], labels[s:s + chunk], self.n_classes,
+                          self.microcolumns, fp, ip, self.r, self.w, self.theta_add,
+                          self.sigma, self.free, self.u, self.last_spike, self.burst_start,
+                          self.status, self.last_step, self.contributed, self.updated,
+                          self.dopa_at, self.last_in, self.clock, self.counts)
+        self.images_seen += len(pixels)
+        if not np.isfinite(self.r).all():
+            raise FloatingPointError("A synaptic resource became non-finite.")
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def out_counts(self, X: Any, *, batch_size: int = 2000,
+                   progress: bool | None = None) -> np.ndarray:
+        """OUT spike counts per class, (N, n_classes) int, with plasticity off."""
+        pixels = _as_pixels(X, self.n_inputs)
+        p = self.params
+        w = torch.from_numpy(self.w.astype(np.float32))
+        theta = p["theta"] + self.theta_add
+        out = np.empty((len(pixels), self.n_classes), dtype=np.int32)
+        for s in progress_bar(range(0, len(pixels), batch_size), progress=progress,
+                              desc="CoLaNET predict", unit="batch"):
+            spikes = torch.from_numpy(encode(pixels[s:s + batch_size], p["active_steps"]))
+            currents = (spikes.to(torch.float32) @ w.T).numpy().astype(np.float64)
+            out[s:s + batch_size] = K.infer_counts(currents, theta, p["decay"], p["steps"],
+                                                   self.n_classes, self.microcolumns)
+        return out
+
+    def predict(self, X: Any, *, batch_size: int = 2000,
+                progress: bool | None = None) -> np.ndarray:
+        """Class with most OUT spikes per sample (N,); −1 where no OUT neuron fired."""
+        counts = self.out_counts(X, batch_size=batch_size, progress=progress)
+        pred = counts.argmax(axis=1).astype(np.int64)       # first maximum wins
+        pred[counts.max(axis=1) == 0] = -1
+        return pred
+
+    def score(self, X: Any, y: Any, **kwargs: Any) -> float:
+        """Accuracy on (X, y); a sample with no OUT spike counts as wrong."""
+        pred = self.predict(X, **kwargs)
+        labels = _as_labels(y, len(pred), self.n_classes)
+        return float((pred == labels).mean())
+
+    # ------------------------------------------------------------------ introspection
+    def stats(self) -> dict[str, Any]:
+        """Per-microcolumn activity and state: arrays of shape (n_classes, microcolumns).
+
+        Keys: spikes, forced, wins, rewards (counts since creation), sigma, theta_add,
+        positive_weight (Σw⁺), and recruited (n_classes,): microcolumns rewarded at least once.
+        """
+        shape = (self.n_classes, self.microcolumns)
+        c = self.counts.reshape(*shape, 4)
+        return {"spikes": c[..., 0].copy(), "forced": c[..., 1].copy(), "wins": c[..., 2].copy(),
+                "rewards": c[..., 3].copy(), "sigma": self.sigma.reshape(shape).copy(),
+                "theta_add": self.theta_add.reshape(shape).copy(),
+                "positive_weight": np.clip(self.w, 0, None).sum(1).reshape(shape),
+                "recruited": (c[..., 3] > 0).sum(1), "images_seen": self.images_seen}
+
+    # ------------------------------------------------------------------ persistence
+    def _meta(self) -> dict[str, Any]:
+        return {"n_inputs": self.n_inputs, "n_classes": self.n_classes,
+                "microcolumns": self.microcolumns, "alpha": self.alpha,
+                "silent_synapses": self.silent_synapses, "seed": self.seed,
+                "params": self.params, "images_seen": self.images_seen}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the whole network state and its parameters (safetensors)."""
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in _STATE}
+        write_state(path, tensors, "myelin.colanet", self._meta())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CoLaNET:
+        """Rebuild a network written by `save`, ready to predict or keep learning."""
+        tensors, meta = read_state(path, "myelin.colanet", "CoLaNET")
+        net = cls(meta["n_inputs"], meta["n_classes"], meta["microcolumns"], meta["alpha"],
+                  meta["silent_synapses"], meta["seed"], **meta["params"])
+        for k in _STATE:
+            if k not in tensors:
+                raise ValueError(f"{os.fspath(path)!r} lacks the state tensor {k!r}.")
+            want = getattr(net, k)
+            got = tensors[k].numpy()
+            if got.shape != want.shape:
+                raise ValueError(f"State tensor {k!r} has shape {got.shape}; this network "
+                                 f"needs {want.shape}.")
+            setattr(net, k, got.astype(want.dtype).copy())
+        net.w = weight_of_resource(net.r, net.params["w_min"], net.params["w_max"])
+        net.images_seen = int(meta.get("images_seen", 0))
+        return net
+
+    def __repr__(self) -> str:
+        return (f"CoLaNET(n_inputs={self.n_inputs}, n_classes={self.n_classes}, "
+                f"microcolumns={self.microcolumns}, alpha={self.alpha}, "
+                f"silent_synapses={self.silent_synapses:g}, seed={self.seed})")
+
+    def get_params(self) -> Mapping[str, Any]:
+        """All settings, as passed to the constructor."""
+        return {"n_inputs": self.n_inputs, "n_classes": self.n_classes,
+                "microcolumns": self.microcolumns, "alpha": self.alpha,
+                "silent_synapses": self.silent_synapses, "seed": self.seed, **self.params}
