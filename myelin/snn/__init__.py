@@ -1,7 +1,7 @@
 """Spiking networks that learn without backpropagation: CoLaNET (SPEC §2)."""
 
-from .colanet import DEFAULTS, CoLaNET, encode, resource_for_weight, weight_of_resource
+from .colanet import DEFAULTS, PRESETS, CoLaNET, encode, resource_for_weight, weight_of_resource
 from .continual import fit_scenario
 
-__all__ = ["DEFAULTS", "CoLaNET", "encode", "fit_scenario", "resource_for_weight",
+__all__ = ["DEFAULTS", "PRESETS", "CoLaNET", "encode", "fit_scenario", "resource_for_weight",
            "weight_of_resource"]

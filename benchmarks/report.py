@@ -1,0 +1,195 @@
+"""Turn the reproduction results into a summary JSON, plots and ``docs/results.md``.
+
+    python benchmarks/reproduce.py report
+
+Reads every ``<experiment>/<row>/seed<k>.json`` under the results folder (quick smoke runs
+are ignored), computes mean ± 95 % Student-t CI per row and metric, and writes
+``summary.json`` beside them, the figures under ``docs/results/`` and the markdown page.
+Sections for CoLaNET come from ``benchmarks/results/colanet/*.json`` when present.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.reproduce import EXPERIMENTS, ci95
+from myelin import metrics
+
+
+def _load(out: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(out.glob("*/*/seed*.json")):
+        rec = json.loads(path.read_text())
+        if not rec.get("quick"):
+            runs[rec["experiment"]][rec["row"]].append(rec)
+    return runs
+
+
+def _fmt(mean: float, half: float, n: int, pct: bool = True) -> str:
+    s = 100 if pct else 1
+    return f"{mean * s:.2f} ± {half * s:.2f}" + ("" if n > 1 else " (1 run)")
+
+
+def summarize(out: Path) -> dict[str, Any]:
+    """Per experiment and row: n, mean and CI half-width of each measured number, wall time."""
+    summary: dict[str, Any] = {}
+    for name, rows in _load(out).items():
+        exp = EXPERIMENTS.get(name)
+        if exp is None:
+            continue
+        summary[name] = {}
+        for row in exp.rows:
+            recs = rows.get(row.key, [])
+            if not recs:
+                continue
+            keys = recs[0]["measured"].keys()
+            stats = {k: dict(zip(("mean", "ci95"), ci95([r["measured"][k] for r in recs])))
+                     for k in keys}
+            walls = [r["wall_seconds"] for r in recs]
+            summary[name][row.key] = {
+                "label": row.label, "n": len(recs), "seeds": sorted(r["seed"] for r in recs),
+                "measured": stats, "published": row.published,
+                "wall_seconds": {"mean": float(np.mean(walls)), "min": float(np.min(walls))},
+                "commits": sorted({r["environment"]["commit"] for r in recs}),
+            }
+    return summary
+
+
+def _plots(out: Path, figs: Path) -> dict[str, list[str]]:
+    """Figures per experiment; returns experiment -> relative image paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: dict[str, list[str]] = defaultdict(list)
+    figs.mkdir(parents=True, exist_ok=True)
+    for name, rows in _load(out).items():
+        exp = EXPERIMENTS.get(name)
+        if exp is None:
+            continue
+        ordered = [(r, rows[r.key]) for r in exp.rows if rows.get(r.key)]
+        # A_k: average accuracy over the tasks seen so far, after each task
+        square = [(r, recs) for r, recs in ordered
+                  if len(recs[0]["result"]["accuracy"]) == len(recs[0]["result"]["accuracy"][0])]
+        if square and len(square[0][1][0]["result"]["accuracy"]) > 2:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for r, recs in square:
+                curves = np.array([metrics.average_accuracy_curve(x["result"]["accuracy"])
+                                   for x in recs])
+                k = np.arange(1, curves.shape[1] + 1)
+                ax.plot(k, curves.mean(0), marker="o", ms=3, label=r.label)
+            ax.set_xlabel("tasks learned")
+            ax.set_ylabel("average accuracy on learned tasks")
+            ax.set_title(exp.title, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            path = figs / f"{name}-aa.png"
+            fig.tight_layout()
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            made[name].append(path.name)
+        # per-task accuracy curves over iterations (the seeds' figures)
+        with_curves = [(r, recs) for r, recs in ordered if recs[0]["result"]["curves"]]
+        if with_curves:
+            n = len(with_curves)
+            cols = min(n, 5)
+            nrows = math.ceil(n / cols)
+            fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows),
+                                     sharey=True, squeeze=False)
+            for ax, (r, recs) in zip(axes.flat, with_curves):
+                its = [c["iteration"] for c in recs[0]["result"]["curves"]]
+                n_tasks = len(recs[0]["result"]["accuracy"])
+                for j in range(n_tasks):
+                    ys = []
+                    for x in recs:
+                        ys.append([c["accuracies"][j] if j < len(c["accuracies"]) else np.nan
+                                   for c in x["result"]["curves"]])
+                    with warnings.catch_warnings():     # tasks not yet seen are NaN
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        mean = np.nanmean(np.array(ys, dtype=float), 0)
+                    ax.plot(its, mean, label=f"task {chr(65 + j)}")
+                ax.set_title(r.label, fontsize=8)
+                ax.grid(alpha=0.3)
+                ax.set_xlabel("iteration", fontsize=7)
+            for ax in list(axes.flat)[n:]:
+                ax.axis("off")
+            axes.flat[0].set_ylabel("test accuracy")
+            axes.flat[0].legend(fontsize=7)
+            fig.suptitle(exp.title + f" (mean of {len(with_curves[0][1])} seeds)", fontsize=9)
+            fig.tight_layout()
+            path = figs / f"{name}-curves.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            made[name].append(path.name)
+    return made
+
+
+def _pub(value: Any, key: str) -> str:
+    if isinstance(value, dict) and key in value:
+        return f"{value[key] * 100:.2f}"
+    return "—"
+
+
+def markdown(summary: dict[str, Any], figures: dict[str, list[str]],
+             colanet: str = "") -> str:
+    """The results page."""
+    lines = [
+        "# Results: the seeds' experiments, reproduced",
+        "",
+        "Every number below was measured by the command shown, on this repository's code, on "
+        "2 CPU cores; per-run JSON (accuracy matrix, curves, timings, config, commit) lives "
+        "in `benchmarks/results/reproduce/`. Ours: mean ± 95 % Student-t CI over the seeds "
+        "listed (n runs); published: the authors' numbers (SPEC / ANCHORS). Accuracies in %.",
+        "Regenerate this page with `python benchmarks/reproduce.py report`.",
+        "",
+    ]
+    for name, exp in EXPERIMENTS.items():
+        rows = summary.get(name)
+        if not rows:
+            continue
+        lines += [f"## {exp.title}", "", f"Source: {exp.source}. {exp.notes}", "",
+                  f"Command: `python benchmarks/reproduce.py run {name} --seeds 0-4`", ""]
+        keys = exp.published_keys
+        extra = [k for k in next(iter(rows.values()))["measured"] if k not in keys]
+        head = ["method", "n"] + [f"{k} ours" for k in keys] + [f"{k} published" for k in keys]
+        head += [f"{k} ours" for k in extra] + ["s/run"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in rows.values():
+            m = row["measured"]
+            cells = [row["label"], str(row["n"])]
+            cells += [_fmt(m[k]["mean"], m[k]["ci95"], row["n"]) for k in keys]
+            cells += [_pub(row["published"], k) for k in keys]
+            cells += [_fmt(m[k]["mean"], m[k]["ci95"], row["n"]) for k in extra]
+            cells.append(f"{row['wall_seconds']['mean']:.0f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        for fig in figures.get(name, []):
+            lines += [f"![{name}](results/{fig})", ""]
+    if colanet:
+        lines += [colanet, ""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, docs: Path) -> None:
+    """Write summary.json, the figures and docs/results.md."""
+    summary = summarize(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    figures = _plots(out, docs / "results")
+    colanet = ""
+    try:
+        from benchmarks.colanet import markdown_section
+        colanet = markdown_section()
+    except ImportError:
+        pass
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "results.md").write_text(markdown(summary, figures, colanet))
+    print(f"wrote {out / 'summary.json'}, {docs / 'results.md'} and "
+          f"{sum(len(v) for v in figures.values())} figures")
