@@ -234,8 +234,8 @@ _HSU_NOTE = (
     "Hsu et al.'s coefficients (their penalty has no ½, so myelin's λ is twice theirs): "
     "EWC 100, online EWC 700, SI 3000, MAS 10000, L2 0.5. Importance on the last 1000 "
     "training samples of the task. Task-IL masks each task to its classes (one head per task "
-    "on a shared output layer). The SIG/WVA rows (no published counterpart) use λ picked on "
-    "seed 100 (domain-IL), not on the reported seeds. offline = joint training on all tasks.")
+    "on a shared output layer). The SIG/WVA rows (no published counterpart) use a λ set once "
+    "by hand from the permuted-MNIST scale, not tuned. offline = joint training on all tasks.")
 
 
 def _hsu_rows(i: int) -> list[Row]:
