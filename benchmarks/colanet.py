@@ -31,6 +31,7 @@ from myelin.snn import PRESETS, CoLaNET, fit_scenario
 
 OUT = RESULTS / "colanet"
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 PRESET = "myelin"          # the parameter set every run below uses (see myelin.snn.PRESETS)
 
 # (b): Larionov's three permuted-MNIST configurations and his numbers (seed 001 / 2506.17169)
@@ -85,7 +86,7 @@ def run_single(seed: int, n_train: int | None, quick: bool = False) -> dict[str,
     net.fit(x[:200], y[:200])                               # compile outside the timing
     net = _net(15, PRESETS[PRESET]["alpha"], seed)
     t0 = time.perf_counter()
-    net.fit(x, y, progress=not quick)
+    net.fit(x, y, progress=None if not quick else False)
     t1 = time.perf_counter()
     acc = net.score(xt, yt)
     t2 = time.perf_counter()
@@ -104,7 +105,7 @@ def run_permuted(config: dict[str, Any], seed: int, n_tasks: int = 10,
     net = _net(config["microcolumns"], config["alpha"], seed)
     t0 = time.perf_counter()
     result = fit_scenario(net, scenario, eval_samples=200 if quick else None,
-                          progress=not quick)
+                          progress=None if not quick else False)
     wall = time.perf_counter() - t0
     a = np.array(result.accuracy)
     return {"aa": float(a[-1].mean()), "fm": result.metrics.get("forgetting", 0.0),
@@ -237,6 +238,38 @@ def _pm(values: list[float], scale: float = 100) -> str:
     return f"{mean * scale:.2f} ± {half * scale:.2f}" + ("" if len(values) > 1 else " (1 run)")
 
 
+def _alpha_plot(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Average accuracy and forgetting against α (seed 001's sweep figure)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_tasks: dict[str, list[tuple[float, float, float]]] = {}
+    for key, recs in groups.items():
+        m = [r["measured"] for r in recs]
+        by_tasks.setdefault(key.split("-a")[0], []).append(
+            (m[0]["alpha"], float(np.mean([r["aa"] for r in m])),
+             float(np.mean([r["fm"] for r in m]))))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for tasks, pts in sorted(by_tasks.items()):
+        pts.sort()
+        a = [p[0] for p in pts]
+        ax1.plot(a, [100 * p[1] for p in pts], marker="o", label=f"{tasks[1:]} tasks")
+        ax2.plot(a, [100 * p[2] for p in pts], marker="o", label=f"{tasks[1:]} tasks")
+    ax1.set_xlabel("α")
+    ax1.set_ylabel("average accuracy after the last task (%)")
+    ax2.set_xlabel("α")
+    ax2.set_ylabel("forgetting FM (%)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("CoLaNET, 15 microcolumns, permuted MNIST: plasticity vs stability", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def markdown_section(out: Path = OUT) -> str:
     """The CoLaNET part of docs/results.md, from whatever results exist."""
     lines = ["## CoLaNET (issue 6)", "",
@@ -282,6 +315,7 @@ def markdown_section(out: Path = OUT) -> str:
             recs = [r["measured"] for r in alpha[key]]
             lines.append(f"| {key.split('-a')[0][1:]} | {recs[0]['alpha']:g} | {len(recs)} | "
                          f"{_pm([r['aa'] for r in recs])} | {_pm([r['fm'] for r in recs])} |")
+        _alpha_plot(alpha, DOCS / "results" / "colanet-alpha.png")
         lines += ["", "![alpha sweep](results/colanet-alpha.png)", ""]
     two = _group(sorted((out / "emnist").glob("*.json")))
     if two:

@@ -96,7 +96,8 @@ def _plots(out: Path, figs: Path) -> dict[str, list[str]]:
             plt.close(fig)
             made[name].append(path.name)
         # per-task accuracy curves over iterations (the seeds' figures)
-        with_curves = [(r, recs) for r, recs in ordered if recs[0]["result"]["curves"]]
+        with_curves = [(r, recs) for r, recs in ordered
+                       if exp.fit.get("eval_every") and recs[0]["result"]["curves"]]
         if with_curves:
             n = len(with_curves)
             cols = min(n, 5)
@@ -128,7 +129,69 @@ def _plots(out: Path, figs: Path) -> dict[str, list[str]]:
             fig.savefig(path, dpi=100)
             plt.close(fig)
             made[name].append(path.name)
+        if name == "seed003-wva":
+            made[name] += _seed003_plots(rows, figs, plt)
     return made
+
+
+def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) -> list[str]:
+    """Seed 003's four questions, one panel each, from the seed003-wva rows."""
+    def aa(key: str) -> float | None:
+        recs = rows.get(key)
+        return float(np.mean([r["measured"]["aa"] for r in recs])) if recs else None
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    lams = (100, 300, 1000, 3000)
+    for opt in ("sgd", "adam"):
+        for on in ("grad", "step"):
+            pts = [(lam, aa(f"{opt}-{on}-{lam}")) for lam in lams]
+            pts = [p for p in pts if p[1] is not None]
+            if pts:
+                axes[0].plot(*zip(*pts), marker="o", label=f"{opt}, on {on}")
+    axes[0].set_title("WVA-SIG: attenuate the gradient or the step?", fontsize=9)
+    for curve, keys in (("hyperbolic", [(lam, f"sgd-grad-{lam}") for lam in lams]),
+                        ("exponential", [(lam, f"sgd-exp-{lam}") for lam in (10, 30, 100, 300)])):
+        pts = [(lam, aa(k)) for lam, k in keys if aa(k) is not None]
+        if pts:
+            axes[1].plot(*zip(*pts), marker="o", label=curve)
+    axes[1].set_title("hyperbolic 1/(1+λΩ) vs exponential exp(−λΩ), SGD", fontsize=9)
+    best = []
+    for k in range(1, 11):
+        vals = []
+        for lam in lams:
+            recs = rows.get(f"sgd-grad-{lam}")
+            if recs:
+                vals.append((float(np.mean([metrics.average_accuracy_curve(
+                    r["result"]["accuracy"])[k - 1] for r in recs])), lam))
+        if vals and k > 1:
+            best.append((k, max(vals)[1]))
+    if best:
+        axes[2].plot(*zip(*best), marker="o")
+        axes[2].set_yscale("log")
+    axes[2].set_title("best λ (WVA-SIG, SGD) vs number of tasks", fontsize=9)
+    axes[2].set_xlabel("tasks")
+    for imp, ls in (("fisher", (1e4, 3e4, 1e5)), ("mas", (3e4, 1e5, 3e5))):
+        pts = [(lam, aa(f"sgd-{imp}-{lam:g}")) for lam in ls]
+        pts = [p for p in pts if p[1] is not None]
+        if pts:
+            axes[3].plot(*zip(*pts), marker="o", label=f"WVA-{imp}")
+    pts = [(lam, aa(f"sgd-grad-{lam}")) for lam in lams if aa(f"sgd-grad-{lam}") is not None]
+    if pts:
+        axes[3].plot(*zip(*pts), marker="o", label="WVA-SIG")
+    axes[3].set_title("importance for WVA (SGD)", fontsize=9)
+    for ax in axes[[0, 1, 3]]:
+        ax.set_xscale("log")
+        ax.set_xlabel("λ")
+        ax.set_ylabel("AA after 10 tasks")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = figs / "seed003-wva-questions.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path.name]
 
 
 def _pub(value: Any, key: str) -> str:

@@ -270,6 +270,46 @@ for _i, _setting in enumerate(("task", "domain", "class")):
         _hsu_rows(_i), _aa, ["aa"], _HSU_NOTE))
 
 
+_S3_NOTE = (
+    "Seed 003's questions on a reduced version of the 2022 WVA protocol (10-task permuted "
+    "MNIST, 784-300-150-10 leaky ReLU, batch 100, importance on 5000 held-out images) with "
+    "1 epoch per task instead of 4 to fit 2 CPU cores: SGD lr 0.2 or Adam 1e-3. Published "
+    "(2022, 4 epochs, best λ of each curve): SGD grad = step 0.875 (SIG); Adam grad fails "
+    "(0.407), Adam step works (0.841); hyperbolic 0.8753 vs exponential 0.8774; importance "
+    "for WVA-SGD: Fisher 0.899 > MAS 0.881 > SIG 0.875.")
+_S3_LAMS = (100, 300, 1000, 3000)
+
+
+def _s3_rows() -> list[Row]:
+    rows = []
+    for opt, lr in (("sgd", 0.2), ("adam", 1e-3)):
+        for on in ("grad", "step"):
+            for lam in _S3_LAMS:
+                rows.append(Row(f"{opt}-{on}-{lam}", f"WVA-SIG {opt} on {on}, λ={lam}", "wva",
+                                {"lam": lam, "importance": "signal", "on": on}, None,
+                                {"optimizer": opt, "lr": lr}))
+    for lam in (10, 30, 100, 300):
+        rows.append(Row(f"sgd-exp-{lam}", f"WVA-SIG sgd exponential, λ={lam}", "wva",
+                        {"lam": lam, "importance": "signal", "curve": "exponential"}))
+    for imp, lams in (("fisher", (1e4, 3e4, 1e5)), ("mas", (3e4, 1e5, 3e5))):
+        for lam in lams:
+            rows.append(Row(f"sgd-{imp}-{lam:g}", f"WVA-{imp} sgd, λ={lam:g}", "wva",
+                            {"lam": lam, "importance": imp}))
+    return [Row("sgd-none", "SGD, no protection", "finetune"),
+            Row("adam-none", "Adam, no protection", "finetune", {}, None,
+                {"optimizer": "adam", "lr": 1e-3}), *rows]
+
+
+_register(Experiment(
+    "seed003-wva", "Seed 003's WVA questions: placement, curve, λ vs tasks, importance",
+    "Kutalev & Lapina 2022 (SPEC §1.5, §1.6.3)",
+    lambda seed, quick: permuted("mnist", 10, seed=seed, root=_mnist_root()),
+    _torch_mlp((300, 150), "leaky_relu"),
+    {"optimizer": "sgd", "lr": 0.2, "batch_size": 100, "epochs": 1,
+     "closing_samples": 5000, "closing": "holdout"},
+    _s3_rows(), _aa, [], _S3_NOTE))
+
+
 def _offline(scenario: Scenario, model: torch.nn.Module, kw: dict[str, Any]) -> Result:
     """Joint training on the union of all tasks, then the usual per-task evaluation."""
     images = torch.cat([t.train.images for t in scenario.tasks])

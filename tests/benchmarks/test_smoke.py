@@ -58,11 +58,12 @@ def test_tables_render_committed_results():
 
 @needs_mnist
 @pytest.mark.parametrize("experiment", ["seed000-fig1", "seed000-fig4", "seed000-fig5",
-                                        "kutalev2021-fc", "hsu2018-domain"])
+                                        "kutalev2021-fc", "hsu2018-domain", "seed003-wva"])
 def test_reproduction_smoke(tmp_path, experiment):
     """Every reproduction runs its rows on tiny data; hsu2018-task/class share domain's code."""
     rows = {"seed000-fig5": "sgd,wva-s-lt", "kutalev2021-fc": "si,fisher-stab",
-            "hsu2018-domain": "ewc,offline"}.get(experiment, "ewc-f,wva-s")
+            "hsu2018-domain": "ewc,offline", "seed003-wva": "adam-step-100,sgd-exp-10",
+            }.get(experiment, "ewc-f,wva-s")
     run("reproduce.py", "run", experiment, "--seeds", "0", "--quick", "--rows", rows,
         "--out", str(tmp_path))
     files = sorted(tmp_path.glob(f"{experiment}/*/seed0.json"))
