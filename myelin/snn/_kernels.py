@@ -15,7 +15,7 @@ parameter table and where the sources disagree.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 # Indices into the float parameter vector `fp`.
 F_DECAY, F_THETA, F_ALPHA, F_WMIN, F_WMAX, F_DH, F_DOPA, F_RS, F_SIGMA_ISI, F_BIAS_W, \
@@ -212,24 +212,34 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
     clock[0] = t
 
 
-@njit(cache=True)
-def infer_counts(currents: np.ndarray, theta: np.ndarray, decay: float, steps: int,
-                 n_classes: int, micro: int) -> np.ndarray:
-    """OUT spike counts (N, C) from input currents (N, active, J) without plasticity.
+@njit(cache=True, parallel=True)
+def infer_counts(pixels: np.ndarray, w_t: np.ndarray, theta: np.ndarray, decay: float,
+                 active: int, steps: int, n_classes: int, micro: int) -> np.ndarray:
+    """OUT spike counts (N, C) for images (N, I) uint8, without plasticity.
 
-    OUT_c spikes at a step iff some L neuron of column c does (the WTA passes one winner on),
-    so the count needs no tie-break.
+    w_t is the (I, J) transposed weight matrix. Input currents are summed over the spiking
+    pixels only (MNIST is ~80 % zeros), images in parallel. OUT_c spikes at a step iff some L
+    neuron of column c does (the WTA passes one winner on), so no tie-break is needed.
     """
-    n, active, J = currents.shape
+    n, n_in = pixels.shape
+    J = w_t.shape[1]
     out = np.zeros((n, n_classes), dtype=np.int32)
-    for b in range(n):
+    for b in prange(n):                    # images are independent: spread over the cores
         u = np.zeros(J)
+        cur = np.empty(J)
         for k in range(steps):
+            cur[:] = 0.0
+            if k < active:
+                for i in range(n_in):
+                    v = np.int64(pixels[b, i])
+                    if ((k + 1) * v) // 255 > (k * v) // 255:
+                        for j in range(J):
+                            cur[j] += w_t[i, j]
             for c in range(n_classes):
                 any_spike = False
                 for m in range(micro):
                     j = c * micro + m
-                    uj = u[j] * decay + (currents[b, k, j] if k < active else 0.0)
+                    uj = u[j] * decay + cur[j]
                     if uj >= theta[j]:
                         any_spike = True
                         uj = 0.0

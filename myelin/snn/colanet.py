@@ -266,14 +266,13 @@ class CoLaNET:
         """OUT spike counts per class, (N, n_classes) int, with plasticity off."""
         pixels = _as_pixels(X, self.n_inputs)
         p = self.params
-        w = torch.from_numpy(self.w.astype(np.float32))
+        w_t = np.ascontiguousarray(self.w.T)
         theta = p["theta"] + self.theta_add
         out = np.empty((len(pixels), self.n_classes), dtype=np.int32)
         for s in progress_bar(range(0, len(pixels), batch_size), progress=progress,
                               desc="CoLaNET predict", unit="batch"):
-            spikes = torch.from_numpy(encode(pixels[s:s + batch_size], p["active_steps"]))
-            currents = (spikes.to(torch.float32) @ w.T).numpy().astype(np.float64)
-            out[s:s + batch_size] = K.infer_counts(currents, theta, p["decay"], p["steps"],
+            out[s:s + batch_size] = K.infer_counts(pixels[s:s + batch_size], w_t, theta,
+                                                   p["decay"], p["active_steps"], p["steps"],
                                                    self.n_classes, self.microcolumns)
         return out
 
