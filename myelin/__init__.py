@@ -35,4 +35,13 @@ __all__ = [
     "metrics",
     "models",
     "scenarios",
+    "snn",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`myelin.snn` loads on first use (it brings numba, which the rest does not need)."""
+    if name == "snn":
+        import importlib
+        return importlib.import_module(".snn", __name__)
+    raise AttributeError(f"module 'myelin' has no attribute {name!r}")
