@@ -227,9 +227,11 @@ def markdown(summary: dict[str, Any], figures: dict[str, list[str]],
         for row in rows.values():
             m = row["measured"]
             cells = [row["label"], str(row["n"])]
-            cells += [_fmt(m[k]["mean"], m[k]["ci95"], row["n"]) for k in keys]
+            cells += [_fmt(m[k]["mean"], m[k]["ci95"], row["n"]) if k in m else "—"
+                      for k in keys]
             cells += [_pub(row["published"], k) for k in keys]
-            cells += [_fmt(m[k]["mean"], m[k]["ci95"], row["n"]) for k in extra]
+            cells += [_fmt(m[k]["mean"], m[k]["ci95"], row["n"]) if k in m else "—"
+                      for k in extra]
             cells.append(f"{row['wall_seconds']['mean']:.0f}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
