@@ -38,7 +38,7 @@ dopamine_ends_burst    1           dopamine arriving in the step of a spike star
 =====================  ==========  ============================================================
 
 `PRESETS["myelin"]` is the set this library uses for its benchmarks: the first-port values
-reach ~85 % on one MNIST pass here, the preset 90–91 % (benchmarks/colanet.py, 3 seeds).
+reach ~85 % on one MNIST pass here, the preset 91.3 ± 0.6 % (benchmarks/colanet.py, 3 seeds).
 
 Deliberate differences from the public C++ port (SPEC §2.4 "do not copy"): burst and ISI tests
 use signed time differences; the rate-code accumulator starts from 0 for every image (KNP
