@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import RESULTS, environment
-from benchmarks.reproduce import _parse_seeds, ci95
+from benchmarks.reproduce import _mnist_root, _parse_seeds, ci95
 from myelin.data import DataNotFoundError, load
 from myelin.scenarios import Scenario, Task, permuted, sequence
-from myelin.snn import PRESETS, CoLaNET, fit_scenario
+from myelin.snn import PRESETS, CoLaNET, as_pixels, fit_scenario
 
 OUT = RESULTS / "colanet"
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PRESET = "myelin"          # the parameter set every run below uses (see myelin.snn.PRESETS)
 
@@ -50,10 +50,6 @@ SILENT = (0, 1000, 10000, 100000)
 LETTERS_BALANCED = [10, 11, 13, 14, 16, 17, 23, 26, 27, 28]
 
 
-def _root() -> str | None:
-    return str(SHARED) if SHARED.exists() else None
-
-
 def _write(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
@@ -69,17 +65,13 @@ def _net(microcolumns: int, alpha: float, seed: int, silent: float | None = None
                    silent_synapses=preset_silent if silent is None else silent, **params)
 
 
-def _pixels(ds: Any) -> np.ndarray:
-    return ds.images.reshape(len(ds), -1).numpy()
-
-
 def run_single(seed: int, n_train: int | None, quick: bool = False) -> dict[str, Any]:
     """(a) One online pass over MNIST train (in a seeded random order), test accuracy, speed."""
-    root = _root()
+    root = _mnist_root()
     tr, te = load("mnist", "train", root=root), load("mnist", "test", root=root)
     order = np.random.RandomState(seed).permutation(len(tr))[:n_train]
-    x, y = _pixels(tr)[order], tr.targets.numpy()[order]
-    xt, yt = _pixels(te), te.targets.numpy()
+    x, y = as_pixels(tr)[order], tr.targets.numpy()[order]
+    xt, yt = as_pixels(te), te.targets.numpy()
     if quick:
         x, y, xt, yt = x[:300], y[:300], xt[:200], yt[:200]
     net = _net(15, PRESETS[PRESET]["alpha"], seed)
@@ -100,7 +92,7 @@ def run_single(seed: int, n_train: int | None, quick: bool = False) -> dict[str,
 def run_permuted(config: dict[str, Any], seed: int, n_tasks: int = 10,
                  quick: bool = False) -> dict[str, Any]:
     """(b)/(c) 10-task permuted MNIST, one pass per task, evaluation after each task."""
-    scenario = permuted("mnist", n_tasks, seed=seed, root=_root(),
+    scenario = permuted("mnist", n_tasks, seed=seed, root=_mnist_root(),
                         per_task_samples=300 if quick else None)
     net = _net(config["microcolumns"], config["alpha"], seed)
     t0 = time.perf_counter()
@@ -119,7 +111,7 @@ def _permute_each(scenario: Scenario, seed: int) -> Scenario:
     rng = np.random.RandomState(seed)
     tasks = []
     for t in scenario.tasks:
-        perm = torch_index(rng.permutation(784))
+        perm = torch.from_numpy(rng.permutation(784))
         tasks.append(Task(t.name + "-perm",
                           t.train.with_images(t.train.images.reshape(len(t.train), -1)[:, perm]
                                               .reshape(t.train.images.shape), t.train.name),
@@ -130,19 +122,13 @@ def _permute_each(scenario: Scenario, seed: int) -> Scenario:
                     config={**scenario.config, "permutation_per_dataset": True})
 
 
-def torch_index(perm: np.ndarray):
-    """A numpy permutation as a torch index."""
-    import torch
-    return torch.from_numpy(perm)
-
-
 def run_two_datasets(second: str, silent: float, alpha: float, seed: int, permute: bool,
                      quick: bool = False) -> dict[str, Any]:
     """(d) MNIST → second dataset, 2400 train / 400 test per class, two-task metrics."""
     classes = [None, LETTERS_BALANCED if second == "emnist-balanced" else None]
     per_class = (30, 20) if quick else (2400, 400)
     scenario = sequence("mnist", second, relabel="shared", classes=classes,
-                        per_class=per_class, seed=seed, root=_root())
+                        per_class=per_class, seed=seed, root=_mnist_root())
     if permute:
         scenario = _permute_each(scenario, seed)
     net = _net(15, alpha, seed, silent)

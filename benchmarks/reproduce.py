@@ -52,6 +52,7 @@ class Row:
     options: dict[str, Any] = field(default_factory=dict)
     published: Any = None
     fit: dict[str, Any] = field(default_factory=dict)      # overrides of the protocol
+    scenario: dict[str, Any] = field(default_factory=dict)  # options for the scenario builder
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Experiment:
     name: str
     title: str
     source: str
-    scenario: Callable[[int, bool], Scenario]
+    scenario: Callable[..., Scenario]            # (seed, **row.scenario) -> Scenario
     model: Callable[[Scenario], torch.nn.Module]
     fit: dict[str, Any]
     rows: list[Row]
@@ -149,7 +150,7 @@ _SEED000_NOTE = (
 _register(Experiment(
     "seed000-fig1", "Seed 000, Fig. 1–3: MNIST + 2 permutations, 784-50-10",
     "Kutalev & Lapina 2020 (SPEC §1.6.1)",
-    lambda seed, quick: permuted("mnist", 3, seed=seed, root=_mnist_root()),
+    lambda seed: permuted("mnist", 3, seed=seed, root=_mnist_root()),
     _seed_mlp((50,)),
     {"optimizer": "sgd", "lr": 0.1, "batch_size": 100, "iterations": 1500,
      "closing_samples": 200, "closing": "holdout", "eval_every": 100, "eval_samples": 2000},
@@ -162,7 +163,7 @@ _register(Experiment(
 _register(Experiment(
     "seed000-fig4", "Seed 000, Fig. 4: 10-task permuted MNIST, 784-300-150-10",
     "Kutalev & Lapina 2020 (SPEC §1.6.1)",
-    lambda seed, quick: permuted("mnist", 10, seed=seed, root=_mnist_root()),
+    lambda seed: permuted("mnist", 10, seed=seed, root=_mnist_root()),
     _seed_mlp((300, 150)),
     {"optimizer": "sgd", "lr": 0.1, "batch_size": 100, "iterations": 2000,
      "closing_samples": 5000, "closing": "holdout"},
@@ -170,7 +171,7 @@ _register(Experiment(
     _aa, ["aa"], _SEED000_NOTE))
 
 
-def _split_ab(seed: int, quick: bool, labels_trick: bool = False) -> Scenario:
+def _split_ab(seed: int, labels_trick: bool = False) -> Scenario:
     return split("mnist", [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]], "class", labels_trick=labels_trick,
                  seed=seed, root=_mnist_root())
 
@@ -189,7 +190,7 @@ _register(Experiment(
     {"optimizer": "sgd", "lr": 0.3, "batch_size": 10, "iterations": 2800,
      "closing_samples": 2500, "closing": "holdout", "eval_every": 100, "eval_samples": 2000},
     _FIG5_ROWS + [Row(r.key + "-lt", r.label + " + labels trick", r.method, r.options, None,
-                      {"labels_trick": True}) for r in _FIG5_ROWS],
+                      scenario={"labels_trick": True}) for r in _FIG5_ROWS],
     _task_a, ["a_after_b"], _SEED000_NOTE + " Class-IL: one 10-way head, no masking; the "
     "labels-trick rows restrict the training loss to the current task's classes."))
 
@@ -201,7 +202,7 @@ _KL2021_NOTE = (
 _register(Experiment(
     "kutalev2021-fc", "Kutalev & Lapina 2021: 10-task permuted MNIST, 784-300-150-10 lrelu, Adam",
     "Kutalev & Lapina 2021 (SPEC §1.6.2)",
-    lambda seed, quick: permuted("mnist", 10, seed=seed, root=_mnist_root()),
+    lambda seed: permuted("mnist", 10, seed=seed, root=_mnist_root()),
     _torch_mlp((300, 150), "leaky_relu"),
     {"optimizer": "adam", "lr": 1e-3, "batch_size": 100, "epochs": 6,
      "closing_samples": 5000, "closing": "tail"},
@@ -217,8 +218,8 @@ _register(Experiment(
     _aa, ["aa"], _KL2021_NOTE))
 
 
-def _hsu(setting: str) -> Callable[[int, bool], Scenario]:
-    def build(seed: int, quick: bool) -> Scenario:
+def _hsu(setting: str) -> Callable[[int], Scenario]:
+    def build(seed: int) -> Scenario:
         return split("mnist", [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]], setting, seed=seed,
                      root=_mnist_root())
     return build
@@ -303,7 +304,7 @@ def _s3_rows() -> list[Row]:
 _register(Experiment(
     "seed003-wva", "Seed 003's WVA questions: placement, curve, λ vs tasks, importance",
     "Kutalev & Lapina 2022 (SPEC §1.5, §1.6.3)",
-    lambda seed, quick: permuted("mnist", 10, seed=seed, root=_mnist_root()),
+    lambda seed: permuted("mnist", 10, seed=seed, root=_mnist_root()),
     _torch_mlp((300, 150), "leaky_relu"),
     {"optimizer": "sgd", "lr": 0.2, "batch_size": 100, "epochs": 1,
      "closing_samples": 5000, "closing": "holdout"},
@@ -345,9 +346,7 @@ def run_one(exp: Experiment, row: Row, seed: int, out: Path, quick: bool = False
     if path.exists():
         return json.loads(path.read_text())["measured"]
     kw = {**exp.fit, **row.fit}
-    labels_trick = kw.pop("labels_trick", False)
-    scenario = (exp.scenario(seed, quick) if not labels_trick
-                else _split_ab(seed, quick, labels_trick=True))
+    scenario = exp.scenario(seed, **row.scenario)
     if quick:
         scenario = _small(scenario)
         kw.update(exp.quick_fit)

@@ -316,6 +316,7 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
     blocked = _blocked(scenario.train_mask(task), scenario.n_classes, device)
     order = torch.randperm(n, generator=generator)
     pos, window = 0, []
+    closed_form = consolidator is not None and hasattr(consolidator, "apply_to_grad")
     model.train()
     for _ in progress_bar(range(steps), progress=progress,
                           desc=f"task {k + 1}/{len(scenario)}", unit="step"):
@@ -327,7 +328,6 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
         x, y = x.to(device), y.to(device)
         opt.zero_grad()
         loss = F.cross_entropy(_mask(model(x), blocked), y)
-        closed_form = consolidator is not None and hasattr(consolidator, "apply_to_grad")
         if consolidator is not None and not closed_form:
             loss = loss + consolidator.penalty()
         value = loss.item()

@@ -60,7 +60,8 @@ from .._progress import progress_bar
 from .._state import read_state, write_state
 from . import _kernels as K
 
-__all__ = ["DEFAULTS", "PRESETS", "CoLaNET", "encode", "resource_for_weight", "weight_of_resource"]
+__all__ = ["DEFAULTS", "PRESETS", "CoLaNET", "as_pixels", "encode", "resource_for_weight",
+           "weight_of_resource"]
 
 DEFAULTS: dict[str, float | int] = {
     "theta": 8.571, "decay": 2.0 / 3.0, "w_min": -0.7, "w_max": 0.864,
@@ -107,15 +108,16 @@ def encode(images: Any, active_steps: int = 10) -> np.ndarray:
 
     Pixel b ∈ 0..255 spikes ⌊active_steps·b/255⌋ times (s += b/255 each step, spike at s ≥ 1).
     """
-    b = _as_pixels(images, None).astype(np.int64)
+    b = as_pixels(images, None).astype(np.int64)
     k = np.arange(1, active_steps + 1, dtype=np.int64)[None, :, None]
     return (k * b[:, None, :]) // 255 > ((k - 1) * b[:, None, :]) // 255
 
 
-def _as_pixels(x: Any, n_inputs: int | None) -> np.ndarray:
-    """Images as uint8 (N, I): uint8 taken as is, floats must lie in [0, 1]."""
-    if hasattr(x, "images") and hasattr(x, "targets"):      # an ArrayDataset
-        x = x.images
+def as_pixels(x: Any, n_inputs: int | None = None) -> np.ndarray:
+    """Images as uint8 (N, I) 0..255: uint8 as is, floats in [0, 1], ArrayDataset scaled."""
+    if hasattr(x, "images") and hasattr(x, "scale"):        # an ArrayDataset: apply its scale
+        raw = x.images.dtype == torch.uint8 and abs(float(x.scale) - 1 / 255) < 1e-12
+        x = x.images if raw else x.images.to(torch.float64) * float(x.scale)
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
@@ -249,7 +251,7 @@ class CoLaNET:
 
         Calling it again continues learning (the next task of a sequence). Returns self.
         """
-        pixels = _as_pixels(X, self.n_inputs)
+        pixels = as_pixels(X, self.n_inputs)
         labels = _as_labels(y, len(pixels), self.n_classes)
         fp, ip = self._vectors()
         K.seed_numba((self.seed * 1_000_003 + int(self.clock[0])) % (2**31 - 1))
@@ -270,7 +272,7 @@ class CoLaNET:
     def out_counts(self, X: Any, *, batch_size: int = 2000,
                    progress: bool | None = None) -> np.ndarray:
         """OUT spike counts per class, (N, n_classes) int, with plasticity off."""
-        pixels = _as_pixels(X, self.n_inputs)
+        pixels = as_pixels(X, self.n_inputs)
         p = self.params
         w_t = np.ascontiguousarray(self.w.T)
         theta = p["theta"] + self.theta_add

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
-import torch
 
 from .. import metrics
 from ..scenarios import Scenario
 from ..train import Result
-from .colanet import CoLaNET
+from .colanet import CoLaNET, as_pixels
 
 __all__ = ["fit_scenario"]
-
-
-def _pixels(ds: Any) -> np.ndarray:
-    """A task's images as uint8 (N, I) pixels 0..255."""
-    images = ds.images.reshape(len(ds), -1)
-    if images.dtype.is_floating_point:
-        values = (images * float(ds.scale)).clamp(0, 1) * 255
-        return values.round().to(torch.uint8).numpy()
-    if float(ds.scale) * float(images.max()) > 1.0 + 1e-6:
-        raise ValueError(f"{ds.name}: pixel scale {ds.scale} maps beyond 1.0.")
-    if abs(float(ds.scale) - 1 / 255) > 1e-9:      # e.g. 8x8 digits stored as 0..16
-        return np.rint(images.numpy() * float(ds.scale) * 255).astype(np.uint8)
-    return images.numpy().astype(np.uint8, copy=False)
 
 
 def fit_scenario(net: CoLaNET, scenario: Scenario, *, eval_samples: int | None = None,
@@ -50,12 +35,12 @@ def fit_scenario(net: CoLaNET, scenario: Scenario, *, eval_samples: int | None =
     tests = []
     for t in scenario.tasks:
         n = len(t.test) if eval_samples is None else min(eval_samples, len(t.test))
-        tests.append((_pixels(t.test)[:n], t.test.targets[:n].numpy()))
+        tests.append((as_pixels(t.test)[:n], t.test.targets[:n].numpy()))
     random_init = [net.score(x, y) for x, y in tests]
     result = Result(accuracy=[], random_init=random_init)
     for k, task in enumerate(scenario.tasks):
         t0 = time.perf_counter()
-        net.fit(_pixels(task.train), task.train.targets.numpy(), progress=progress)
+        net.fit(as_pixels(task.train), task.train.targets.numpy(), progress=progress)
         t1 = time.perf_counter()
         result.accuracy.append([net.score(x, y) for x, y in tests])
         t2 = time.perf_counter()
