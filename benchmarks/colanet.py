@@ -43,6 +43,11 @@ PERMUTED = {
                     "published": {"aa": 89.67, "aa_ci": 0.16, "fm": 2.75, "fm_ci": 0.23}},
     "mc45-a0.01": {"microcolumns": 45, "alpha": 0.01,
                    "published": {"aa": 92.39, "aa_ci": 0.13, "fm": 0.94, "fm_ci": 0.17}},
+    # the first KNP port as KNP runs it (no renormalisation): Larionov's starting point
+    "mc15-a0.023817-knp": {"microcolumns": 15, "alpha": 0.023817, "preset": "knp-default",
+                           "published": None,
+                           "note": "loss of plasticity (seed: diagonal 94.4, 83.7, 34.2, 36.8, "
+                                   "25.6, 24.0, 12.0, 15.3, 11.9, 13.6)"},
 }
 ALPHAS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.023817)
 SILENT = (0, 1000, 10000, 100000)
@@ -57,8 +62,9 @@ def _write(path: Path, record: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _net(microcolumns: int, alpha: float, seed: int, silent: float | None = None) -> CoLaNET:
-    params = dict(PRESETS[PRESET])
+def _net(microcolumns: int, alpha: float, seed: int, silent: float | None = None,
+         preset: str = PRESET) -> CoLaNET:
+    params = dict(PRESETS[preset])
     params.pop("alpha", None)
     preset_silent = params.pop("silent_synapses", 0)
     return CoLaNET(784, 10, microcolumns, alpha=alpha, seed=seed,
@@ -94,7 +100,8 @@ def run_permuted(config: dict[str, Any], seed: int, n_tasks: int = 10,
     """(b)/(c) 10-task permuted MNIST, one pass per task, evaluation after each task."""
     scenario = permuted("mnist", n_tasks, seed=seed, root=_mnist_root(),
                         per_task_samples=300 if quick else None)
-    net = _net(config["microcolumns"], config["alpha"], seed)
+    preset = config.get("preset", PRESET)
+    net = _net(config["microcolumns"], config["alpha"], seed, preset=preset)
     t0 = time.perf_counter()
     result = fit_scenario(net, scenario, eval_samples=200 if quick else None,
                           progress=None if not quick else False)
@@ -104,7 +111,8 @@ def run_permuted(config: dict[str, Any], seed: int, n_tasks: int = 10,
             "la": result.metrics["learning_accuracy"], "accuracy": result.accuracy,
             "wall_seconds": wall, "train_seconds": sum(t["train"] for t in result.timings),
             "eval_seconds": sum(t["eval"] for t in result.timings),
-            "microcolumns": config["microcolumns"], "alpha": config["alpha"]}
+            "microcolumns": config["microcolumns"], "alpha": config["alpha"], "preset": preset,
+            "tasks": n_tasks}
 
 
 def _permute_each(scenario: Scenario, seed: int) -> Scenario:
@@ -141,11 +149,11 @@ def run_two_datasets(second: str, silent: float, alpha: float, seed: int, permut
             "permuted": permute}
 
 
-def _record(path: Path, fn, *args, **kwargs) -> dict[str, Any]:
+def _record(path: Path, fn, *args, preset: str = PRESET, **kwargs) -> dict[str, Any]:
     if path.exists():
         return json.loads(path.read_text())["measured"]
     measured = fn(*args, **kwargs)
-    _write(path, {"measured": measured, "preset": PRESET, "params": PRESETS[PRESET],
+    _write(path, {"measured": measured, "preset": preset, "params": PRESETS[preset],
                   "command": " ".join(["python", "benchmarks/colanet.py", *sys.argv[1:]]),
                   "environment": _ENV or environment()})
     return measured
@@ -161,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0")
     p.add_argument("--config", default="all", help="permuted: a key of PERMUTED or all")
     p.add_argument("--tasks", type=int, default=10, help="alpha sweep: tasks per run")
+    p.add_argument("--preset", default=PRESET, choices=sorted(PRESETS),
+                   help="alpha sweep: the parameter set (α is swept)")
     p.add_argument("--second", default="emnist-balanced",
                    help="emnist: the second dataset (fashion-mnist is the stand-in here)")
     p.add_argument("--alpha", type=float, default=0.00238, help="emnist: α")
@@ -183,14 +193,16 @@ def main(argv: list[str] | None = None) -> int:
             keys = list(PERMUTED) if args.config == "all" else args.config.split(",")
             for key in keys:
                 m = _record(out / f"permuted{q}" / f"{key}-seed{seed}.json", run_permuted,
-                            PERMUTED[key], seed, 10, args.quick)
+                            PERMUTED[key], seed, 10, args.quick,
+                            preset=PERMUTED[key].get("preset", PRESET))
                 print(f"permuted {key} seed {seed}: AA {m['aa']:.4f} FM {m['fm']:.4f} "
                       f"({m['wall_seconds']:.0f} s)", flush=True)
         elif args.experiment == "alpha":
             for alpha in ALPHAS:
-                cfg = {"microcolumns": 15, "alpha": alpha}
-                m = _record(out / f"alpha{q}" / f"t{args.tasks}-a{alpha}-seed{seed}.json",
-                            run_permuted, cfg, seed, args.tasks, args.quick)
+                cfg = {"microcolumns": 15, "alpha": alpha, "preset": args.preset}
+                m = _record(out / f"alpha{q}" / f"{args.preset}-t{args.tasks}-a{alpha}-seed{seed}"
+                            ".json", run_permuted, cfg, seed, args.tasks, args.quick,
+                            preset=args.preset)
                 print(f"alpha {alpha} seed {seed}: AA {m['aa']:.4f} FM {m['fm']:.4f}",
                       flush=True)
         else:
@@ -231,17 +243,17 @@ def _alpha_plot(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     by_tasks: dict[str, list[tuple[float, float, float]]] = {}
-    for key, recs in groups.items():
+    for recs in groups.values():
         m = [r["measured"] for r in recs]
-        by_tasks.setdefault(key.split("-a")[0], []).append(
+        by_tasks.setdefault(f"{m[0]['preset']}, {m[0]['tasks']} tasks", []).append(
             (m[0]["alpha"], float(np.mean([r["aa"] for r in m])),
              float(np.mean([r["fm"] for r in m]))))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     for tasks, pts in sorted(by_tasks.items()):
         pts.sort()
         a = [p[0] for p in pts]
-        ax1.plot(a, [100 * p[1] for p in pts], marker="o", label=f"{tasks[1:]} tasks")
-        ax2.plot(a, [100 * p[2] for p in pts], marker="o", label=f"{tasks[1:]} tasks")
+        ax1.plot(a, [100 * p[1] for p in pts], marker="o", label=tasks)
+        ax2.plot(a, [100 * p[2] for p in pts], marker="o", label=tasks)
     ax1.set_xlabel("α")
     ax1.set_ylabel("average accuracy after the last task (%)")
     ax2.set_xlabel("α")
@@ -259,8 +271,10 @@ def _alpha_plot(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
 def markdown_section(out: Path = OUT) -> str:
     """The CoLaNET part of docs/results.md, from whatever results exist."""
     lines = ["## CoLaNET (issue 6)", "",
-             f"Parameter preset `{PRESET}` (`myelin.snn.PRESETS`); see `myelin/snn/colanet.py` "
-             "for the table of values and why. Accuracies in %, mean ± 95 % CI over seeds.", ""]
+             f"Parameter preset `{PRESET}` (`myelin.snn.PRESETS`) unless a row names another "
+             "(`knp-default`: the first KNP port without renormalisation, as KNP runs it); see "
+             "`myelin/snn/colanet.py` for the table of values and why. Accuracies in %, "
+             "mean ± 95 % CI over seeds.", ""]
     single = _group(sorted((out / "single").glob("*.json")))
     if single:
         recs = [r["measured"] for r in single.get("mc15", [])]
@@ -276,13 +290,15 @@ def markdown_section(out: Path = OUT) -> str:
         lines += ["### (b) 10-task permuted MNIST, one pass per task", "",
                   "`python benchmarks/colanet.py permuted --config all --seeds 0-2`", "",
                   "| config | n | AA ours | AA published | FM ours | FM published | "
-                  "final row (mean) | min/run |", "|---|---|---|---|---|---|---|---|"]
+                  "final row (mean) | diagonal (mean) | min/run |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for key, cfg in PERMUTED.items():
             recs = [r["measured"] for r in perm.get(key, [])]
             if not recs:
                 continue
             pub = cfg["published"]
             row = np.mean([r["accuracy"][-1] for r in recs], 0) * 100
+            diag = np.mean([np.diag(r["accuracy"]) for r in recs], 0) * 100
             lines.append(
                 f"| {key} | {len(recs)} | {_pm([r['aa'] for r in recs])} | "
                 f"{pub['aa']:.2f} ± {pub['aa_ci']:.2f} | " if pub else
@@ -290,17 +306,23 @@ def markdown_section(out: Path = OUT) -> str:
             lines[-1] += (f"{_pm([r['fm'] for r in recs])} | "
                           + (f"{pub['fm']:.2f} ± {pub['fm_ci']:.2f}" if pub else cfg["note"])
                           + f" | {' '.join(f'{v:.1f}' for v in row)} | "
+                          f"{' '.join(f'{v:.1f}' for v in diag)} | "
                           f"{np.mean([r['wall_seconds'] for r in recs]) / 60:.1f} |")
         lines.append("")
     alpha = _group(sorted((out / "alpha").glob("*.json")))
     if alpha:
         lines += ["### (c) α sweep, 15 microcolumns", "",
-                  "`python benchmarks/colanet.py alpha --seeds 0`", "",
-                  "| tasks | α | n | AA | FM |", "|---|---|---|---|---|"]
-        for key in sorted(alpha, key=lambda k: (k.split("-a")[0], float(k.split("-a")[1]))):
-            recs = [r["measured"] for r in alpha[key]]
-            lines.append(f"| {key.split('-a')[0][1:]} | {recs[0]['alpha']:g} | {len(recs)} | "
-                         f"{_pm([r['aa'] for r in recs])} | {_pm([r['fm'] for r in recs])} |")
+                  "`python benchmarks/colanet.py alpha --preset P --tasks T --seeds 0`", "",
+                  "| preset | tasks | α | n | AA | FM | diagonal (mean) |",
+                  "|---|---|---|---|---|---|---|"]
+        runs = sorted(([r["measured"] for r in recs] for recs in alpha.values()),
+                      key=lambda m: (m[0]["preset"], m[0]["tasks"], m[0]["alpha"]))
+        for recs in runs:
+            diag = np.mean([np.diag(r["accuracy"]) for r in recs], 0) * 100
+            lines.append(f"| {recs[0]['preset']} | {recs[0]['tasks']} | {recs[0]['alpha']:g} | "
+                         f"{len(recs)} | {_pm([r['aa'] for r in recs])} | "
+                         f"{_pm([r['fm'] for r in recs])} | "
+                         f"{' '.join(f'{v:.1f}' for v in diag)} |")
         _alpha_plot(alpha, DOCS / "results" / "colanet-alpha.png")
         lines += ["", "![alpha sweep](results/colanet-alpha.png)", ""]
     two = _group(sorted((out / "emnist").glob("*.json")))

@@ -59,6 +59,10 @@ def summarize(out: Path) -> dict[str, Any]:
                 "wall_seconds": {"mean": float(np.mean(walls)), "min": float(np.min(walls))},
                 "commits": sorted({r["environment"]["commit"] for r in recs}),
             }
+            mats = [r["result"]["accuracy"] for r in recs]
+            if all(len(m) == len(m[0]) for m in mats):      # A_k after each task k
+                summary[name][row.key]["aa_curve"] = np.mean(
+                    [metrics.average_accuracy_curve(m) for m in mats], axis=0).tolist()
     return summary
 
 
@@ -194,6 +198,56 @@ def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) 
     return [path.name]
 
 
+def seed003_answers(rows: dict[str, Any]) -> list[str]:
+    """Seed 003's four questions answered in words from the summary rows (mean AA per row)."""
+    def aa(key: str) -> float | None:
+        row = rows.get(key)
+        return row["measured"]["aa"]["mean"] if row else None
+
+    def best(keys: list[str]) -> tuple[float, str] | None:
+        found = [(aa(k), k) for k in keys if aa(k) is not None]
+        return max(found) if found else None
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.2f}"
+
+    lams = (100, 300, 1000, 3000)
+    out = []
+    placements = {(o, on): best([f"{o}-{on}-{lam}" for lam in lams])
+                  for o in ("sgd", "adam") for on in ("grad", "step")}
+    if all(placements.values()):
+        same = max(abs((aa(f"sgd-grad-{lam}") or 0) - (aa(f"sgd-step-{lam}") or 0))
+                   for lam in lams)
+        text = ", ".join(f"{o} on {on} {pct(v[0])} ({v[1].rsplit('-', 1)[1]})"
+                         for (o, on), v in placements.items())
+        out.append(f"- **Gradient or step?** Best AA per placement (λ): {text}. With plain SGD "
+                   f"the two placements are the same update (largest AA difference over the λ "
+                   f"grid: {100 * same:.2f} points). Unprotected: SGD {pct(aa('sgd-none'))}, "
+                   f"Adam {pct(aa('adam-none'))}.")
+    hyp = best([f"sgd-grad-{lam}" for lam in lams])
+    exp = best([f"sgd-exp-{lam}" for lam in (10, 30, 100, 300)])
+    if hyp and exp:
+        out.append(f"- **Hyperbolic or exponential?** Best AA: hyperbolic {pct(hyp[0])} "
+                   f"(λ {hyp[1].rsplit('-', 1)[1]}), exponential {pct(exp[0])} "
+                   f"(λ {exp[1].rsplit('-', 1)[1]}).")
+    imps = {name: best([k for k in rows if k.startswith(prefix)])
+            for name, prefix in (("Fisher", "sgd-fisher-"), ("MAS", "sgd-mas-"))}
+    imps["SIG"] = hyp
+    if all(imps.values()):
+        text = ", ".join(f"{n} {pct(v[0])} (λ {v[1].rsplit('-', 1)[1]})"
+                         for n, v in sorted(imps.items(), key=lambda kv: -kv[1][0]))
+        out.append(f"- **Which importance for WVA (SGD)?** Best AA: {text}.")
+    curves = {lam: rows[f"sgd-grad-{lam}"].get("aa_curve") for lam in lams
+              if f"sgd-grad-{lam}" in rows}
+    if curves and all(curves.values()):
+        n = min(len(c) for c in curves.values())
+        picks = [f"{k + 1}: {max(curves, key=lambda lam: curves[lam][k])}" for k in range(1, n)]
+        out.append("- **Best λ vs number of tasks** (WVA-SIG, SGD; λ with the best A_k after k "
+                   "tasks, from the grid " + ", ".join(map(str, lams)) + "): "
+                   + ", ".join(picks) + ".")
+    return out
+
+
 def _pub(value: Any, key: str) -> str:
     if isinstance(value, dict) and key in value:
         return f"{value[key] * 100:.2f}"
@@ -235,6 +289,8 @@ def markdown(summary: dict[str, Any], figures: dict[str, list[str]],
             cells.append(f"{row['wall_seconds']['mean']:.0f}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        if name == "seed003-wva":
+            lines += seed003_answers(rows) + [""]
         for fig in figures.get(name, []):
             lines += [f"![{name}](results/{fig})", ""]
     if colanet:
