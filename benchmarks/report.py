@@ -290,7 +290,7 @@ def markdown(summary: dict[str, Any], figures: dict[str, list[str]],
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         if name == "seed003-wva":
-            lines += seed003_answers(rows) + [""]
+            lines += [*seed003_answers(rows), ""]
         for fig in figures.get(name, []):
             lines += [f"![{name}](results/{fig})", ""]
     if colanet:

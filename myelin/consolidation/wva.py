@@ -26,14 +26,29 @@ def attenuation(omega: Tensor, lam: float, curve: str = "hyperbolic") -> Tensor:
     raise ValueError(f"curve must be one of {CURVES}. Got {curve!r} instead.")
 
 
+def _add_reduction(b: Tensor, importance: Tensor, lam: float, curve: str) -> Tensor:
+    """B' = 1 − A' for Ω' = Ω + I, from B = 1 − A, computed without forming 1 − B's rounding.
+
+    Hyperbolic: A' = A/(1 + λIA), so B' = (B + λIA)/(1 + λIA). Exponential: A' = A·exp(−λI),
+    so B' = B + A·(1 − exp(−λI)). Both stay accurate where B is tiny (A rounds to 1).
+    """
+    a = 1.0 - b
+    if curve == "hyperbolic":
+        x = lam * importance * a
+        return (b + x) / (1.0 + x)
+    return b - a * torch.expm1(-lam * importance)
+
+
 class WVA(torch.optim.Optimizer, Consolidator):
     """Wrap any optimizer so that each parameter's update is scaled by A = 1/(1 + λΩ).
 
     No loss term and no anchor: important weights simply move slowly. Ω accumulates the tasks'
     importances (`consolidate`). The one extra tensor kept per parameter (optionally in bf16/fp16)
-    is the factor A itself, updated exactly when a task's I is added — A ← A / (1 + λ·I·A)
-    (hyperbolic) or A ← A·exp(−λI) — so a step computes nothing but the scaling. Ω is available
-    as `omega` (derived from A; λ is therefore fixed once tasks are consolidated).
+    is the reduction B = 1 − A, updated exactly when a task's I is added (A ← A / (1 + λ·I·A)
+    hyperbolic, A ← A·exp(−λI) exponential), so a step computes nothing but the scaling. Storing
+    B rather than A keeps small attenuations exact in half precision (A = 1 − 10⁻⁴ rounds to 1
+    in bf16; B = 10⁻⁴ does not) and lets the step be one fused lerp. A is `factor`, Ω is
+    `omega` (both derived from B; λ is therefore fixed once tasks are consolidated).
 
     ``on="step"`` (default): θ ← θ_prev + A ⊙ (θ_opt − θ_prev) after the base optimizer's step.
     ``on="grad"``: g ← A ⊙ g before it. With plain SGD (no momentum, no weight decay) the two are
@@ -78,7 +93,7 @@ class WVA(torch.optim.Optimizer, Consolidator):
         if strangers:
             raise ValueError(f"WVA: parameters {strangers} are not optimized by the base "
                              "optimizer; pass the model whose parameters it optimizes.")
-        self.factor: dict[str, Tensor] = {}
+        self.reduction: dict[str, Tensor] = {}          # B = 1 − A per parameter
         self.n_tasks = 0
         # share the base optimizer's groups (same dict objects): schedulers reach it through us
         self._initialized = False
@@ -94,32 +109,35 @@ class WVA(torch.optim.Optimizer, Consolidator):
         self.params.check_unchanged(throttle=True)
         if not self._pairs:
             return self.base_optimizer.step(closure)
-        factors = self._factors()
+        reductions = self._reductions()
         if self.on == "grad" or self._plain_sgd():
             # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper
             if closure is None:
-                self._attenuate_grads(factors)
+                self._attenuate_grads(reductions)
                 return self.base_optimizer.step()
 
             def attenuated_closure() -> Any:       # the closure recomputes the gradients
                 with torch.enable_grad():
                     loss = closure()
-                self._attenuate_grads(factors)
+                self._attenuate_grads(reductions)
                 return loss
 
             return self.base_optimizer.step(attenuated_closure)
         params = [p for p, _ in self._pairs]
         before = torch._foreach_mul(params, 1.0)      # a copy of θ_prev
         loss = self.base_optimizer.step(closure)
-        torch._foreach_lerp_(before, params, factors)      # θ_prev + A ⊙ (θ − θ_prev)
-        torch._foreach_copy_(params, before)
+        # θ ← θ + B ⊙ (θ_prev − θ) = θ_prev + A ⊙ (θ − θ_prev), in place
+        torch._foreach_lerp_(params, before, reductions)
         return loss
 
     @torch.no_grad()
-    def _attenuate_grads(self, factors: list[Tensor]) -> None:
-        with_grad = [(p.grad, a) for (p, _), a in zip(self._pairs, factors) if p.grad is not None]
+    def _attenuate_grads(self, reductions: list[Tensor]) -> None:
+        """Scale the gradients: g ← A ⊙ g = g − B ⊙ g."""
+        with_grad = [(p.grad, b) for (p, _), b in zip(self._pairs, reductions)
+                     if p.grad is not None]
         if with_grad:
-            torch._foreach_mul_([g for g, _ in with_grad], [a for _, a in with_grad])
+            grads = [g for g, _ in with_grad]
+            torch._foreach_addcmul_(grads, [b for _, b in with_grad], grads, value=-1.0)
 
     def _plain_sgd(self) -> bool:
         """True when the base optimizer's step is −lr·g (SGD, no momentum or weight decay)."""
@@ -138,10 +156,10 @@ class WVA(torch.optim.Optimizer, Consolidator):
         self.base_optimizer.add_param_group(param_group)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state plus WVA's configuration and factors A."""
+        """The base optimizer's state plus WVA's configuration and reductions B = 1 − A."""
         return {"base": self.base_optimizer.state_dict(),
                 "wva": {"config": self._config(), "parameters": self.params.describe(),
-                        "factor": {n: v.clone() for n, v in self.factor.items()}}}
+                        "reduction": {n: v.clone() for n, v in self.reduction.items()}}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a `state_dict`; refuses one saved for different parameters."""
@@ -150,21 +168,26 @@ class WVA(torch.optim.Optimizer, Consolidator):
         self.base_optimizer.load_state_dict(state_dict["base"])
         wva = state_dict["wva"]
         self.load_consolidation_state({"config": wva["config"], "parameters": wva["parameters"],
-                                       "tensors": {f"factor/{n}": v
-                                                   for n, v in wva["factor"].items()}},
+                                       "tensors": {f"reduction/{n}": v
+                                                   for n, v in wva["reduction"].items()}},
                                       "state_dict")
 
     # consolidation --------------------------------------------------------------------------
     @property
+    def factor(self) -> dict[str, Tensor]:
+        """The attenuation A = 1 − B per parameter (a new tensor each call)."""
+        return {n: 1.0 - b for n, b in self.reduction.items()}
+
+    @property
     def omega(self) -> dict[str, Tensor]:
-        """Ω = Σ_t I_t per parameter, recovered from A: (1/A − 1)/λ or −log(A)/λ."""
+        """Ω = Σ_t I_t per parameter, recovered from B: B/((1 − B)λ) or −log(1 − B)/λ."""
         if self.lam == 0:
             raise ValueError("WVA with lam=0 keeps no Ω: it is the base optimizer unchanged.")
         out = {}
-        for n, a in self.factor.items():
-            a = a.float()
-            out[n] = (1.0 / a - 1.0) / self.lam if self.curve == "hyperbolic" \
-                else -torch.log(a) / self.lam
+        for n, b in self.reduction.items():
+            b = b.float()
+            out[n] = b / ((1.0 - b) * self.lam) if self.curve == "hyperbolic" \
+                else -torch.log1p(-b) / self.lam
         return out
 
     @torch.no_grad()
@@ -173,36 +196,33 @@ class WVA(torch.optim.Optimizer, Consolidator):
         imp = self._task_importance(importance)
         for n, p in self.params.params.items():
             i = imp[n].to(device=p.device, dtype=torch.promote_types(p.dtype, torch.float32))
-            if n not in self.factor:
-                a = attenuation(i, self.lam, self.curve)
-            elif self.curve == "hyperbolic":           # 1/(1 + λ(Ω + I)) from A = 1/(1 + λΩ)
-                a = self.factor[n].to(i.dtype)
-                a = a / (1.0 + self.lam * i * a)
-            else:
-                a = self.factor[n].to(i.dtype) * torch.exp(-self.lam * i)
-            self.factor[n] = a.to(self.factor_dtype or p.dtype)
+            b = self.reduction[n].to(i.dtype) if n in self.reduction else torch.zeros_like(i)
+            self.reduction[n] = _add_reduction(b, i, self.lam, self.curve).to(
+                self.factor_dtype or p.dtype)
         self.n_tasks += 1
         self._sync()
 
     def _sync(self) -> None:
-        self._pairs = [(p, self.factor[n]) for n, p in self.params.params.items()
-                       if n in self.factor]
+        self._pairs = [(p, self.reduction[n]) for n, p in self.params.params.items()
+                       if n in self.reduction]
 
-    def _factors(self) -> list[Tensor]:
-        """A per attenuated parameter, in its dtype (a bf16/fp16 A is cast at each step)."""
-        return [a if a.dtype == p.dtype else a.to(p.dtype) for p, a in self._pairs]
+    def _reductions(self) -> list[Tensor]:
+        """B per attenuated parameter, in its dtype (a bf16/fp16 B is cast at each step)."""
+        return [b if b.dtype == p.dtype else b.to(p.dtype) for p, b in self._pairs]
 
     def _tensors(self) -> dict[str, Tensor]:
-        return {f"factor/{n}": v for n, v in self.factor.items()}
+        return {f"reduction/{n}": v for n, v in self.reduction.items()}
 
     def _config(self) -> dict[str, Any]:
         return {"lam": self.lam, "curve": self.curve, "on": self.on, "n_tasks": self.n_tasks}
 
     def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
         current = self.params.params
-        self.factor = {n: tensors[f"factor/{n}"].to(device=p.device,
-                                                     dtype=self.factor_dtype or p.dtype)
-                       for n, p in current.items() if f"factor/{n}" in tensors}
+        for key in [k for k in tensors if k.startswith("factor/")]:   # states saved as A
+            tensors = {**tensors, "reduction/" + key[7:]: 1.0 - tensors[key].double()}
+        self.reduction = {n: tensors[f"reduction/{n}"].to(device=p.device,
+                                                           dtype=self.factor_dtype or p.dtype)
+                          for n, p in current.items() if f"reduction/{n}" in tensors}
         self.lam, self.curve, self.on = float(config["lam"]), config["curve"], config["on"]
         self.n_tasks = int(config["n_tasks"])
         self._sync()

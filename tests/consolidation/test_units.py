@@ -106,6 +106,30 @@ def test_memory_bytes():
     assert l2.memory_bytes() == size
 
 
+def test_wva_half_precision_keeps_small_attenuations():
+    """B = 1 − A is stored: λΩ = 1e-4 survives bf16 (A itself would round to exactly 1)."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    imp = Importance({n: torch.full_like(p, 1e-4) for n, p in model.named_parameters()})
+    for curve in ("hyperbolic", "exponential"):
+        half = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 1.0, curve=curve,
+                   dtype=torch.bfloat16)
+        half.consolidate(imp)
+        half.consolidate(imp)
+        assert torch.tensor(1 - 1e-4, dtype=torch.bfloat16) == 1      # why A is not stored
+        for n, om in half.omega.items():
+            assert torch.allclose(om, torch.full_like(om, 2e-4), rtol=1e-2), (curve, n)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        model(torch.randn(8, 4)).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        half.step()
+        for n, p in model.named_parameters():      # the step is (1 − B)·(−lr·g), not −lr·g
+            big = grads[n].abs() > 0.5
+            ratio = ((before[n] - p.detach()) / (0.1 * grads[n]))[big]
+            assert big.any() and (ratio - (1 - 2e-4)).abs().max() < 5e-5, (curve, n, ratio)
+        half.zero_grad()
+
+
 def test_wva_with_zero_omega_matches_inner_optimizer():
     for make in (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
                  lambda ps: torch.optim.Adam(ps, lr=1e-2), lambda ps: torch.optim.AdamW(ps),
