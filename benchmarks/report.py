@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.reproduce import EXPERIMENTS, ci95
+from benchmarks.reproduce import EXPERIMENTS, S3_IMPORTANCE_LAMS, S3_LAMS, ci95
 from myelin import metrics
 
 
@@ -145,10 +145,10 @@ def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) 
         return float(np.mean([r["measured"]["aa"] for r in recs])) if recs else None
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    lams = (100, 300, 1000, 3000)
+    lams = S3_LAMS["sgd", "grad"]
     for opt in ("sgd", "adam"):
         for on in ("grad", "step"):
-            pts = [(lam, aa(f"{opt}-{on}-{lam}")) for lam in lams]
+            pts = [(lam, aa(f"{opt}-{on}-{lam}")) for lam in S3_LAMS[opt, on]]
             pts = [p for p in pts if p[1] is not None]
             if pts:
                 axes[0].plot(*zip(*pts), marker="o", label=f"{opt}, on {on}")
@@ -174,7 +174,7 @@ def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) 
         axes[2].set_yscale("log")
     axes[2].set_title("best λ (WVA-SIG, SGD) vs number of tasks", fontsize=9)
     axes[2].set_xlabel("tasks")
-    for imp, ls in (("fisher", (1e4, 3e4, 1e5)), ("mas", (3e4, 1e5, 3e5))):
+    for imp, ls in S3_IMPORTANCE_LAMS.items():
         pts = [(lam, aa(f"sgd-{imp}-{lam:g}")) for lam in ls]
         pts = [p for p in pts if p[1] is not None]
         if pts:
@@ -211,9 +211,9 @@ def seed003_answers(rows: dict[str, Any]) -> list[str]:
     def pct(v: float | None) -> str:
         return "—" if v is None else f"{100 * v:.2f}"
 
-    lams = (100, 300, 1000, 3000)
+    lams = S3_LAMS["sgd", "grad"]
     out = []
-    placements = {(o, on): best([f"{o}-{on}-{lam}" for lam in lams])
+    placements = {(o, on): best([f"{o}-{on}-{lam}" for lam in S3_LAMS[o, on]])
                   for o in ("sgd", "adam") for on in ("grad", "step")}
     if all(placements.values()):
         same = max(abs((aa(f"sgd-grad-{lam}") or 0) - (aa(f"sgd-step-{lam}") or 0))

@@ -285,21 +285,25 @@ _S3_NOTE = (
     "(2022, 4 epochs, best λ of each curve): SGD grad = step 0.875 (SIG); Adam grad fails "
     "(0.407), Adam step works (0.841); hyperbolic 0.8753 vs exponential 0.8774; importance "
     "for WVA-SGD: Fisher 0.899 > MAS 0.881 > SIG 0.875.")
-_S3_LAMS = (100, 300, 1000, 3000)
+# λ grids per (optimizer, placement); extended where seed 0's best sat at an end of the grid
+S3_LAMS = {("sgd", "grad"): (100, 300, 1000, 3000), ("sgd", "step"): (100, 300, 1000, 3000),
+           ("adam", "grad"): (100, 300, 1000, 3000, 10000),
+           ("adam", "step"): (30, 100, 300, 1000, 3000)}
+S3_IMPORTANCE_LAMS = {"fisher": (1e3, 3e3, 1e4, 3e4, 1e5), "mas": (3e3, 1e4, 3e4, 1e5, 3e5)}
 
 
 def _s3_rows() -> list[Row]:
     rows = []
     for opt, lr in (("sgd", 0.2), ("adam", 1e-3)):
         for on in ("grad", "step"):
-            for lam in _S3_LAMS:
+            for lam in S3_LAMS[opt, on]:
                 rows.append(Row(f"{opt}-{on}-{lam}", f"WVA-SIG {opt} on {on}, λ={lam}", "wva",
                                 {"lam": lam, "importance": "signal", "on": on}, None,
                                 {"optimizer": opt, "lr": lr}))
     for lam in (10, 30, 100, 300):
         rows.append(Row(f"sgd-exp-{lam}", f"WVA-SIG sgd exponential, λ={lam}", "wva",
                         {"lam": lam, "importance": "signal", "curve": "exponential"}))
-    for imp, lams in (("fisher", (1e4, 3e4, 1e5)), ("mas", (3e4, 1e5, 3e5))):
+    for imp, lams in S3_IMPORTANCE_LAMS.items():
         for lam in lams:
             rows.append(Row(f"sgd-{imp}-{lam:g}", f"WVA-{imp} sgd, λ={lam:g}", "wva",
                             {"lam": lam, "importance": imp}))
