@@ -1,13 +1,14 @@
 """Training-step cost of EWC and WVA relative to a plain step, across 1..10 consolidated tasks.
 
 One process, MLP 784-300-150-10 (ReLU), SGD lr 0.1 (and Adam 1e-3 for the WVA step
-attenuation that Adam needs), batches of 100 real MNIST images. After
+attenuation that Adam needs), batches of 100 and of 256 real MNIST images (the overhead is a
+fixed cost per step, so its ratio falls as the step grows). After
 each of 10 consolidations (importance: empirical Fisher on 1000 images), each method's time per
 step is divided by a plain SGD step's, timing the two alternately (median of per-round ratios).
 Also the extra memory each method keeps, in parameter-sized tensors.
 
-    python benchmarks/overhead.py              # writes results/overhead.json
-    python benchmarks/overhead.py --tasks 2 --steps 5 --repeats 1 --out /tmp/o.json  # smoke
+    python benchmarks/overhead.py              # batches of 100 and 256 → results/overhead.json
+    python benchmarks/overhead.py --tasks 2 --steps 5 --repeats 1 --batch 20 --out /tmp/o.json
 """
 
 from __future__ import annotations
@@ -49,18 +50,8 @@ def make_runner(model, opt, x, y, steps, batch, penalty=None, closed=None):
     return run
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tasks", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=100, help="steps per timed block")
-    ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--mnist", default=None)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    env, cmd = environment(), command("overhead.py", argv)   # the code as it is at the start
-    torch.manual_seed(0)
-    x, y = load_mnist(find_mnist(args.mnist), "train", max(args.steps * args.batch, 1000))
+def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
+    """Per-task step-time ratios of every method at one batch size."""
     torch.manual_seed(0)
     models = {k: make_mlp() for k in ("plain", "plain_adam", "wva_step_adam", "ewc_autograd",
                                       "ewc_closed_form", "ewc_stabilized",
@@ -77,57 +68,68 @@ def main(argv=None) -> int:
         "wva_grad": WVA(opts["wva_grad"], models["wva_grad"], 1000.0, on="grad"),
         "wva_step_adam": WVA(opts["wva_step_adam"], models["wva_step_adam"], 1000.0),
     }
-    runners = {
-        "plain_adam": make_runner(models["plain_adam"], opts["plain_adam"], x, y, args.steps,
-                                  args.batch),
-        "wva_step_adam": make_runner(models["wva_step_adam"], methods["wva_step_adam"], x, y,
-                                     args.steps, args.batch),
-        "plain": make_runner(models["plain"], opts["plain"], x, y, args.steps, args.batch),
-        "ewc_autograd": make_runner(models["ewc_autograd"], opts["ewc_autograd"], x, y,
-                                    args.steps, args.batch,
-                                    penalty=methods["ewc_autograd"].penalty),
-        "ewc_closed_form": make_runner(models["ewc_closed_form"], opts["ewc_closed_form"], x, y,
-                                       args.steps, args.batch,
-                                       closed=methods["ewc_closed_form"].apply_to_grad),
-        "ewc_stabilized": make_runner(models["ewc_stabilized"], opts["ewc_stabilized"], x, y,
-                                      args.steps, args.batch,
-                                      penalty=methods["ewc_stabilized"].penalty),
-        "wva_step": make_runner(models["wva_step"], methods["wva_step"], x, y, args.steps,
-                                args.batch),
-        "wva_grad": make_runner(models["wva_grad"], methods["wva_grad"], x, y, args.steps,
-                                args.batch),
-    }
+    penalties = {"ewc_autograd": methods["ewc_autograd"].penalty,
+                 "ewc_stabilized": methods["ewc_stabilized"].penalty}
+    closed = {"ewc_closed_form": methods["ewc_closed_form"].apply_to_grad}
+    runners = {}
+    for name in models:
+        opt = methods[name] if name.startswith("wva") else opts[name]
+        runners[name] = make_runner(models[name], opt, x, y, steps, batch,
+                                    penalty=penalties.get(name), closed=closed.get(name))
     param_bytes = sum(p.numel() * p.element_size() for p in models["plain"].parameters())
     rows = []
-    for task in range(1, args.tasks + 1):
+    for task in range(1, tasks + 1):
         for name, method in methods.items():
-            model = models[name]
-            imp = fisher(model, (x[:1000], y[:1000]), progress=False)
+            imp = fisher(models[name], (x[:1000], y[:1000]), progress=False)
             method.consolidate(imp)
         row = {"tasks_consolidated": task}
         for name in methods:
             base = runners["plain_adam" if name.endswith("adam") else "plain"]
-            ratio, t_plain, t_method, _ = paired(base, runners[name], args.repeats)
-            row[name] = {"ratio": ratio, "ms_per_step": 1000 * t_method / args.steps,
-                         "plain_ms_per_step": 1000 * t_plain / args.steps,
+            ratio, t_plain, t_method, _ = paired(base, runners[name], repeats)
+            row[name] = {"ratio": ratio, "ms_per_step": 1000 * t_method / steps,
+                         "plain_ms_per_step": 1000 * t_plain / steps,
                          "extra_tensors_per_parameter": methods[name].memory_bytes()
                          / param_bytes}
         rows.append(row)
-        print(f"after {task} task(s): " + ", ".join(
+        print(f"batch {batch}, after {task} task(s): " + ", ".join(
             f"{n} {row[n]['ratio']:.3f}x" for n in methods), flush=True)
     summary = {name: {"mean_ratio": sum(r[name]["ratio"] for r in rows) / len(rows),
                       "max_ratio": max(r[name]["ratio"] for r in rows),
                       "ratio_after_last_task": rows[-1][name]["ratio"],
+                      "plain_ms_per_step": sum(r[name]["plain_ms_per_step"] for r in rows)
+                      / len(rows),
                       "extra_tensors_per_parameter": rows[-1][name]
                       ["extra_tensors_per_parameter"]}
                for name in methods}
+    return {"batch": batch, "parameter_bytes": param_bytes, "summary": summary,
+            "per_task": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=100, help="steps per timed block")
+    ap.add_argument("--batch", default="100,256", help="batch sizes, comma-separated")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--mnist", default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    env, cmd = environment(), command("overhead.py", argv)   # the code as it is at the start
+    batches = [int(b) for b in args.batch.split(",")]
+    x, y = load_mnist(find_mnist(args.mnist), "train",
+                      max(args.steps * max(batches), 1000))
+    by_batch = {str(b): measure(x, y, b, args.tasks, args.steps, args.repeats)
+                for b in batches}
+    first = by_batch[str(batches[0])]
     payload = {"benchmark": "overhead", "command": cmd, "environment": env,
                "setup": {"model": "784-300-150-10 ReLU", "optimizer": "SGD lr 0.1",
-                         "batch": args.batch, "steps_per_block": args.steps,
-                         "repeats": args.repeats, "parameter_bytes": param_bytes,
-                         "note": "WVA on='step' also clones the attenuated parameters for the "
-                                 "duration of each step (transient, one parameter-sized copy)."},
-               "summary": summary, "per_task": rows}
+                         "batch": batches[0], "batches": batches,
+                         "steps_per_block": args.steps, "repeats": args.repeats,
+                         "parameter_bytes": first["parameter_bytes"],
+                         "note": "WVA on='step' also copies the parameters for the duration "
+                                 "of each step (transient, one parameter-sized copy)."},
+               "summary": first["summary"], "per_task": first["per_task"],
+               "by_batch": by_batch}
     write_json("overhead", payload, args.out)
     return 0
 

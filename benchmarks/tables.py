@@ -63,12 +63,19 @@ def importance_table(data: dict) -> str:
 
 def overhead_table(data: dict) -> str:
     env = data["environment"]
-    s = data["summary"]
+    by_batch = data.get("by_batch") or {str(data["setup"]["batch"]): {
+        "summary": data["summary"]}}
+    batches = list(by_batch)
+    first = by_batch[batches[0]]["summary"]
     lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} threads, "
-             f"commit {env['commit']}. Time per SGD step (batch {data['setup']['batch']}) ÷ a "
-             "plain step, over 1…10 consolidated tasks; paired medians.", "",
-             "| method | mean | worst | after the last task | extra tensors per parameter |",
-             "|---|---:|---:|---:|---:|"]
+             f"commit {env['commit']}. Time per training step ÷ a plain step, over 1…"
+             f"{len(data['per_task'])} consolidated tasks (mean and worst task); paired "
+             "medians. Plain SGD step: " + ", ".join(
+                 f"{by_batch[b]['summary']['ewc_closed_form'].get('plain_ms_per_step', 0):.2f} "
+                 f"ms at batch {b}" for b in batches) + ".", ""]
+    head = ["method"] + [f"batch {b}: mean / worst" for b in batches] + ["extra tensors per "
+                                                                           "parameter"]
+    lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     labels = {"ewc_autograd": "EWC, `penalty()` in the loss",
               "ewc_closed_form": "EWC, `apply_to_grad()`",
               "ewc_stabilized": "stabilized EWC, `penalty()`",
@@ -76,12 +83,14 @@ def overhead_table(data: dict) -> str:
               "wva_grad": "WVA `on=\"grad\"`",
               "wva_step_adam": "WVA `on=\"step\"` around Adam (÷ plain Adam step)"}
     for key, label in labels.items():
-        if key not in s:
+        if key not in first:
             continue
-        r = s[key]
-        lines.append(f"| {label} | {r['mean_ratio']:.2f}× | {r['max_ratio']:.2f}× | "
-                     f"{r['ratio_after_last_task']:.2f}× | "
-                     f"{r['extra_tensors_per_parameter']:.1f} |")
+        cells = [label]
+        for b in batches:
+            r = by_batch[b]["summary"][key]
+            cells.append(f"{r['mean_ratio']:.2f}× / {r['max_ratio']:.2f}×")
+        cells.append(f"{first[key]['extra_tensors_per_parameter']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -44,9 +44,12 @@ def test_importance_benchmark_smoke(tmp_path):
 @needs_mnist
 def test_overhead_benchmark_smoke(tmp_path):
     out = tmp_path / "over.json"
-    run("overhead.py", "--tasks", "2", "--steps", "3", "--repeats", "1", "--out", str(out))
+    run("overhead.py", "--tasks", "2", "--steps", "3", "--repeats", "1", "--batch", "20,40",
+        "--out", str(out))
     data = json.loads(out.read_text())
-    assert len(data["per_task"]) == 2
+    assert len(data["per_task"]) == 2 and sorted(data["by_batch"]) == ["20", "40"]
+    assert all(r["mean_ratio"] > 0 for b in data["by_batch"].values()
+               for r in b["summary"].values())
     assert data["summary"]["ewc_autograd"]["extra_tensors_per_parameter"] == 2.0
     assert data["summary"]["wva_step"]["extra_tensors_per_parameter"] == 1.0
 
