@@ -54,7 +54,8 @@ def summarize(out: Path) -> dict[str, Any]:
                      for k in keys}
             walls = [r["wall_seconds"] for r in recs]
             summary[name][row.key] = {
-                "label": row.label, "n": len(recs), "seeds": sorted(r["seed"] for r in recs),
+                "label": recs[-1].get("label", row.label), "n": len(recs),
+                "seeds": sorted(r["seed"] for r in recs),
                 "measured": stats, "published": row.published,
                 "wall_seconds": {"mean": float(np.mean(walls)), "min": float(np.min(walls))},
                 "commits": sorted({r["environment"]["commit"] for r in recs}),
