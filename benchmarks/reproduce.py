@@ -292,7 +292,8 @@ _S3_NOTE = (
 S3_LAMS = {("sgd", "grad"): (100, 300, 1000, 3000), ("sgd", "step"): (100, 300, 1000, 3000),
            ("adam", "grad"): (100, 300, 1000, 3000, 10000),
            ("adam", "step"): (30, 100, 300, 1000, 3000)}
-S3_IMPORTANCE_LAMS = {"fisher": (1e3, 3e3, 1e4, 3e4, 1e5), "mas": (1e3, 3e3, 1e4, 3e4, 1e5, 3e5)}
+S3_IMPORTANCE_LAMS = {"fisher": (1e3, 3e3, 1e4, 3e4, 1e5),
+                      "mas": (300, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5)}
 
 
 def _s3_rows() -> list[Row]:
