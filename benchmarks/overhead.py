@@ -1,8 +1,9 @@
 """Training-step cost of EWC and WVA relative to a plain step, across 1..10 consolidated tasks.
 
-One process, MLP 784-300-150-10 (ReLU), SGD lr 0.01 (stable under the accumulated penalty) (and Adam 1e-3 for the WVA step
-attenuation that Adam needs), batches of 100 and of 256 real MNIST images (the overhead is a
-fixed cost per step, so its ratio falls as the step grows). After
+One process, MLP 784-300-150-10 (ReLU), SGD lr 0.01 (stable under the accumulated
+penalty; and Adam 1e-3 for the WVA step attenuation that Adam needs), batches of 100 and of
+256 real MNIST images (the overhead is a fixed cost per step, so its ratio falls as the step
+grows). After
 each of 10 consolidations (importance: empirical Fisher on 1000 images), each method's time per
 step is divided by a plain SGD step's, timing the two alternately (median of per-round ratios).
 Also the extra memory each method keeps, in parameter-sized tensors.
