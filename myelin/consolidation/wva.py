@@ -218,8 +218,8 @@ class WVA(torch.optim.Optimizer, Consolidator):
 
     def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
         current = self.params.params
-        for key in [k for k in tensors if k.startswith("factor/")]:   # states saved as A
-            tensors = {**tensors, "reduction/" + key[7:]: 1.0 - tensors[key].double()}
+        saved_as_a = {k[7:]: v for k, v in tensors.items() if k.startswith("factor/")}
+        tensors = {**tensors, **{f"reduction/{n}": 1.0 - a.double() for n, a in saved_as_a.items()}}
         self.reduction = {n: tensors[f"reduction/{n}"].to(device=p.device,
                                                            dtype=self.factor_dtype or p.dtype)
                           for n, p in current.items() if f"reduction/{n}" in tensors}
