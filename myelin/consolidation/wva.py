@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim import optimizer as _optimizer
 
 from ..importance.base import Importance
 from .base import Consolidator, ParameterSet, check_lam
@@ -24,6 +25,12 @@ def attenuation(omega: Tensor, lam: float, curve: str = "hyperbolic") -> Tensor:
     if curve == "exponential":
         return torch.exp(-lam * omega)
     raise ValueError(f"curve must be one of {CURVES}. Got {curve!r} instead.")
+
+
+def _global_step_hooks() -> bool:
+    """True if step hooks are registered for every optimizer (torch.optim's global hooks)."""
+    return bool(getattr(_optimizer, "_global_optimizer_pre_hooks", None)
+                or getattr(_optimizer, "_global_optimizer_post_hooks", None))
 
 
 def _add_reduction(b: Tensor, importance: Tensor, lam: float, curve: str) -> Tensor:
@@ -110,6 +117,9 @@ class WVA(torch.optim.Optimizer, Consolidator):
         if not self._pairs:
             return self.base_optimizer.step(closure)
         reductions = self._reductions()
+        if self.on == "step" and closure is None and self._plain_sgd() and \
+                self._fused_sgd_step(reductions):
+            return None
         if self.on == "grad" or self._plain_sgd():
             # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper
             if closure is None:
@@ -138,6 +148,38 @@ class WVA(torch.optim.Optimizer, Consolidator):
         if with_grad:
             grads = [g for g, _ in with_grad]
             torch._foreach_addcmul_(grads, [b for _, b in with_grad], grads, value=-1.0)
+
+    @torch.no_grad()
+    def _fused_sgd_step(self, reductions: list[Tensor]) -> bool:
+        """Plain SGD in two foreach ops, θ ← θ − lr·g + lr·B ⊙ g; False if it cannot apply.
+
+        Equal to the base step on A ⊙ g, without rewriting ``.grad`` and without the base
+        optimizer's own per-step work (its step is skipped, so it is used only when nothing is
+        attached to it: no step hooks, no tensor lr, no sparse or differentiable gradients).
+        """
+        base = self.base_optimizer
+        if base._optimizer_step_pre_hooks or base._optimizer_step_post_hooks or \
+                _global_step_hooks():
+            return False
+        b_of = {id(p): b for (p, _), b in zip(self._pairs, reductions)}
+        plan = []
+        for group in self.param_groups:
+            lr = group["lr"]
+            if isinstance(lr, Tensor) or group.get("differentiable", False):
+                return False
+            params = [p for p in group["params"] if p.grad is not None]
+            if any(p.grad.is_sparse for p in params):
+                return False
+            plan.append((-lr if not group.get("maximize", False) else lr, params))
+        for signed_lr, params in plan:
+            if not params:
+                continue
+            torch._foreach_add_(params, [p.grad for p in params], alpha=signed_lr)
+            held = [(p, b_of[id(p)]) for p in params if id(p) in b_of]
+            if held:
+                torch._foreach_addcmul_([p for p, _ in held], [p.grad for p, _ in held],
+                                        [b for _, b in held], value=-signed_lr)
+        return True
 
     def _plain_sgd(self) -> bool:
         """True when the base optimizer's step is −lr·g (SGD, no momentum or weight decay)."""

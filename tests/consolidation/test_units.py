@@ -166,6 +166,41 @@ def test_wva_grad_and_step_agree_step_by_step_for_plain_sgd():
         assert torch.allclose(pa, pb, atol=1e-12)
 
 
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("hooked", [False, True])
+def test_wva_fused_sgd_step_matches_attenuated_reference(maximize, hooked):
+    """The plain-SGD fast path: per-group lr, maximize, unattenuated groups, missing grads."""
+    model, imp = model_and_importance()
+    extra = nn.Parameter(torch.randn(4, dtype=torch.float64))   # not attenuated
+    first, second = list(model[0].parameters()), list(model[2].parameters())
+    inner = torch.optim.SGD([{"params": first, "lr": 0.3}, {"params": second, "lr": 0.05}],
+                            lr=0.1, maximize=maximize)
+    wva = WVA(inner, model, 2.0)
+    wva.add_param_group({"params": [extra], "lr": 0.2})
+    calls = []
+    if hooked:                       # a step hook on the base optimizer: it must still run
+        inner.register_step_post_hook(lambda *_: calls.append(1))
+    wva.consolidate(imp)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    extra_before = extra.detach().clone()
+    x = torch.randn(8, 5, dtype=torch.float64)
+    (model(x).pow(2).sum() + extra.sum()).backward()
+    model[2].bias.grad = None                                  # a parameter without gradient
+    grads = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+    wva.step()
+    sign = 1.0 if maximize else -1.0
+    lrs = {"0.weight": 0.3, "0.bias": 0.3, "2.weight": 0.05}
+    for n, p in model.named_parameters():
+        if grads[n] is None:
+            assert torch.equal(p, before[n]), n
+            continue
+        a = attenuation(imp[n], 2.0)
+        assert torch.allclose(p, before[n] + sign * lrs[n] * a * grads[n], atol=1e-12), n
+        assert hooked or torch.equal(p.grad, grads[n]), n       # on="step" leaves .grad alone
+    assert torch.allclose(extra, extra_before + sign * 0.2 * torch.ones(4, dtype=torch.float64))
+    assert calls == ([1] if hooked else [])
+
+
 def test_wva_step_attenuation_formula():
     model, imp = model_and_importance()
     inner = torch.optim.Adam(model.parameters(), lr=1e-2)
