@@ -48,6 +48,11 @@ PERMUTED = {
                            "published": None,
                            "note": "loss of plasticity (seed: diagonal 94.4, 83.7, 34.2, 36.8, "
                                    "25.6, 24.0, 12.0, 15.3, 11.9, 13.6)"},
+    # Larionov's two published configurations on the first-port dynamics, for comparison
+    "mc15-a0.005-knp": {"microcolumns": 15, "alpha": 0.005, "preset": "knp-default",
+                        "published": {"aa": 89.67, "aa_ci": 0.16, "fm": 2.75, "fm_ci": 0.23}},
+    "mc45-a0.01-knp": {"microcolumns": 45, "alpha": 0.01, "preset": "knp-default",
+                       "published": {"aa": 92.39, "aa_ci": 0.13, "fm": 0.94, "fm_ci": 0.17}},
 }
 ALPHAS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.023817)
 SILENT = (0, 1000, 10000, 100000)

@@ -32,9 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import RESULTS, ROOT, environment, find_mnist
-from myelin import Result, fit, metrics
+from myelin import Importance, Result, fit, metrics
 from myelin.data import load
 from myelin.data.datasets import ArrayDataset
+from myelin.importance import ESTIMATORS
 from myelin.models import mlp, truncated_normal_init_
 from myelin.scenarios import Scenario, Task, permuted, split
 from myelin.train import evaluate
@@ -57,6 +58,7 @@ class Row:
     # (out, quick) -> the concrete row, decided from other results at run time (experiment 7)
     resolve: Callable[[Path, bool], Row] | None = None
     model: Callable[[Scenario], torch.nn.Module] | None = None   # overrides the protocol's
+    source: str | None = None       # for a resolved row: the key of the row it was taken from
 
 
 @dataclass
@@ -240,21 +242,53 @@ _HSU_PUBLISHED = {  # task / domain / class, Hsu et al. 2018 Table 2
     "ewc": (97.70, 58.85, 19.80), "online-ewc": (98.04, 57.33, 19.77),
     "si": (98.56, 64.76, 19.67), "mas": (99.22, 68.57, 19.52), "offline": (99.52, 98.59, 97.53)}
 # Hsu et al.'s --reg_coef per setting, from their scripts/split_MNIST_incremental_*.sh
-_HSU_COEF = {"task": {"ewc": 100, "online-ewc": 400, "si": 300, "l2": 0.01},
-             "domain": {"ewc": 100, "online-ewc": 700, "si": 3000, "l2": 0.5},
-             "class": {"ewc": 600, "online-ewc": 100, "si": 600, "l2": 100}}
+_HSU_COEF = {"task": {"ewc": 100, "online-ewc": 400, "si": 300, "l2": 0.01, "mas": 1},
+             "domain": {"ewc": 100, "online-ewc": 700, "si": 3000, "l2": 0.5, "mas": 10000},
+             "class": {"ewc": 600, "online-ewc": 100, "si": 600, "l2": 100, "mas": 1}}
 
 _HSU_NOTE = (
     "MLP 1024-400-400-10 ReLU on Hsu et al.'s input (MNIST zero-padded to 32×32, then "
     "(x − 0.1)/0.2752), PyTorch default init, batch 128, 4 epochs per task, Adam 1e-3 (SGD "
     "row: lr 0.01). Coefficients: Hsu et al.'s per-setting values from their scripts, doubled "
     "because their penalty has no ½ (EWC / online EWC / SI / L2: task 100/400/300/0.01, domain "
-    "100/700/3000/0.5, class 600/100/600/100). MAS: myelin's per-sample softmax form at λ 20000 "
-    "in every setting (Hsu et al.'s MAS takes |∇| of batch means of the squared logits, a "
-    "different scale; their coefficient does not transfer). Importance on the last 1000 "
+    "100/700/3000/0.5, class 600/100/600/100; MAS 1/10000/1). MAS is Hsu et al.'s form "
+    "(`hsu_mas`: |∇| of the batch mean of the squared logits of the task's outputs, averaged "
+    "over batches of 128), not myelin's per-sample softmax MAS, so that their coefficients "
+    "apply; class-IL averages over all 10 outputs where they use the classes seen so far. "
+    "Importance on the last 1000 "
     "training samples of the task. Task-IL masks each task to its classes (one head per task "
     "on a shared output layer). The SIG/WVA rows (no published counterpart) use a λ set once "
     "by hand from the permuted-MNIST scale, not tuned. offline = joint training on all tasks.")
+
+
+def hsu_mas(model: torch.nn.Module, data: Any, *, batch_size: int = 128,
+            progress: bool = False) -> Importance:
+    """Hsu et al.'s MAS: mean over batches of |∇ of the batch mean of the squared logits|.
+
+    Their benchmark's form (agents/regularization.py): one ordinary backward per batch of
+    `batch_size`, the mean taken over the batch and the task's outputs (classes another task
+    owns, masked to −1e9 by the harness, are left out), the absolute value per batch. It
+    differs from myelin's `mas` (per-sample, softmax) in scale, so their coefficients apply.
+    """
+    x = data[0] if isinstance(data, (tuple, list)) else data
+    if len(x) == 0:
+        raise ValueError("hsu_mas needs at least one sample.")
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    chunks = torch.split(x, batch_size)
+    for xb in chunks:
+        z = model(xb)
+        z = z[:, (z > -1e8).all(0)]               # the outputs this task may use
+        grads = torch.autograd.grad(z.pow(2).mean(), list(params.values()), allow_unused=True)
+        for (n, _), g in zip(params.items(), grads):
+            if g is not None:
+                total[n] += g.abs() / len(chunks)
+    return Importance(total, {"estimator": "mas-hsu", "n_samples": len(x),
+                              "batch_size": batch_size})
+
+
+if "mas-hsu" not in ESTIMATORS:
+    ESTIMATORS.add("mas-hsu", hsu_mas, "Hsu et al.'s MAS: mean |∇ batch mean of squared logits|")
 
 
 class HsuInput(torch.nn.Module):
@@ -284,7 +318,8 @@ def _hsu_rows(i: int, setting: str) -> list[Row]:
             pub("online-ewc")),
         Row("si", f"SI (λ={coef['si']:g})", "ewc", {"lam": coef["si"], "importance": "si"},
             pub("si")),
-        Row("mas", "MAS (λ=20000)", "ewc", {"lam": 20000, "importance": "mas"}, pub("mas")),
+        Row("mas", f"MAS (Hsu et al.'s form, λ={coef['mas']:g})", "ewc",
+            {"lam": coef["mas"], "importance": "mas-hsu"}, pub("mas")),
         Row("ewc-sig", "EWC-SIG (myelin)", "ewc", {"lam": 100, "importance": "signal"}),
         Row("wva-sig", "WVA-SIG, step (myelin)", "wva",
             {"lam": 1000, "importance": "signal", "on": "step"}),
@@ -394,6 +429,9 @@ _BEYOND_TUNE_ROWS = [
     *[Row(f"wide-fisher-{lam}", f"784-1000-1000-10, 1 epoch/task, empirical Fisher, λ={lam}",
           "ewc", {"lam": lam, "importance": "fisher"}, None, {"epochs": 1},
           model=_torch_mlp((1000, 1000), "leaky_relu")) for lam in (82, 300)],
+    *[Row(f"wide-exact-{lam}", f"784-1000-1000-10, 1 epoch/task, exact true Fisher, λ={lam}",
+          "ewc", {"lam": lam, "importance": "fisher-exact"}, None, {"epochs": 1},
+          model=_torch_mlp((1000, 1000), "leaky_relu")) for lam in (30, 100)],
 ]
 
 _register(Experiment(
@@ -419,7 +457,7 @@ def best_tuned(out: Path, quick: bool = False) -> Row:
     row = rows[key]
     return Row("tuned", f"{row.label} (best validation AA {aa * 100:.2f} of "
                         f"{len(ranked)} tuned configurations)", row.method, row.options,
-               {"aa": 0.965}, row.fit, model=row.model)
+               {"aa": 0.965}, row.fit, model=row.model, source=key)
 
 
 _register(Experiment(
@@ -463,10 +501,14 @@ def run_one(exp: Experiment, row: Row, seed: int, out: Path, quick: bool = False
             progress: bool = False) -> dict[str, Any]:
     """Run one (row, seed), write its Result JSON, return the measured numbers."""
     path = out / exp.name / row.key / f"seed{seed}.json"
-    if path.exists():
-        return json.loads(path.read_text())["measured"]
     if row.resolve is not None:
         row = row.resolve(out, quick)
+    if path.exists():
+        old = json.loads(path.read_text())
+        if row.source is None or old.get("resolved_from") == row.source:
+            return old["measured"]
+        print(f"{path}: was {old.get('resolved_from')}, the best is now {row.source}; re-running",
+              flush=True)
     kw = {**exp.fit, **row.fit}
     scenario = exp.scenario(seed, **row.scenario)
     if quick:
@@ -492,6 +534,7 @@ def run_one(exp: Experiment, row: Row, seed: int, out: Path, quick: bool = False
     record = {"experiment": exp.name, "row": row.key, "label": row.label, "seed": seed,
               "method": row.method, "options": row.options, "fit": kw, "wall_seconds": wall,
               "measured": measured, "quick": quick, "result": asdict(result),
+              **({"resolved_from": row.source} if row.source else {}),
               "command": f"python benchmarks/reproduce.py run {exp.name} --seeds {seed} "
                          f"--rows {row.key}" + (" --quick" if quick else ""),
               "environment": _ENV or environment()}

@@ -79,8 +79,8 @@ def overhead_table(data: dict) -> str:
     labels = {"ewc_autograd": "EWC, `penalty()` in the loss",
               "ewc_closed_form": "EWC, `apply_to_grad()`",
               "ewc_stabilized": "stabilized EWC, `penalty()`",
-              "wva_step": "WVA `on=\"step\"` (SGD: same code as `on=\"grad\"`)",
-              "wva_grad": "WVA `on=\"grad\"`",
+              "wva_step": "WVA `on=\"step\"` (SGD: the fused two-op step)",
+              "wva_grad": "WVA `on=\"grad\"` (scales `.grad`, then the SGD step)",
               "wva_step_adam": "WVA `on=\"step\"` around Adam (÷ plain Adam step)"}
     for key, label in labels.items():
         if key not in first:

@@ -223,10 +223,18 @@ def fit(
         step = 0
         for k, task in enumerate(tasks):
             t0 = time.perf_counter()
-            step = _train_task(scenario, k, model, opt, consolidator, task, epochs, iterations,
-                               batch_size, generator, device, eval_every, eval_samples, result,
-                               step, progress, closing_samples if closing == "holdout" else 0)
+            step, window = _train_task(scenario, k, model, opt, consolidator, task, epochs,
+                                       iterations, batch_size, generator, device, eval_every,
+                                       eval_samples, result, step, progress,
+                                       closing_samples if closing == "holdout" else 0)
             t1 = time.perf_counter()
+            # the accuracy-matrix row, at the weights the task ended with; the end-of-task
+            # curve point reuses it unless the curves use a subset of the test sets
+            row = [evaluate(model, t.test, scenario.eval_mask(t)) for t in tasks]
+            if window or not eval_every:
+                _record(result, model, scenario, k, step, window, eval_samples,
+                        row[:k + 1] if eval_samples is None else None)
+            t2 = time.perf_counter()
             if consolidator is not None and k < len(tasks) - 1:
                 if tracker is not None:
                     importance = tracker.importance()
@@ -239,11 +247,9 @@ def fit(
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # SI's negatives are clipped
                     consolidator.consolidate(importance)
-            t2 = time.perf_counter()
-            result.accuracy.append([evaluate(model, t.test, scenario.eval_mask(t))
-                                    for t in tasks])
             t3 = time.perf_counter()
-            result.timings.append({"train": t1 - t0, "importance": t2 - t1, "eval": t3 - t2})
+            result.accuracy.append(row)
+            result.timings.append({"train": t1 - t0, "importance": t3 - t2, "eval": t2 - t1})
         result.metrics = metrics.summary(result.accuracy, random_init)
         result.config = {
             "scenario": {"name": scenario.name, "setting": scenario.setting,
@@ -306,7 +312,8 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
                 consolidator, task: Task, epochs: float, iterations: int | None,
                 batch_size: int, generator: torch.Generator, device: torch.device,
                 eval_every: int | None, eval_samples: int | None, result: Result, step: int,
-                progress: bool | None, held_out: int = 0) -> int:
+                progress: bool | None, held_out: int = 0) -> tuple[int, list[float]]:
+    """Train one task; returns the global step and the losses not yet recorded in a curve."""
     n = len(task.train) - held_out
     if n <= 0:
         raise ValueError(f"Task {task.name!r} has no training samples"
@@ -344,15 +351,16 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
         if eval_every and step % eval_every == 0:
             _record(result, model, scenario, k, step, window, eval_samples)
             window = []
-    if window or not eval_every:
-        _record(result, model, scenario, k, step, window, eval_samples)
-    return step
+    return step, window
 
 
 def _record(result: Result, model: nn.Module, scenario: Scenario, k: int, step: int,
-            window: list[float], eval_samples: int | None) -> None:
-    accs = [evaluate(model, t.test, scenario.eval_mask(t), max_samples=eval_samples)
-            for t in scenario.tasks[:k + 1]]
+            window: list[float], eval_samples: int | None,
+            accs: list[float] | None = None) -> None:
+    """Append a curve point (and the mean loss of `window`); `accs` if already measured."""
+    if accs is None:
+        accs = [evaluate(model, t.test, scenario.eval_mask(t), max_samples=eval_samples)
+                for t in scenario.tasks[:k + 1]]
     result.curves.append({"iteration": step, "task": k, "accuracies": accs})
     if window:
         result.losses.append({"iteration": step, "task": k, "loss": float(np.mean(window))})

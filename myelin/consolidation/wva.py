@@ -59,7 +59,9 @@ class WVA(torch.optim.Optimizer, Consolidator):
 
     ``on="step"`` (default): θ ← θ_prev + A ⊙ (θ_opt − θ_prev) after the base optimizer's step.
     ``on="grad"``: g ← A ⊙ g before it. With plain SGD (no momentum, no weight decay) the two are
-    identical. With Adam, gradient attenuation is cancelled by Adam's normalisation by the
+    identical, and ``on="step"`` then takes a fused path (θ ← θ − lr·g + lr·B ⊙ g, two foreach
+    ops in place of the base step, ``.grad`` left untouched) unless hooks are attached to the
+    base optimizer. With Adam, gradient attenuation is cancelled by Adam's normalisation by the
     second moment (Kutalev & Lapina 2022 found Adam + gradient attenuation does not protect old
     tasks while Adam + step attenuation does): use ``on="step"`` for every optimizer but SGD.
 

@@ -55,6 +55,16 @@ def test_overhead_benchmark_smoke(tmp_path):
     assert data["summary"]["wva_step"]["extra_tensors_per_parameter"] == 1.0
 
 
+@needs_mnist
+def test_walltime_benchmark_smoke(tmp_path):
+    out = tmp_path / "wall.json"
+    run("walltime.py", "--tasks", "2", "--iterations", "3", "--repeats", "1", "--out", str(out))
+    data = json.loads(out.read_text())
+    assert set(data["median_seconds"]) == {"plain", "myelin-finetune", "myelin-ewc-f"}
+    assert all(0 <= v <= 1 for v in data["aa"].values())
+    assert data["ratio_to_plain"]["plain"] == 1.0
+
+
 def test_tables_render_committed_results():
     proc = run("tables.py")
     assert "### importance" in proc.stdout and "### overhead" in proc.stdout
@@ -66,12 +76,12 @@ def test_tables_render_committed_results():
 def test_reproduction_smoke(tmp_path, experiment):
     """Every reproduction runs its rows on tiny data; hsu2018-task/class share domain's code."""
     rows = {"seed000-fig5": "sgd,wva-s-lt", "kutalev2021-fc": "si,fisher-stab",
-            "hsu2018-domain": "ewc,offline", "seed003-wva": "adam-step-100,sgd-exp-10",
+            "hsu2018-domain": "ewc,mas,offline", "seed003-wva": "adam-step-100,sgd-exp-10",
             }.get(experiment, "ewc-f,wva-s")
     run("reproduce.py", "run", experiment, "--seeds", "0", "--quick", "--rows", rows,
         "--out", str(tmp_path))
     files = sorted(tmp_path.glob(f"{experiment}/*/seed0.json"))
-    assert len(files) == 2
+    assert len(files) == len(rows.split(","))
     for f in files:
         rec = json.loads(f.read_text())
         assert rec["quick"] and rec["measured"]
@@ -105,9 +115,23 @@ def test_beyond_runs_the_best_tuned_configuration(tmp_path):
     best = max((v, k) for k, v in tuned.items() if k != "none")[1]
     run("reproduce.py", "run", "beyond", "--seeds", "0", "--quick", "--out", str(tmp_path))
     rec = json.loads((tmp_path / "beyond" / "tuned" / "seed0.json").read_text())
-    expected = {"fisher-30": {"lam": 30, "importance": "fisher"},
-                "exact-30": {"lam": 30, "importance": "fisher-exact"}}[best]
+    def expected_of(key):
+        return {"fisher-30": {"lam": 30, "importance": "fisher"},
+                "exact-30": {"lam": 30, "importance": "fisher-exact"}}[key]
+    expected = expected_of(best)
     assert rec["options"] == expected and rec["measured"]["aa"] > 0
+    assert rec["resolved_from"] == best
+    # a later tuning result that beats it: `beyond` re-runs with the new best, not the stale one
+    other = "exact-30" if best == "fisher-30" else "fisher-30"
+    path = tmp_path / "beyond-tune" / other / "seed0.json"
+    tuned_rec = json.loads(path.read_text())
+    tuned_rec["measured"]["aa"] = 1.0
+    path.write_text(json.dumps(tuned_rec))
+    proc = run("reproduce.py", "run", "beyond", "--seeds", "0", "--quick", "--out",
+               str(tmp_path))
+    assert "re-running" in proc.stdout
+    rec = json.loads((tmp_path / "beyond" / "tuned" / "seed0.json").read_text())
+    assert rec["resolved_from"] == other and rec["options"] == expected_of(other)
 
 
 @needs_mnist
