@@ -505,10 +505,14 @@ def run_one(exp: Experiment, row: Row, seed: int, out: Path, quick: bool = False
         row = row.resolve(out, quick)
     if path.exists():
         old = json.loads(path.read_text())
-        if row.source is None or old.get("resolved_from") == row.source:
+        if row.source is not None and old.get("resolved_from") != row.source:
+            print(f"{path}: was {old.get('resolved_from')}, the best is now {row.source}; "
+                  "re-running", flush=True)
+        elif "options" in old and old["options"] != row.options:
+            print(f"{path}: recorded with options {old['options']}, the row now has "
+                  f"{row.options}; re-running", flush=True)
+        else:
             return old["measured"]
-        print(f"{path}: was {old.get('resolved_from')}, the best is now {row.source}; re-running",
-              flush=True)
     kw = {**exp.fit, **row.fit}
     scenario = exp.scenario(seed, **row.scenario)
     if quick:

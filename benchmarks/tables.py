@@ -94,7 +94,29 @@ def overhead_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"importance": importance_table, "overhead": overhead_table}
+def walltime_table(data: dict) -> str:
+    env, setup = data["environment"], data["setup"]
+    lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} threads, "
+             f"commit {env['commit']}. {setup['protocol']}, {setup['iterations']} steps per task, "
+             f"{setup['tasks']} tasks, accuracy on every test set after each task; median of "
+             f"{setup['repeats']} alternating repeats.", "",
+             "| run | wall (s) | ÷ plain loop | train / importance / eval (s) | AA |",
+             "|---|---:|---:|---|---:|"]
+    labels = {"plain": "plain PyTorch loop, no consolidation",
+              "myelin-finetune": "`myelin.fit`, no consolidation",
+              "myelin-ewc-f": "`myelin.fit`, EWC (sampled Fisher on 5000 held-out, λ 14)"}
+    for key, label in labels.items():
+        parts = data["last_run_parts_seconds"].get(key)
+        split = " / ".join(f"{parts[p]:.1f}" for p in ("train", "importance", "eval")) \
+            if parts else "—"
+        lines.append(f"| {label} | {data['median_seconds'][key]:.1f} | "
+                     f"{data['ratio_to_plain'][key]:.2f}× | {split} | "
+                     f"{data['aa'][key] * 100:.1f} |")
+    return "\n".join(lines)
+
+
+RENDERERS = {"importance": importance_table, "overhead": overhead_table,
+             "walltime": walltime_table}
 
 
 def rendered() -> dict[str, str]:

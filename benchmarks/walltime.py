@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                    for part in ("train", "importance", "eval")}
                for k in runs if k != "plain"}
     payload = {"benchmark": "walltime", "command": cmd, "environment": env,
-               "setup": {"protocol": "seed 000 Fig. 4: 10-task permuted MNIST, 784-300-150-10 "
+               "setup": {"protocol": "seed 000 Fig. 4: permuted MNIST, 784-300-150-10 "
                                      "ReLU, SGD lr 0.1, batch 100", "iterations": args.iterations,
                          "tasks": args.tasks, "repeats": args.repeats, "seed": args.seed},
                "wall_seconds": walls, "median_seconds": med,

@@ -103,6 +103,20 @@ def test_reproduction_report(tmp_path):
 
 
 @needs_mnist
+def test_a_result_recorded_with_other_options_is_run_again(tmp_path):
+    args = ("reproduce.py", "run", "seed000-fig1", "--seeds", "0", "--rows", "ewc-s", "--quick",
+            "--out", str(tmp_path))
+    run(*args)
+    path = tmp_path / "seed000-fig1" / "ewc-s" / "seed0.json"
+    assert "re-running" not in run(*args).stdout          # same options: kept
+    rec = json.loads(path.read_text())
+    rec["options"]["lam"] = 123.0                         # as if the row had changed since
+    path.write_text(json.dumps(rec))
+    assert "re-running" in run(*args).stdout
+    assert json.loads(path.read_text())["options"]["lam"] != 123.0
+
+
+@needs_mnist
 def test_beyond_runs_the_best_tuned_configuration(tmp_path):
     """Experiment 7: `beyond` refuses to run before tuning, then runs the best tuned row."""
     proc = run("reproduce.py", "run", "beyond", "--seeds", "0", "--quick", "--out",
