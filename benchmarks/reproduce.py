@@ -99,7 +99,8 @@ def _small(scenario: Scenario, n: int = 300) -> Scenario:
         test = torch.arange(min(n, len(t.test)))
         tasks.append(Task(t.name, t.train.subset(keep), t.test.subset(test), t.classes))
     return Scenario(scenario.name, tasks, scenario.n_classes, scenario.setting,
-                    labels_trick=scenario.labels_trick, config=scenario.config)
+                    labels_trick=scenario.labels_trick, config=scenario.config,
+                    seen_classes=scenario.seen_classes)
 
 
 def _final_row(result: Result) -> dict[str, float]:
@@ -233,7 +234,7 @@ _register(Experiment(
 def _hsu(setting: str) -> Callable[[int], Scenario]:
     def build(seed: int) -> Scenario:
         return split("mnist", [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]], setting, seed=seed,
-                     root=_mnist_root())
+                     seen_classes=setting == "class", root=_mnist_root())
     return build
 
 
@@ -254,7 +255,8 @@ _HSU_NOTE = (
     "100/700/3000/0.5, class 600/100/600/100; MAS 1/10000/1). MAS is Hsu et al.'s form "
     "(`hsu_mas`: |∇| of the batch mean of the squared logits of the task's outputs, averaged "
     "over batches of 128), not myelin's per-sample softmax MAS, so that their coefficients "
-    "apply; class-IL averages over all 10 outputs where they use the classes seen so far. "
+    "apply. Class-IL, as in their code, trains and predicts over the outputs of the classes "
+    "seen so far (`split(..., seen_classes=True)`). "
     "Importance on the last 1000 "
     "training samples of the task. Task-IL masks each task to its classes (one head per task "
     "on a shared output layer). The SIG/WVA rows (no published counterpart) use a λ set once "
@@ -480,7 +482,9 @@ def _offline(scenario: Scenario, model: torch.nn.Module, kw: dict[str, Any]) -> 
     one = Scenario("joint", [Task("joint", joint, scenario.tasks[0].test, classes)],
                    scenario.n_classes, "class" if scenario.setting == "class" else "domain")
     res = fit(one, model, "finetune", **kw)
-    res.accuracy = [[evaluate(model, t.test, scenario.eval_mask(t)) for t in scenario.tasks]]
+    last = len(scenario.tasks) - 1
+    res.accuracy = [[evaluate(model, t.test, scenario.eval_mask(t, after=last))
+                     for t in scenario.tasks]]
     res.random_init = [0.0] * len(scenario.tasks)
     res.metrics = {"aa": float(np.mean(res.accuracy[0]))}
     return res

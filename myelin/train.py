@@ -230,7 +230,7 @@ def fit(
             t1 = time.perf_counter()
             # the accuracy-matrix row, at the weights the task ended with; the end-of-task
             # curve point reuses it unless the curves use a subset of the test sets
-            row = [evaluate(model, t.test, scenario.eval_mask(t)) for t in tasks]
+            row = [evaluate(model, t.test, scenario.eval_mask(t, after=k)) for t in tasks]
             if window or not eval_every:
                 _record(result, model, scenario, k, step, window, eval_samples,
                         row[:k + 1] if eval_samples is None else None)
@@ -359,7 +359,8 @@ def _record(result: Result, model: nn.Module, scenario: Scenario, k: int, step: 
             accs: list[float] | None = None) -> None:
     """Append a curve point (and the mean loss of `window`); `accs` if already measured."""
     if accs is None:
-        accs = [evaluate(model, t.test, scenario.eval_mask(t), max_samples=eval_samples)
+        accs = [evaluate(model, t.test, scenario.eval_mask(t, after=k),
+                         max_samples=eval_samples)
                 for t in scenario.tasks[:k + 1]]
     result.curves.append({"iteration": step, "task": k, "accuracies": accs})
     if window:

@@ -53,6 +53,8 @@ class Scenario:
         setting: "task", "domain" or "class".
         labels_trick: Restrict the training loss to the current task's classes (class-IL).
         config: How the scenario was built (for the result JSON).
+        seen_classes: Class-IL: the loss and the prediction use only the classes of the tasks
+            seen so far (Hsu et al. 2018's class-IL); unseen classes' outputs stay untrained.
     """
 
     name: str
@@ -61,12 +63,15 @@ class Scenario:
     setting: str
     labels_trick: bool = False
     config: dict = field(default_factory=dict)
+    seen_classes: bool = False
 
     def __post_init__(self) -> None:
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}. Got {self.setting!r}.")
         if not self.tasks:
             raise ValueError("A scenario needs at least one task.")
+        if self.seen_classes and (self.setting != "class" or self.labels_trick):
+            raise ValueError("seen_classes applies to class-IL without the labels trick.")
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -86,11 +91,29 @@ class Scenario:
         """Classes the training loss may use for `task` (None: all)."""
         if self.setting == "task" or (self.setting == "class" and self.labels_trick):
             return task.classes
+        if self.seen_classes:
+            return self._seen(self._index(task))
         return None
 
-    def eval_mask(self, task: Task) -> list[int] | None:
-        """Classes prediction may choose from on `task` (None: all)."""
-        return task.classes if self.setting == "task" else None
+    def eval_mask(self, task: Task, after: int | None = None) -> list[int] | None:
+        """Classes prediction may choose from on `task` after training task `after` (None: all).
+
+        With `seen_classes`, the classes of tasks 0..after; otherwise `after` does not matter.
+        """
+        if self.setting == "task":
+            return task.classes
+        if self.seen_classes and after is not None:
+            return self._seen(after)
+        return None
+
+    def _index(self, task: Task) -> int:
+        for i, t in enumerate(self.tasks):
+            if t is task:
+                return i
+        raise ValueError(f"Task {task.name!r} is not in this scenario.")
+
+    def _seen(self, k: int) -> list[int]:
+        return sorted({c for t in self.tasks[:k + 1] for c in t.classes})
 
 
 def _datasets(dataset: object, root: str | os.PathLike[str] | None
@@ -155,7 +178,8 @@ def permuted(dataset: object, n_tasks: int, seed: int = 0, *, first_identity: bo
 
 
 def split(dataset: object, groups: Sequence[Sequence[int]], scenario: str = "task", *,
-          labels_trick: bool = False, per_task_samples: int | None = None, seed: int = 0,
+          labels_trick: bool = False, seen_classes: bool = False,
+          per_task_samples: int | None = None, seed: int = 0,
           root: str | os.PathLike[str] | None = None) -> Scenario:
     """Split a dataset into tasks by class, e.g. ``[[0, 1], [2, 3], ...]`` (split MNIST).
 
@@ -165,6 +189,7 @@ def split(dataset: object, groups: Sequence[Sequence[int]], scenario: str = "tas
         scenario: "task" (mask to the task's classes), "domain" (each task's classes map to
             0..k−1, in the order given), or "class" (one head over all classes).
         labels_trick: Class-IL only: the loss uses only the current task's classes.
+        seen_classes: Class-IL only: loss and prediction use the classes seen so far.
         per_task_samples: Use only this many training samples per task.
         seed: Seed for subsampling.
         root: Data directory, when `dataset` is a name.
@@ -173,6 +198,9 @@ def split(dataset: object, groups: Sequence[Sequence[int]], scenario: str = "tas
         raise ValueError(f"scenario must be one of {SETTINGS}. Got {scenario!r}.")
     if labels_trick and scenario != "class":
         raise ValueError("labels_trick applies to class-incremental learning (scenario='class').")
+    if seen_classes and (scenario != "class" or labels_trick):
+        raise ValueError("seen_classes applies to class-incremental learning (scenario='class') "
+                         "without the labels trick.")
     train, test, base = _datasets(dataset, root)
     groups = [list(map(int, g)) for g in groups]
     flat = [c for g in groups for c in g]
@@ -204,7 +232,9 @@ def split(dataset: object, groups: Sequence[Sequence[int]], scenario: str = "tas
     return Scenario(f"split-{base}-{scenario}", tasks, n_classes, scenario, labels_trick,
                     config={"kind": "split", "dataset": base, "groups": groups,
                             "scenario": scenario, "labels_trick": labels_trick,
-                            "per_task_samples": per_task_samples, "seed": seed})
+                            "seen_classes": seen_classes,
+                            "per_task_samples": per_task_samples, "seed": seed},
+                    seen_classes=seen_classes)
 
 
 def _rotate(images: torch.Tensor, scale: float, angle: float) -> torch.Tensor:

@@ -55,6 +55,32 @@ def test_labels_trick_and_bad_groups(digits):
         split(digits, [[0, 1], [2, 3, 4]], "domain")
 
 
+def test_seen_classes_masks_loss_and_prediction_to_the_classes_seen_so_far(digits):
+    sc = split(digits, [[0, 1], [2, 3], [4, 5]], "class", seen_classes=True)
+    assert sc.train_mask(sc[0]) == [0, 1] and sc.train_mask(sc[2]) == [0, 1, 2, 3, 4, 5]
+    assert sc.eval_mask(sc[0], after=1) == [0, 1, 2, 3]       # task 1's test after task 2
+    assert sc.eval_mask(sc[0]) is None                        # when is not said: all classes
+    assert sc.config["seen_classes"]
+    with pytest.raises(ValueError, match="seen_classes"):
+        split(digits, [[0, 1]], "task", seen_classes=True)
+    with pytest.raises(ValueError, match="seen_classes"):
+        split(digits, [[0, 1]], "class", labels_trick=True, seen_classes=True)
+
+
+def test_fit_with_seen_classes_never_predicts_an_unseen_class(digits):
+    from torch import nn
+
+    from myelin import fit
+    sc = split(digits, [[0, 1], [2, 3], [4, 5]], "class", seen_classes=True)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():
+        model[1].bias[6:] = 100.0            # unseen classes would win every argmax unmasked
+    res = fit(sc, model, "finetune", iterations=30, batch_size=32, lr=0.1, progress=False)
+    assert res.accuracy[0][0] > 0.9            # after task 1, only classes 0 and 1 compete
+    assert res.accuracy[0][1] == 0.0           # task 2's classes are not predictable yet
+
+
 def test_rotated(digits):
     sc = rotated(digits, [0, 90])
     a, b = sc[0].train.images, sc[1].train.images
