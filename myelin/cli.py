@@ -27,7 +27,8 @@ EXAMPLES = """examples:
 """
 
 RUN_DEFAULTS: dict[str, Any] = {
-    "scenario": "permuted-digits", "tasks": None, "labels_trick": False, "per_task_samples": None,
+    "scenario": "permuted-digits", "tasks": None, "labels_trick": False, "seen_classes": False,
+    "per_task_samples": None,
     "data_root": None, "method": "finetune", "lam": None, "importance": None, "mode": None,
     "gamma": None, "stabilized": None, "curve": None, "on": None, "model": "mlp",
     "widths": "100", "channels": "16,32", "activation": "relu", "optimizer": "sgd", "lr": 0.1,
@@ -50,6 +51,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tasks", type=int, help="number of tasks")
     g.add_argument("--labels-trick", action="store_const", const=True, dest="labels_trick",
                    help="class-IL: loss only on the current task's classes")
+    g.add_argument("--seen-classes", action="store_const", const=True, dest="seen_classes",
+                   help="class-IL: loss and prediction over the classes seen so far")
     g.add_argument("--per-task-samples", type=int, help="training samples per task")
     g.add_argument("--data-root", help="directory with the dataset files")
     g = p.add_argument_group("method")
@@ -141,7 +144,8 @@ def build_and_fit(cfg: dict[str, Any], progress: bool | None = None):
 
     scenario = SCENARIOS.get(cfg["scenario"])(
         n_tasks=cfg["tasks"], seed=cfg["seed"], root=cfg["data_root"],
-        per_task_samples=cfg["per_task_samples"], labels_trick=bool(cfg["labels_trick"]))
+        per_task_samples=cfg["per_task_samples"], labels_trick=bool(cfg["labels_trick"]),
+        seen_classes=bool(cfg["seen_classes"]))
     torch.manual_seed(cfg["seed"])
     factory = MODELS.get(cfg["model"])
     if cfg["model"] == "mlp":

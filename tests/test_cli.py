@@ -57,6 +57,16 @@ def test_run_from_toml_config_flags_override(tmp_path):
     assert proc.returncode == 2 and "unknown option(s) ['lamda']" in proc.stderr
 
 
+def test_run_with_seen_classes(tmp_path):
+    assert main(["run", "--scenario", "split-digits-class", "--seen-classes", "--iterations",
+                 "5", "-q", "--out", str(tmp_path / "s")]) == 0
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert result["config"]["scenario"]["seen_classes"] is True
+    assert result["accuracy"][0][1:] == [0.0] * 4        # unseen classes cannot be predicted
+    proc = cli("run", *RUN, "--seen-classes")
+    assert proc.returncode == 2 and "seen_classes applies to split class-IL" in proc.stderr
+
+
 def test_readable_errors():
     proc = cli("run", "--scenario", "permuted-mnsit", "-q")
     assert proc.returncode == 2 and "Did you mean 'permuted-mnist'" in proc.stderr

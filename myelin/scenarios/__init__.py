@@ -4,7 +4,8 @@ Settings (van de Ven & Tolias): ``"task"`` — the task identity is known, so tr
 prediction are restricted to the task's classes (equivalent to one output head per task);
 ``"domain"`` — every task uses the same labels 0..k−1; ``"class"`` — one shared head over all
 classes seen so far. ``labels_trick=True`` (class-IL) restricts only the training loss to the
-current task's classes.
+current task's classes; ``seen_classes=True`` (class-IL, Hsu et al. 2018) restricts the loss and
+the prediction to the classes of the tasks seen so far.
 """
 
 from __future__ import annotations
@@ -340,7 +341,10 @@ def sequence(*datasets: object, relabel: str = "offset",
 # Named scenarios for the command line ------------------------------------------------------
 def _named(kind: str, dataset: str, setting: str = "task"):
     def build(n_tasks: int | None = None, seed: int = 0, root=None,
-              per_task_samples: int | None = None, labels_trick: bool = False) -> Scenario:
+              per_task_samples: int | None = None, labels_trick: bool = False,
+              seen_classes: bool = False) -> Scenario:
+        if seen_classes and kind != "split":
+            raise ValueError("seen_classes applies to split class-IL scenarios.")
         if kind == "permuted":
             return permuted(dataset, n_tasks or 10, seed, per_task_samples=per_task_samples,
                             root=root)
@@ -356,7 +360,8 @@ def _named(kind: str, dataset: str, setting: str = "task"):
             size = 10 // n
             groups = [list(range(i * size, (i + 1) * size)) for i in range(n)]
             return split(dataset, groups, setting, labels_trick=labels_trick,
-                         per_task_samples=per_task_samples, seed=seed, root=root)
+                         seen_classes=seen_classes, per_task_samples=per_task_samples,
+                         seed=seed, root=root)
         if kind == "sequence":
             first, second = dataset.split("+")
             return sequence(first, second, per_task_samples=per_task_samples, seed=seed,
