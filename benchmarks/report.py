@@ -56,7 +56,9 @@ def summarize(out: Path) -> dict[str, Any]:
             summary[name][row.key] = {
                 "label": recs[-1].get("label", row.label), "n": len(recs),
                 "seeds": sorted(r["seed"] for r in recs),
-                "measured": stats, "published": row.published,
+                "measured": stats,
+                "published": row.published if row.resolve is None
+                else row.resolve(out, False).published,
                 "wall_seconds": {"mean": float(np.mean(walls)), "min": float(np.min(walls))},
                 "commits": sorted({r["environment"]["commit"] for r in recs}),
             }
