@@ -47,6 +47,9 @@ def summarize(out: Path) -> dict[str, Any]:
         summary[name] = {}
         for row in exp.rows:
             recs = rows.get(row.key, [])
+            resolved = row.resolve(out, False) if row.resolve is not None and recs else None
+            if resolved is not None:     # only the runs of the configuration now resolved to
+                recs = [r for r in recs if r.get("resolved_from") == resolved.source]
             if not recs:
                 continue
             keys = recs[0]["measured"].keys()
@@ -57,8 +60,7 @@ def summarize(out: Path) -> dict[str, Any]:
                 "label": recs[-1].get("label", row.label), "n": len(recs),
                 "seeds": sorted(r["seed"] for r in recs),
                 "measured": stats,
-                "published": row.published if row.resolve is None
-                else row.resolve(out, False).published,
+                "published": row.published if resolved is None else resolved.published,
                 "wall_seconds": {"mean": float(np.mean(walls)), "min": float(np.min(walls))},
                 "commits": sorted({r["environment"]["commit"] for r in recs}),
             }

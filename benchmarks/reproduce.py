@@ -431,6 +431,9 @@ _BEYOND_TUNE_ROWS = [
     *[Row(f"wide-fisher-{lam}", f"784-1000-1000-10, 1 epoch/task, empirical Fisher, λ={lam}",
           "ewc", {"lam": lam, "importance": "fisher"}, None, {"epochs": 1},
           model=_torch_mlp((1000, 1000), "leaky_relu")) for lam in (82, 300, 1000, 3000)],
+    *[Row(f"wide-fisher-{lam}-e3", f"784-1000-1000-10, 3 epochs/task, empirical Fisher, "
+          f"λ={lam}", "ewc", {"lam": lam, "importance": "fisher"}, None, {"epochs": 3},
+          model=_torch_mlp((1000, 1000), "leaky_relu")) for lam in (1000, 3000)],
     *[Row(f"wide-exact-{lam}", f"784-1000-1000-10, 1 epoch/task, exact true Fisher, λ={lam}",
           "ewc", {"lam": lam, "importance": "fisher-exact"}, None, {"epochs": 1},
           model=_torch_mlp((1000, 1000), "leaky_relu")) for lam in (30, 100, 300)],
