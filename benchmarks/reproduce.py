@@ -38,7 +38,7 @@ from myelin.data.datasets import ArrayDataset
 from myelin.importance import ESTIMATORS
 from myelin.models import mlp, truncated_normal_init_
 from myelin.scenarios import Scenario, Task, permuted, split
-from myelin.train import evaluate
+from myelin.train import _MASKED, evaluate
 
 OUT = RESULTS / "reproduce"
 DOCS = ROOT / "docs"
@@ -280,7 +280,7 @@ def hsu_mas(model: torch.nn.Module, data: Any, *, batch_size: int = 128,
     chunks = torch.split(x, batch_size)
     for xb in chunks:
         z = model(xb)
-        z = z[:, (z > -1e8).all(0)]               # the outputs this task may use
+        z = z[:, (z != _MASKED).all(0)]           # the outputs this task may use
         grads = torch.autograd.grad(z.pow(2).mean(), list(params.values()), allow_unused=True)
         for (n, _), g in zip(params.items(), grads):
             if g is not None:
@@ -414,6 +414,16 @@ def _ewc_row(key: str, label: str, lam: float, importance: str, fit: dict[str, A
                fit or {})
 
 
+def _wide_row(kind: str, lam: float, epochs: int = 1) -> Row:
+    """784-1000-1000-10 with `epochs` per task, EWC with empirical ("fisher") or exact Fisher."""
+    importance, name = {"fisher": ("fisher", "empirical Fisher"),
+                        "exact": ("fisher-exact", "exact true Fisher")}[kind]
+    key = f"wide-{kind}-{lam:g}" + (f"-e{epochs}" if epochs != 1 else "")
+    label = f"784-1000-1000-10, {epochs} epoch{'s' if epochs > 1 else ''}/task, {name}, λ={lam:g}"
+    return Row(key, label, "ewc", {"lam": lam, "importance": importance}, None,
+               {"epochs": epochs}, model=_torch_mlp((1000, 1000), "leaky_relu"))
+
+
 _BEYOND_TUNE_ROWS = [
     _ewc_row("fisher-82", "empirical Fisher, λ=82 (the 2021 best)", 82, "fisher"),
     _ewc_row("fisher-300", "empirical Fisher, λ=300", 300, "fisher"),
@@ -428,15 +438,9 @@ _BEYOND_TUNE_ROWS = [
     _ewc_row("fisher-82-c1k", "empirical Fisher, λ=82, closing set 1 000", 82, "fisher",
              {"closing_samples": 1_000}),
     # capacity instead of epochs: 784-1000-1000-10, one epoch per task (≈ the same compute)
-    *[Row(f"wide-fisher-{lam}", f"784-1000-1000-10, 1 epoch/task, empirical Fisher, λ={lam}",
-          "ewc", {"lam": lam, "importance": "fisher"}, None, {"epochs": 1},
-          model=_torch_mlp((1000, 1000), "leaky_relu")) for lam in (82, 300, 1000, 3000)],
-    *[Row(f"wide-fisher-{lam}-e3", f"784-1000-1000-10, 3 epochs/task, empirical Fisher, "
-          f"λ={lam}", "ewc", {"lam": lam, "importance": "fisher"}, None, {"epochs": 3},
-          model=_torch_mlp((1000, 1000), "leaky_relu")) for lam in (1000, 3000)],
-    *[Row(f"wide-exact-{lam}", f"784-1000-1000-10, 1 epoch/task, exact true Fisher, λ={lam}",
-          "ewc", {"lam": lam, "importance": "fisher-exact"}, None, {"epochs": 1},
-          model=_torch_mlp((1000, 1000), "leaky_relu")) for lam in (30, 100, 300)],
+    *[_wide_row("fisher", lam) for lam in (82, 300, 1000, 3000)],
+    *[_wide_row("fisher", lam, epochs=3) for lam in (1000, 3000)],
+    *[_wide_row("exact", lam) for lam in (30, 100, 300)],
 ]
 
 _register(Experiment(

@@ -119,10 +119,11 @@ class WVA(torch.optim.Optimizer, Consolidator):
         if not self._pairs:
             return self.base_optimizer.step(closure)
         reductions = self._reductions()
-        if self.on == "step" and closure is None and self._plain_sgd() and \
+        plain_sgd = self._plain_sgd()
+        if self.on == "step" and closure is None and plain_sgd and \
                 self._fused_sgd_step(reductions):
             return None
-        if self.on == "grad" or self._plain_sgd():
+        if self.on == "grad" or plain_sgd:
             # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper
             if closure is None:
                 self._attenuate_grads(reductions)

@@ -199,9 +199,6 @@ def split(dataset: object, groups: Sequence[Sequence[int]], scenario: str = "tas
         raise ValueError(f"scenario must be one of {SETTINGS}. Got {scenario!r}.")
     if labels_trick and scenario != "class":
         raise ValueError("labels_trick applies to class-incremental learning (scenario='class').")
-    if seen_classes and (scenario != "class" or labels_trick):
-        raise ValueError("seen_classes applies to class-incremental learning (scenario='class') "
-                         "without the labels trick.")
     train, test, base = _datasets(dataset, root)
     groups = [list(map(int, g)) for g in groups]
     flat = [c for g in groups for c in g]
