@@ -1,5 +1,8 @@
 """Training-step cost of EWC and WVA relative to a plain step, across 1..10 consolidated tasks.
 
+EWC three ways: `penalty()` in the loss, `apply_to_grad()` after backward, and `EWC.wrap(opt)`
+(the penalty folded into the SGD step).
+
 One process, MLP 784-300-150-10 (ReLU), SGD lr 0.01 (stable under the accumulated
 penalty; and Adam 1e-3 for the WVA step attenuation that Adam needs), batches of 100 and of
 256 real MNIST images (the overhead is a fixed cost per step, so its ratio falls as the step
@@ -55,7 +58,7 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
     """Per-task step-time ratios of every method at one batch size."""
     torch.manual_seed(0)
     models = {k: make_mlp() for k in ("plain", "plain_adam", "wva_step_adam", "ewc_autograd",
-                                      "ewc_closed_form", "ewc_stabilized",
+                                      "ewc_closed_form", "ewc_wrap", "ewc_stabilized",
                                       "wva_step", "wva_grad")}
     for m in models.values():
         m.load_state_dict(models["plain"].state_dict())
@@ -64,6 +67,7 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
     methods = {
         "ewc_autograd": EWC(models["ewc_autograd"], 41.0),
         "ewc_closed_form": EWC(models["ewc_closed_form"], 41.0),
+        "ewc_wrap": EWC(models["ewc_wrap"], 41.0),
         "ewc_stabilized": EWC(models["ewc_stabilized"], 41.0, stabilized=True, lr=0.01),
         "wva_step": WVA(opts["wva_step"], models["wva_step"], 1000.0),
         "wva_grad": WVA(opts["wva_grad"], models["wva_grad"], 1000.0, on="grad"),
@@ -72,6 +76,7 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
     penalties = {"ewc_autograd": methods["ewc_autograd"].penalty,
                  "ewc_stabilized": methods["ewc_stabilized"].penalty}
     closed = {"ewc_closed_form": methods["ewc_closed_form"].apply_to_grad}
+    opts["ewc_wrap"] = methods["ewc_wrap"].wrap(opts["ewc_wrap"])     # the step applies it
     runners = {}
     for name in models:
         opt = methods[name] if name.startswith("wva") else opts[name]

@@ -78,6 +78,7 @@ def overhead_table(data: dict) -> str:
     lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     labels = {"ewc_autograd": "EWC, `penalty()` in the loss",
               "ewc_closed_form": "EWC, `apply_to_grad()`",
+              "ewc_wrap": "EWC, `ewc.wrap(opt)` (SGD: the pull fused into the step, one pass)",
               "ewc_stabilized": "stabilized EWC, `penalty()`",
               "wva_step": "WVA `on=\"step\"` (SGD: the fused two-op step)",
               "wva_grad": "WVA `on=\"grad\"` (scales `.grad`, then the SGD step)",

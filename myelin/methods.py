@@ -69,8 +69,9 @@ def ewc(lam: float = 41.0, importance: str = "fisher", mode: str = "accumulate",
     EWC(nn.Linear(1, 1), lam, mode=mode, gamma=gamma)          # validate the options now
 
     def build(model: nn.Module, opt: torch.optim.Optimizer):
-        return EWC(model, lam, mode=mode, gamma=gamma, stabilized=stabilized,
-                   lr=_lr(opt) if stabilized else None), opt
+        penalty = EWC(model, lam, mode=mode, gamma=gamma, stabilized=stabilized,
+                      lr=_lr(opt) if stabilized else None)
+        return penalty, penalty.wrap(opt)        # the step applies it (fused for plain SGD)
 
     return Method("ewc", build, importance, {"lam": lam, "importance": importance, "mode": mode,
                                              "gamma": gamma, "stabilized": stabilized})
@@ -96,7 +97,8 @@ def l2(lam: float = 1.0) -> Method:
     L2(nn.Linear(1, 1), lam)
 
     def build(model: nn.Module, opt: torch.optim.Optimizer):
-        return L2(model, lam), opt
+        penalty = L2(model, lam)
+        return penalty, penalty.wrap(opt)
 
     return Method("l2", build, None, {"lam": lam})
 

@@ -1,8 +1,9 @@
 """The training loop: a scenario, a model and a method -> an accuracy matrix and curves.
 
 The loop knows no method by name. Each method is a consolidator (its ``penalty()`` is added to
-the loss; an optimizer wrapper such as WVA replaces the optimizer) plus the name of the
-importance estimator run on a closing set after each task (or the online SI tracker).
+the loss, or its gradient to ``.grad``; or an optimizer wrapper applies it: WVA, ``EWC.wrap``)
+plus the name of the importance estimator run on a closing set after each task (or the online
+SI tracker).
 """
 
 from __future__ import annotations
@@ -323,7 +324,10 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
     blocked = _blocked(scenario.train_mask(task), scenario.n_classes, device)
     order = torch.randperm(n, generator=generator)
     pos, window = 0, []
-    closed_form = consolidator is not None and hasattr(consolidator, "apply_to_grad")
+    # the optimizer may apply the method itself (WVA; EWC.wrap): then the loop adds nothing
+    in_step = consolidator is not None and (
+        opt is consolidator or getattr(opt, "consolidator", None) is consolidator)
+    closed_form = not in_step and hasattr(consolidator, "apply_to_grad")
     model.train()
     for _ in progress_bar(range(steps), progress=progress,
                           desc=f"task {k + 1}/{len(scenario)}", unit="step"):
@@ -335,7 +339,7 @@ def _train_task(scenario: Scenario, k: int, model: nn.Module, opt: torch.optim.O
         x, y = x.to(device), y.to(device)
         opt.zero_grad()
         loss = F.cross_entropy(_mask(model(x), blocked), y)
-        if consolidator is not None and not closed_form:
+        if consolidator is not None and not closed_form and not in_step:
             loss = loss + consolidator.penalty()
         value = loss.item()
         if not math.isfinite(value):

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..importance.base import Importance
 from .base import Consolidator, ParameterSet, check_lam
+from .penalized import PenalizedOptimizer
 
 __all__ = ["EWC", "MODES"]
 
@@ -52,7 +53,9 @@ class EWC(Consolidator):
     parameter, counted by `memory_bytes`) so that a step costs no more than plain EWC's.
 
     Add `penalty()` to the loss, or call `apply_to_grad()` after ``loss.backward()`` to add the
-    penalty's gradient 2c(θ − θ*) in closed form (no autograd graph; the same update).
+    penalty's gradient 2c(θ − θ*) in closed form (no autograd graph; the same update), or step
+    with ``ewc.wrap(optimizer)``, which does the latter inside ``step()`` and, for plain SGD,
+    fuses it with the SGD update (the fastest of the three).
 
     Args:
         model: The network to protect (its trainable parameters at construction).
@@ -166,6 +169,27 @@ class EWC(Consolidator):
         diffs = torch._foreach_sub(params, anchors)
         torch._foreach_addcmul_([p.grad for p in params], coefs, diffs, value=2.0 * factor)
 
+    def penalty_terms(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], float]:
+        """(params, coefs, anchors, f): the penalty is f · Σ_i coef_i ⊙ (θ_i − θ*_i)².
+
+        One entry per term (per task in separate mode, so a parameter can repeat); empty when
+        λ = 0 or nothing is consolidated. The lists and tensors are the live (cached) state, the
+        same objects until the next consolidation or change of λ/lr: do not modify them.
+        """
+        self.params.check_unchanged(throttle=True)
+        params, coefs, anchors, factor = self._terms()
+        if self.lam == 0:
+            return [], [], [], 0.0
+        return params, coefs, anchors, factor
+
+    def wrap(self, optimizer: torch.optim.Optimizer) -> PenalizedOptimizer:
+        """An optimizer whose ``step()`` adds this penalty's gradient (fused for plain SGD).
+
+        Use it instead of `penalty()` or `apply_to_grad()`, not with them (that would count the
+        penalty twice).
+        """
+        return PenalizedOptimizer(optimizer, self)
+
     def _tensors(self) -> dict[str, Tensor]:
         out = {}
         if self.mode == "separate":
@@ -199,6 +223,7 @@ class EWC(Consolidator):
         self.lam, self.gamma = float(config["lam"]), float(config["gamma"])
         self.stabilized, self.lr = bool(config["stabilized"]), config["lr"]
         self.n_tasks = int(config["n_tasks"])
+        self._terms_key = None                  # the cached terms refer to the old tensors
         if self.mode == "separate":
             self.tasks = [(pick(f"task{t}/omega/"), pick(f"task{t}/anchor/"))
                           for t in range(self.n_tasks)]

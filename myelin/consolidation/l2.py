@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..importance.base import Importance
 from .base import Consolidator, ParameterSet, check_lam
+from .penalized import PenalizedOptimizer
 
 __all__ = ["L2"]
 
@@ -57,6 +58,18 @@ class L2(Consolidator):
             if n in self.anchor:
                 g = (p - self.anchor[n]).mul_(self.lam)
                 p.grad = g if p.grad is None else p.grad.add_(g)
+
+    def penalty_terms(self) -> tuple[list[Tensor], list[None], list[Tensor], float]:
+        """(params, coefs, anchors, f) with the penalty f · Σ (θ − θ*)² (coef None: uniform)."""
+        self.params.check_unchanged(throttle=True)
+        if self.lam == 0:
+            return [], [], [], 0.0
+        held = [(p, self.anchor[n]) for n, p in self.params.params.items() if n in self.anchor]
+        return [p for p, _ in held], [None] * len(held), [a for _, a in held], 0.5 * self.lam
+
+    def wrap(self, optimizer: torch.optim.Optimizer) -> PenalizedOptimizer:
+        """An optimizer whose ``step()`` adds this penalty's gradient (fused for plain SGD)."""
+        return PenalizedOptimizer(optimizer, self)
 
     def _tensors(self) -> dict[str, Tensor]:
         return {f"anchor/{n}": v for n, v in self.anchor.items()}

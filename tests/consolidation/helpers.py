@@ -36,7 +36,8 @@ def run(tasks, *, method=None, optimizer="sgd", lr=0.1, epochs=8, batch=32, esti
 
     method(model, opt) -> (consolidator or None, optimizer to step); estimator(model, x, y) gives
     the importance after each task. grad_mode "penalty" adds method.penalty() to the loss,
-    "closed" calls method.apply_to_grad() after backward.
+    "closed" calls method.apply_to_grad() after backward, "optimizer" leaves it to the optimizer
+    that method() returned (e.g. EWC.wrap).
     """
     model = make_model(seed)
     base = (torch.optim.SGD(model.parameters(), lr=lr) if optimizer == "sgd"

@@ -1,0 +1,243 @@
+"""A quadratic penalty (EWC, L2) applied by the optimizer step instead of through the loss."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from .wva import _global_step_hooks
+
+__all__ = ["PenalizedOptimizer"]
+
+
+_PARALLEL_FROM = 32768     # elements; below this a thread pool costs more than it saves
+
+
+@functools.cache
+def _sgd_pull_kernels() -> tuple[Callable[..., None], Callable[..., None]] | None:
+    """Serial and parallel θ ← θ − lr·g − k·c ⊙ (θ − θ*) (numba, one pass), or None.
+
+    θ, c and θ* are flat arrays; g is the gradient array of any shape (C-contiguous).
+    """
+    try:
+        from numba import njit, prange
+    except ImportError:                        # pragma: no cover - numba is a dependency
+        return None
+
+    def sgd_pull(theta, grad, coef, anchor, lr, k):          # pragma: no cover - compiled
+        g = grad.reshape(theta.size)
+        for i in prange(theta.size):
+            theta[i] = theta[i] - lr * g[i] - k * coef[i] * (theta[i] - anchor[i])
+
+    return (njit(cache=True, fastmath=True)(sgd_pull),
+            njit(cache=True, fastmath=True, parallel=True)(sgd_pull))
+
+
+def _flat(t: Tensor) -> Any:
+    """A flat numpy view of a contiguous CPU tensor (shares its memory)."""
+    return t.detach().view(-1).numpy()
+
+
+class QuadraticPenalty(Protocol):
+    """What `PenalizedOptimizer` needs from a consolidator (EWC and L2 provide it)."""
+
+    def apply_to_grad(self) -> None: ...
+
+    def penalty_terms(self) -> tuple[list[Tensor], list[Tensor | None], list[Tensor], float]: ...
+
+
+class PenalizedOptimizer(torch.optim.Optimizer):
+    """Wrap an optimizer so that each step also follows the penalty's gradient.
+
+    ``opt.step()`` is ``penalty.apply_to_grad()`` followed by the base optimizer's step, so the
+    training loop needs neither ``penalty()`` in the loss nor a call after ``backward()``. With
+    plain SGD (no momentum, no weight decay, no step hooks on either optimizer, one term per
+    parameter, i.e. not EWC's "separate" mode) the two are fused:
+    θ ← θ − lr·g − lr·2f·c ⊙ (θ − θ*), ``.grad`` left untouched — one pass over memory (a
+    compiled kernel) for contiguous float CPU tensors, three foreach ops otherwise. It is the
+    cheapest way to train with EWC: about the cost of torch's own SGD step. Other optimizers
+    (Adam, momentum SGD, ...) take the unfused path and see the penalty's gradient in ``.grad``.
+
+    It is a `torch.optim.Optimizer` sharing the base optimizer's ``param_groups`` (schedulers,
+    ``zero_grad`` and ``state_dict`` work as usual). Build it with ``EWC.wrap(opt)`` or
+    ``L2.wrap(opt)``.
+
+    Args:
+        base_optimizer: Any torch optimizer over the protected parameters.
+        penalty: The consolidator whose penalty gradient each step adds.
+    """
+
+    def __init__(self, base_optimizer: torch.optim.Optimizer, penalty: QuadraticPenalty):
+        if not isinstance(base_optimizer, torch.optim.Optimizer):
+            raise TypeError("wrap() needs a torch.optim.Optimizer; got "
+                            f"{type(base_optimizer).__name__}.")
+        if isinstance(base_optimizer, PenalizedOptimizer):
+            raise ValueError("This optimizer already applies a penalty; wrap the base optimizer "
+                             "once (two penalties: add one of them to the loss instead).")
+        optimized = {id(p) for g in base_optimizer.param_groups for p in g["params"]}
+        strangers = [n for n, p in penalty.params.params.items() if id(p) not in optimized]
+        if strangers:
+            raise ValueError(f"wrap(): parameters {strangers} are not optimized by the base "
+                             "optimizer; wrap the optimizer of the model the penalty protects.")
+        self.base_optimizer, self.consolidator = base_optimizer, penalty
+        self._initialized = False
+        super().__init__(base_optimizer.param_groups, {})
+        self.param_groups = base_optimizer.param_groups
+        self._initialized = True
+        self._plan: _SGDPlan | None = None     # the fused step, rebuilt when anything changes
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
+        """Add the penalty's gradient, then take the base step (fused for plain SGD)."""
+        if closure is None and self._fused_sgd_step():
+            return None
+        if closure is None:
+            self.consolidator.apply_to_grad()
+            return self.base_optimizer.step()
+
+        def penalized_closure() -> Any:            # the closure recomputes the gradients
+            with torch.enable_grad():
+                loss = closure()
+            self.consolidator.apply_to_grad()
+            return loss
+
+        return self.base_optimizer.step(penalized_closure)
+
+    def _fused_sgd_step(self) -> bool:
+        """Plain SGD with the penalty folded in; False (nothing done) if it cannot apply."""
+        base = self.base_optimizer
+        if type(base) is not torch.optim.SGD or base._optimizer_step_pre_hooks or \
+                base._optimizer_step_post_hooks or _global_step_hooks() or \
+                self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks:
+            return False        # a hook may read .grad (SI does): give it the penalty's too
+        groups = tuple((g["lr"], g.get("momentum", 0), g.get("weight_decay", 0),
+                        g.get("maximize", False), g.get("differentiable", False),
+                        len(g["params"])) for g in self.param_groups)
+        terms = self.consolidator.penalty_terms()
+        plan = self._plan
+        if plan is None or plan.terms is not terms[0] or plan.groups != groups:
+            plan = self._plan = _SGDPlan.build(self.param_groups, groups, terms)
+        return plan.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients, as the base optimizer does."""
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the base optimizer (the penalty covers only its own parameters)."""
+        if not self._initialized:       # Optimizer.__init__ re-adding the shared groups
+            return
+        self.base_optimizer.add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state (the penalty's state is saved by the consolidator)."""
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the base optimizer's state."""
+        self.base_optimizer.load_state_dict(state_dict)
+
+    def __repr__(self) -> str:
+        return f"PenalizedOptimizer({type(self.base_optimizer).__name__}, {self.consolidator!r})"
+
+
+class _SGDPlan:
+    """A fused SGD + quadratic-pull step, validated once for fixed parameters and settings."""
+
+    def __init__(self, terms: list[Tensor] | None, groups: tuple[Any, ...]):
+        self.terms, self.groups = terms, groups
+        self.usable = False
+        self.compiled = False
+        # compiled path: (param, its data_ptr, θ view, c view, θ* view, lr, k, kernel) per term
+        self.entries: list[tuple[Tensor, int, Any, Any, Any, float, float,
+                                 Callable[..., None]]] = []
+        # foreach path: the terms, the penalty factor f, and the terms grouped by signed lr
+        self.params: list[Tensor] = []
+        self.coefs: list[Tensor | None] = []
+        self.anchors: list[Tensor] = []
+        self.factor = 0.0
+        self.by_lr: list[tuple[float, list[int]]] = []        # term indices by signed lr
+        self.others: list[tuple[float, list[Tensor]]] = []    # parameters outside the penalty
+
+    @classmethod
+    def build(cls, param_groups: list[dict[str, Any]], groups: tuple[Any, ...],
+              terms: tuple[list[Tensor], list[Tensor | None], list[Tensor], float]) -> _SGDPlan:
+        params, coefs, anchors, factor = terms
+        plan = cls(params, groups)
+        if any(momentum != 0 or decay != 0 or isinstance(lr, Tensor) or differentiable
+               for lr, momentum, decay, _, differentiable, _ in groups):
+            return plan
+        if len({id(p) for p in params}) != len(params):    # EWC "separate": one term per task
+            return plan
+        signed = {id(p): (lr if maximize else -lr)
+                  for g, (lr, _, _, maximize, _, _) in zip(param_groups, groups)
+                  for p in g["params"]}
+        held = {id(p) for p in params}
+        by_lr: dict[float, list[Tensor]] = {}
+        for g in param_groups:
+            for p in g["params"]:
+                if id(p) not in held:
+                    by_lr.setdefault(signed[id(p)], []).append(p)
+        plan.others = list(by_lr.items())
+        plan.params, plan.coefs, plan.anchors = list(params), list(coefs), list(anchors)
+        plan.factor = factor
+        term_lr: dict[float, list[int]] = {}
+        for i, p in enumerate(params):
+            term_lr.setdefault(signed[id(p)], []).append(i)
+        plan.by_lr = list(term_lr.items())
+        plan.usable = True
+        kernels = _sgd_pull_kernels()
+        state = [*params, *anchors, *coefs]
+        if kernels is not None and params and all(c is not None for c in coefs) and all(
+                t.device.type == "cpu" and t.dtype == params[0].dtype and t.is_contiguous()
+                for t in state) and params[0].dtype in (torch.float32, torch.float64):
+            plan.compiled = True
+            plan.entries = [(p, p.data_ptr(), _flat(p), _flat(c), _flat(a), -signed[id(p)],
+                             -2.0 * factor * signed[id(p)],
+                             kernels[p.numel() >= _PARALLEL_FROM])
+                            for p, c, a in zip(params, coefs, anchors)]
+        return plan
+
+    def step(self) -> bool:
+        """Apply the step in place; False (nothing done) if this plan cannot."""
+        if not self.usable:
+            return False
+        grads = [p.grad for p in self.params]
+        if any(g is not None and g.is_sparse for g in grads) or any(
+                p.grad is not None and p.grad.is_sparse for _, plist in self.others
+                for p in plist):
+            return False
+        if not (self.compiled and self._compiled(grads)):
+            # the pull at the weights before the step, then the two updates
+            diffs = torch._foreach_sub(self.params, self.anchors) if self.params else []
+            for lr, idx in self.by_lr:
+                held = [i for i in idx if grads[i] is not None]
+                if held:
+                    torch._foreach_add_([self.params[i] for i in held],
+                                        [grads[i] for i in held], alpha=lr)
+                ps, ds = [self.params[i] for i in idx], [diffs[i] for i in idx]
+                scale = 2.0 * self.factor * lr
+                if self.coefs[idx[0]] is None:                 # uniform (L2)
+                    torch._foreach_add_(ps, ds, alpha=scale)
+                else:
+                    torch._foreach_addcmul_(ps, [self.coefs[i] for i in idx], ds, value=scale)
+        for lr, plist in self.others:
+            with_grad = [p for p in plist if p.grad is not None]
+            if with_grad:
+                torch._foreach_add_(with_grad, [p.grad for p in with_grad], alpha=lr)
+        return True
+
+    def _compiled(self, grads: list[Tensor | None]) -> bool:
+        """The terms' step in one compiled pass per tensor; False (nothing done) if it cannot."""
+        for (p, ptr, *_), g in zip(self.entries, grads):    # autograd keeps g's dtype/device
+            if p.data_ptr() != ptr or (g is not None and not g.is_contiguous()):
+                return False
+        for (p, _, theta, coef, anchor, lr, k, kernel), g in zip(self.entries, grads):
+            if g is None:                  # no gradient: the pull alone, as apply_to_grad does
+                g = torch.zeros_like(p)
+            kernel(theta, g.numpy(), coef, anchor, lr, k)
+        return True
