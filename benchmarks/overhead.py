@@ -54,11 +54,27 @@ def make_runner(model, opt, x, y, steps, batch, penalty=None, closed=None):
     return run
 
 
+class BareSGD:
+    """θ ← θ − lr·g in one foreach op: the floor of an SGD step, without torch.optim's own
+    per-step work (hooks, profiling, grad-mode and argument handling)."""
+
+    def __init__(self, params, lr: float):
+        self.params, self.lr = list(params), lr
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        torch._foreach_add_(self.params, [p.grad for p in self.params], alpha=-self.lr)
+
+
 def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
     """Per-task step-time ratios of every method at one batch size."""
     torch.manual_seed(0)
     models = {k: make_mlp() for k in ("plain", "plain_adam", "wva_step_adam", "ewc_autograd",
-                                      "ewc_closed_form", "ewc_wrap", "ewc_stabilized",
+                                      "ewc_closed_form", "ewc_wrap", "ewc_stabilized", "sgd_bare",
                                       "wva_step", "wva_grad")}
     for m in models.values():
         m.load_state_dict(models["plain"].state_dict())
@@ -77,6 +93,8 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
                  "ewc_stabilized": methods["ewc_stabilized"].penalty}
     closed = {"ewc_closed_form": methods["ewc_closed_form"].apply_to_grad}
     opts["ewc_wrap"] = methods["ewc_wrap"].wrap(opts["ewc_wrap"])     # the step applies it
+    opts["sgd_bare"] = BareSGD(models["sgd_bare"].parameters(), lr=0.01)
+    timed = [*methods, "sgd_bare"]     # a reference: how much of a step is torch.optim's own
     runners = {}
     for name in models:
         opt = methods[name] if name.startswith("wva") else opts[name]
@@ -89,16 +107,16 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
             imp = fisher(models[name], (x[:1000], y[:1000]), progress=False)
             method.consolidate(imp)
         row = {"tasks_consolidated": task}
-        for name in methods:
+        for name in timed:
             base = runners["plain_adam" if name.endswith("adam") else "plain"]
             ratio, t_plain, t_method, _ = paired(base, runners[name], repeats)
             row[name] = {"ratio": ratio, "ms_per_step": 1000 * t_method / steps,
                          "plain_ms_per_step": 1000 * t_plain / steps,
                          "extra_tensors_per_parameter": methods[name].memory_bytes()
-                         / param_bytes}
+                         / param_bytes if name in methods else 0.0}
         rows.append(row)
         print(f"batch {batch}, after {task} task(s): " + ", ".join(
-            f"{n} {row[n]['ratio']:.3f}x" for n in methods), flush=True)
+            f"{n} {row[n]['ratio']:.3f}x" for n in timed), flush=True)
     summary = {name: {"mean_ratio": sum(r[name]["ratio"] for r in rows) / len(rows),
                       "max_ratio": max(r[name]["ratio"] for r in rows),
                       "ratio_after_last_task": rows[-1][name]["ratio"],
@@ -106,7 +124,7 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
                       / len(rows),
                       "extra_tensors_per_parameter": rows[-1][name]
                       ["extra_tensors_per_parameter"]}
-               for name in methods}
+               for name in timed}
     return {"batch": batch, "parameter_bytes": param_bytes, "summary": summary,
             "per_task": rows}
 

@@ -82,7 +82,8 @@ def overhead_table(data: dict) -> str:
               "ewc_stabilized": "stabilized EWC, `penalty()`",
               "wva_step": "WVA `on=\"step\"` (SGD: the fused two-op step)",
               "wva_grad": "WVA `on=\"grad\"` (scales `.grad`, then the SGD step)",
-              "wva_step_adam": "WVA `on=\"step\"` around Adam (÷ plain Adam step)"}
+              "wva_step_adam": "WVA `on=\"step\"` around Adam (÷ plain Adam step)",
+              "sgd_bare": "reference: a bare foreach SGD step, no torch.optim machinery"}
     for key, label in labels.items():
         if key not in first:
             continue
