@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
+from ._kernels import PARALLEL_FROM, compilable, flat, sgd_pull_kernels
 from .wva import _global_step_hooks
 
 __all__ = ["PenalizedOptimizer"]
-
-
-_PARALLEL_FROM = 32768     # elements; below this a thread pool costs more than it saves
-
-
-@functools.cache
-def _sgd_pull_kernels() -> tuple[Callable[..., None], Callable[..., None]] | None:
-    """Serial and parallel θ ← θ − lr·g − k·c ⊙ (θ − θ*) (numba, one pass), or None.
-
-    θ, c and θ* are flat arrays; g is the gradient array of any shape (C-contiguous).
-    """
-    try:
-        from numba import njit, prange
-    except ImportError:                        # pragma: no cover - numba is a dependency
-        return None
-
-    def sgd_pull(theta, grad, coef, anchor, lr, k):          # pragma: no cover - compiled
-        g = grad.reshape(theta.size)
-        for i in prange(theta.size):
-            theta[i] = theta[i] - lr * g[i] - k * coef[i] * (theta[i] - anchor[i])
-
-    return (njit(cache=True, fastmath=True)(sgd_pull),
-            njit(cache=True, fastmath=True, parallel=True)(sgd_pull))
-
-
-def _flat(t: Tensor) -> Any:
-    """A flat numpy view of a contiguous CPU tensor (shares its memory)."""
-    return t.detach().view(-1).numpy()
 
 
 class QuadraticPenalty(Protocol):
@@ -190,15 +162,13 @@ class _SGDPlan:
             term_lr.setdefault(signed[id(p)], []).append(i)
         plan.by_lr = list(term_lr.items())
         plan.usable = True
-        kernels = _sgd_pull_kernels()
-        state = [*params, *anchors, *coefs]
-        if kernels is not None and params and all(c is not None for c in coefs) and all(
-                t.device.type == "cpu" and t.dtype == params[0].dtype and t.is_contiguous()
-                for t in state) and params[0].dtype in (torch.float32, torch.float64):
+        kernels = sgd_pull_kernels()
+        if kernels is not None and params and all(c is not None for c in coefs) and \
+                compilable([*params, *anchors, *coefs], params[0].dtype):
             plan.compiled = True
-            plan.entries = [(p, p.data_ptr(), _flat(p), _flat(c), _flat(a), -signed[id(p)],
+            plan.entries = [(p, p.data_ptr(), flat(p), flat(c), flat(a), -signed[id(p)],
                              -2.0 * factor * signed[id(p)],
-                             kernels[p.numel() >= _PARALLEL_FROM])
+                             kernels[p.numel() >= PARALLEL_FROM])
                             for p, c, a in zip(params, coefs, anchors)]
         return plan
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.optim import optimizer as _optimizer
 
 from ..importance.base import Importance
+from ._kernels import PARALLEL_FROM, compilable, flat, sgd_scaled_kernels
 from .base import Consolidator, ParameterSet, check_lam
 
 __all__ = ["CURVES", "PLACEMENTS", "WVA", "attenuation"]
@@ -59,11 +60,13 @@ class WVA(torch.optim.Optimizer, Consolidator):
 
     ``on="step"`` (default): θ ← θ_prev + A ⊙ (θ_opt − θ_prev) after the base optimizer's step.
     ``on="grad"``: g ← A ⊙ g before it. With plain SGD (no momentum, no weight decay) the two are
-    identical, and ``on="step"`` then takes a fused path (θ ← θ − lr·g + lr·B ⊙ g, two foreach
-    ops in place of the base step, ``.grad`` left untouched) unless hooks are attached to the
-    base optimizer. With Adam, gradient attenuation is cancelled by Adam's normalisation by the
-    second moment (Kutalev & Lapina 2022 found Adam + gradient attenuation does not protect old
-    tasks while Adam + step attenuation does): use ``on="step"`` for every optimizer but SGD.
+    identical, and both take a fused path in place of the base step unless hooks are attached
+    to the base optimizer: θ ← θ − lr·(g − B ⊙ g) in one compiled pass per contiguous float CPU
+    parameter (two foreach ops otherwise); ``on="step"`` leaves ``.grad`` untouched,
+    ``on="grad"`` leaves A ⊙ g in it. With Adam, gradient attenuation is cancelled by Adam's
+    normalisation by the second moment (Kutalev & Lapina 2022 found Adam + gradient attenuation
+    does not protect old tasks while Adam + step attenuation does): use ``on="step"`` for every
+    optimizer but SGD.
 
     It is a `torch.optim.Optimizer` sharing the base optimizer's ``param_groups``, so LR
     schedulers, ``zero_grad`` and ``state_dict`` work as usual.
@@ -110,6 +113,7 @@ class WVA(torch.optim.Optimizer, Consolidator):
         self.param_groups = base_optimizer.param_groups
         self._initialized = True
         self._pairs: list[tuple[Tensor, Tensor]] = []
+        self._views: dict[int, tuple[Any, ...]] = {}     # numpy views for the compiled step
 
     # optimizer interface --------------------------------------------------------------------
     @torch.no_grad()
@@ -120,8 +124,8 @@ class WVA(torch.optim.Optimizer, Consolidator):
             return self.base_optimizer.step(closure)
         reductions = self._reductions()
         plain_sgd = self._plain_sgd()
-        if self.on == "step" and closure is None and plain_sgd and \
-                self._fused_sgd_step(reductions):
+        if closure is None and plain_sgd and \
+                self._fused_sgd_step(reductions, write_grad=self.on == "grad"):
             return None
         if self.on == "grad" or plain_sgd:
             # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper
@@ -153,12 +157,14 @@ class WVA(torch.optim.Optimizer, Consolidator):
             torch._foreach_addcmul_(grads, [b for _, b in with_grad], grads, value=-1.0)
 
     @torch.no_grad()
-    def _fused_sgd_step(self, reductions: list[Tensor]) -> bool:
-        """Plain SGD in two foreach ops, θ ← θ − lr·g + lr·B ⊙ g; False if it cannot apply.
+    def _fused_sgd_step(self, reductions: list[Tensor], write_grad: bool = False) -> bool:
+        """Plain SGD on A ⊙ g in place of the base step; False (nothing done) if it cannot apply.
 
-        Equal to the base step on A ⊙ g, without rewriting ``.grad`` and without the base
-        optimizer's own per-step work (its step is skipped, so it is used only when nothing is
-        attached to it: no step hooks, no tensor lr, no sparse or differentiable gradients).
+        θ ← θ + s·(g − B ⊙ g) with s = −lr (lr if maximizing): one compiled pass per
+        contiguous float CPU parameter, two foreach ops otherwise. ``.grad`` is left untouched
+        unless `write_grad` (``on="grad"``: it then holds A ⊙ g, as the unfused path leaves it).
+        The base optimizer's own per-step work is skipped, so this is used only when nothing is
+        attached to it: no step hooks, no tensor lr, no sparse or differentiable gradients.
         """
         base = self.base_optimizer
         if base._optimizer_step_pre_hooks or base._optimizer_step_post_hooks or \
@@ -174,14 +180,45 @@ class WVA(torch.optim.Optimizer, Consolidator):
             if any(p.grad.is_sparse for p in params):
                 return False
             plan.append((-lr if not group.get("maximize", False) else lr, params))
+        kernels = sgd_scaled_kernels()
         for signed_lr, params in plan:
-            if not params:
-                continue
-            torch._foreach_add_(params, [p.grad for p in params], alpha=signed_lr)
-            held = [(p, b_of[id(p)]) for p in params if id(p) in b_of]
-            if held:
+            rest, held = [], []
+            for p in params:
+                b = b_of.get(id(p))
+                if b is None:
+                    rest.append(p)
+                elif not (kernels is not None and
+                          self._compiled_step(p, b, signed_lr, write_grad, kernels)):
+                    held.append((p, b))
+            if held and write_grad:               # g ← g − B ⊙ g, then the plain step
+                grads = [p.grad for p, _ in held]
+                torch._foreach_addcmul_(grads, [b for _, b in held], grads, value=-1.0)
+                rest += [p for p, _ in held]
+            elif held:
+                torch._foreach_add_([p for p, _ in held], [p.grad for p, _ in held],
+                                    alpha=signed_lr)
                 torch._foreach_addcmul_([p for p, _ in held], [p.grad for p, _ in held],
                                         [b for _, b in held], value=-signed_lr)
+            if rest:
+                torch._foreach_add_(rest, [p.grad for p in rest], alpha=signed_lr)
+        return True
+
+    def _compiled_step(self, p: Tensor, b: Tensor, signed_lr: float, write_grad: bool,
+                       kernels: tuple[Any, Any]) -> bool:
+        """θ ← θ + s·(1 − B) ⊙ g for one parameter in one compiled pass; False if it cannot."""
+        g = p.grad
+        if not g.is_contiguous():
+            return False
+        hit = self._views.get(id(p))
+        if hit is None or hit[0] is not p or hit[1] is not b or hit[2] != p.data_ptr() or \
+                hit[3] != b.data_ptr():
+            if not compilable([p, b], p.dtype):
+                self._views[id(p)] = (p, b, p.data_ptr(), b.data_ptr(), None, None)
+                return False
+            hit = self._views[id(p)] = (p, b, p.data_ptr(), b.data_ptr(), flat(p), flat(b))
+        if hit[4] is None:
+            return False
+        kernels[p.numel() >= PARALLEL_FROM](hit[4], g.numpy(), hit[5], signed_lr, write_grad)
         return True
 
     def _plain_sgd(self) -> bool:

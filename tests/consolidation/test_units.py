@@ -168,14 +168,21 @@ def test_wva_grad_and_step_agree_step_by_step_for_plain_sgd():
 
 @pytest.mark.parametrize("maximize", [False, True])
 @pytest.mark.parametrize("hooked", [False, True])
-def test_wva_fused_sgd_step_matches_attenuated_reference(maximize, hooked):
-    """The plain-SGD fast path: per-group lr, maximize, unattenuated groups, missing grads."""
+@pytest.mark.parametrize("on", ["step", "grad"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, "bf16-state"])
+def test_wva_fused_sgd_step_matches_attenuated_reference(maximize, hooked, on, dtype):
+    """The plain-SGD fast path: per-group lr, maximize, unattenuated groups, missing grads;
+    compiled (float32/64) and foreach (B stored in bf16) variants."""
     model, imp = model_and_importance()
+    if dtype == torch.float32:
+        model = model.float()
+        imp = Importance({n: v.float() for n, v in imp.items()})
     extra = nn.Parameter(torch.randn(4, dtype=torch.float64))   # not attenuated
     first, second = list(model[0].parameters()), list(model[2].parameters())
     inner = torch.optim.SGD([{"params": first, "lr": 0.3}, {"params": second, "lr": 0.05}],
                             lr=0.1, maximize=maximize)
-    wva = WVA(inner, model, 2.0)
+    wva = WVA(inner, model, 2.0, on=on,
+              dtype=torch.bfloat16 if dtype == "bf16-state" else None)
     wva.add_param_group({"params": [extra], "lr": 0.2})
     calls = []
     if hooked:                       # a step hook on the base optimizer: it must still run
@@ -183,20 +190,26 @@ def test_wva_fused_sgd_step_matches_attenuated_reference(maximize, hooked):
     wva.consolidate(imp)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     extra_before = extra.detach().clone()
-    x = torch.randn(8, 5, dtype=torch.float64)
+    x = torch.randn(8, 5, dtype=next(model.parameters()).dtype)
     (model(x).pow(2).sum() + extra.sum()).backward()
     model[2].bias.grad = None                                  # a parameter without gradient
     grads = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
     wva.step()
     sign = 1.0 if maximize else -1.0
     lrs = {"0.weight": 0.3, "0.bias": 0.3, "2.weight": 0.05}
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
     for n, p in model.named_parameters():
         if grads[n] is None:
             assert torch.equal(p, before[n]), n
             continue
-        a = attenuation(imp[n], 2.0)
-        assert torch.allclose(p, before[n] + sign * lrs[n] * a * grads[n], atol=1e-12), n
-        assert hooked or torch.equal(p.grad, grads[n]), n       # on="step" leaves .grad alone
+        a = 1.0 - wva.reduction[n].to(p.dtype)    # the stored B (rounded when bf16)
+        if dtype != "bf16-state":
+            assert torch.allclose(a, attenuation(imp[n], 2.0).to(p.dtype), atol=tol)
+        assert torch.allclose(p, before[n] + sign * lrs[n] * a * grads[n], atol=tol), n
+        if on == "grad":                                       # .grad holds A ⊙ g
+            assert torch.allclose(p.grad, a * grads[n], atol=tol), n
+        else:                                                  # on="step" leaves .grad alone
+            assert hooked or torch.equal(p.grad, grads[n]), n
     assert torch.allclose(extra, extra_before + sign * 0.2 * torch.ones(4, dtype=torch.float64))
     assert calls == ([1] if hooked else [])
 
