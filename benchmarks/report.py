@@ -287,13 +287,16 @@ def warm_adam_lines(results: Path | None = None) -> list[str]:
                           + (f" (cold {r['cold_harness_aa'] * 100:.2f})"
                              if r["cold_harness_aa"] is not None else "") for r in warm)
         cold = d.get("mean_cold_aa_same_seeds")
-        lines.append(
-            f"With a warm Adam (`{d['command'].strip()}`): the 2021 scripts create one Adam "
-            "per λ and re-initialise only the layers between runs, so each run after the "
-            "first starts from its predecessor's Adam state. Chained that way, EWC "
-            f"{d['importance']} λ={d['lam']:g} reaches {d['mean_warm_aa'] * 100:.2f} "
-            f"over {len(warm)} warm runs" + (f" vs {cold * 100:.2f} cold on the same seeds"
-                                              if cold else "") + f" ({pairs}).")
+        result = (f"EWC {d['importance']} λ={d['lam']:g} reaches "
+                  f"{d['mean_warm_aa'] * 100:.2f} over {len(warm)} warm runs"
+                  + (f" vs {cold * 100:.2f} cold on the same seeds" if cold else "")
+                  + f" ({pairs}; `{d['command'].strip()}`).")
+        if not lines:
+            lines.append("With a warm Adam (`benchmarks/warm_adam.py`): the 2021 scripts create "
+                         "one Adam per λ and re-initialise only the layers between runs, so "
+                         "each run after the first starts from its predecessor's Adam state. "
+                         "Chained that way (seed 0 cold, each later seed warm):")
+        lines.append(f"- {result}")
     return lines
 
 

@@ -20,8 +20,11 @@ def test_warm_adam_lines_skip_quick_runs_and_average_only_warm_runs(tmp_path):
     (tmp_path / "warm-adam-signal.json").write_text(json.dumps(record))
     (tmp_path / "warm-adam-fisher.json").write_text(json.dumps({**record, "quick": True}))
     lines = warm_adam_lines(tmp_path)
-    assert len(lines) == 1
-    assert "93.00 over 2 warm runs vs 90.00 cold" in lines[0]
-    assert "seed 1 92.00 (cold 90.00)" in lines[0] and "seed 2 94.00" in lines[0]
-    assert "seed 0" not in lines[0]
+    assert len(lines) == 2 and "warm Adam" in lines[0]          # the protocol, then one row
+    assert "EWC signal λ=0.2 reaches 93.00 over 2 warm runs vs 90.00 cold" in lines[1]
+    assert "seed 1 92.00 (cold 90.00)" in lines[1] and "seed 2 94.00" in lines[1]
+    assert "seed 0" not in lines[1]
+    (tmp_path / "warm-adam-fisher.json").write_text(json.dumps({**record, "importance": "fisher"}))
+    lines = warm_adam_lines(tmp_path)
+    assert [line[:12] for line in lines[1:]] == ["- EWC fisher", "- EWC signal"]
     assert warm_adam_lines(tmp_path / "missing") == []
