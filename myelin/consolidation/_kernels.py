@@ -1,4 +1,4 @@
-"""Compiled one-pass SGD updates for the consolidation fast paths (numba; CPU tensors)."""
+"""A compiled one-pass SGD + quadratic-pull update for EWC.wrap / L2.wrap (numba; CPU)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["PARALLEL_FROM", "compilable", "flat", "sgd_pull_kernels", "sgd_scaled_kernels"]
+__all__ = ["PARALLEL_FROM", "compilable", "flat", "sgd_pull_kernels"]
 
 PARALLEL_FROM = 32768     # elements; below this a thread pool costs more than it saves
 
@@ -39,28 +39,6 @@ def sgd_pull_kernels() -> Kernels | None:
             theta[i] = theta[i] - lr * g[i] - k * coef[i] * (theta[i] - anchor[i])
 
     return _serial_and_parallel(sgd_pull)
-
-
-@functools.cache
-def sgd_scaled_kernels() -> Kernels | None:
-    """θ ← θ + s·(1 − B) ⊙ g in one pass, and g ← (1 − B) ⊙ g if asked (serial, parallel).
-
-    θ and B are flat arrays; g is the gradient array of any shape (C-contiguous).
-    """
-    try:
-        from numba import prange
-    except ImportError:                        # pragma: no cover - numba is a dependency
-        return None
-
-    def sgd_scaled(theta, grad, red, s, write_grad):          # pragma: no cover - compiled
-        g = grad.reshape(theta.size)
-        for i in prange(theta.size):
-            a = g[i] - red[i] * g[i]
-            theta[i] += s * a
-            if write_grad:
-                g[i] = a
-
-    return _serial_and_parallel(sgd_scaled)
 
 
 def flat(t: Tensor) -> Any:
