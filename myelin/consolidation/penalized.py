@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ._kernels import PARALLEL_FROM, compilable, flat, sgd_pull_kernels
-from .wva import _global_step_hooks
+from ._wrapper import WrappedOptimizer
 
 __all__ = ["PenalizedOptimizer"]
 
@@ -22,7 +22,7 @@ class QuadraticPenalty(Protocol):
     def penalty_terms(self) -> tuple[list[Tensor], list[Tensor | None], list[Tensor], float]: ...
 
 
-class PenalizedOptimizer(torch.optim.Optimizer):
+class PenalizedOptimizer(WrappedOptimizer):
     """Wrap an optimizer so that each step also follows the penalty's gradient.
 
     ``opt.step()`` is ``penalty.apply_to_grad()`` followed by the base optimizer's step, so the
@@ -44,22 +44,12 @@ class PenalizedOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, base_optimizer: torch.optim.Optimizer, penalty: QuadraticPenalty):
-        if not isinstance(base_optimizer, torch.optim.Optimizer):
-            raise TypeError("wrap() needs a torch.optim.Optimizer; got "
-                            f"{type(base_optimizer).__name__}.")
         if isinstance(base_optimizer, PenalizedOptimizer):
             raise ValueError("This optimizer already applies a penalty; wrap the base optimizer "
                              "once (two penalties: add one of them to the loss instead).")
-        optimized = {id(p) for g in base_optimizer.param_groups for p in g["params"]}
-        strangers = [n for n, p in penalty.params.params.items() if id(p) not in optimized]
-        if strangers:
-            raise ValueError(f"wrap(): parameters {strangers} are not optimized by the base "
-                             "optimizer; wrap the optimizer of the model the penalty protects.")
-        self.base_optimizer, self.consolidator = base_optimizer, penalty
-        self._initialized = False
-        super().__init__(base_optimizer.param_groups, {})
-        self.param_groups = base_optimizer.param_groups
-        self._initialized = True
+        self._wrap(base_optimizer, penalty.params, "wrap()",
+                   "wrap the optimizer of the model the penalty protects")
+        self.consolidator = penalty
         self._plan: _SGDPlan | None = None     # the fused step, rebuilt when anything changes
 
     @torch.no_grad()
@@ -82,9 +72,7 @@ class PenalizedOptimizer(torch.optim.Optimizer):
     def _fused_sgd_step(self) -> bool:
         """Plain SGD with the penalty folded in; False (nothing done) if it cannot apply."""
         base = self.base_optimizer
-        if type(base) is not torch.optim.SGD or base._optimizer_step_pre_hooks or \
-                base._optimizer_step_post_hooks or _global_step_hooks() or \
-                self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks:
+        if type(base) is not torch.optim.SGD or self._step_hooked():
             return False        # a hook may read .grad (SI does): give it the penalty's too
         groups = tuple((g["lr"], g.get("momentum", 0), g.get("weight_decay", 0),
                         g.get("maximize", False), g.get("differentiable", False),
@@ -94,16 +82,6 @@ class PenalizedOptimizer(torch.optim.Optimizer):
         if plan is None or plan.terms is not terms[0] or plan.groups != groups:
             plan = self._plan = _SGDPlan.build(self.param_groups, groups, terms)
         return plan.step()
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear the gradients, as the base optimizer does."""
-        self.base_optimizer.zero_grad(set_to_none=set_to_none)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group to the base optimizer (the penalty covers only its own parameters)."""
-        if not self._initialized:       # Optimizer.__init__ re-adding the shared groups
-            return
-        self.base_optimizer.add_param_group(param_group)
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state (the penalty's state is saved by the consolidator)."""

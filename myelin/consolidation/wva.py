@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.optim import optimizer as _optimizer
 
 from ..importance.base import Importance
+from ._wrapper import WrappedOptimizer
 from .base import Consolidator, ParameterSet, check_lam
 
 __all__ = ["CURVES", "PLACEMENTS", "WVA", "attenuation"]
@@ -27,12 +27,6 @@ def attenuation(omega: Tensor, lam: float, curve: str = "hyperbolic") -> Tensor:
     raise ValueError(f"curve must be one of {CURVES}. Got {curve!r} instead.")
 
 
-def _global_step_hooks() -> bool:
-    """True if step hooks are registered for every optimizer (torch.optim's global hooks)."""
-    return bool(getattr(_optimizer, "_global_optimizer_pre_hooks", None)
-                or getattr(_optimizer, "_global_optimizer_post_hooks", None))
-
-
 def _add_reduction(b: Tensor, importance: Tensor, lam: float, curve: str) -> Tensor:
     """B' = 1 − A' for Ω' = Ω + I, from B = 1 − A, computed without forming 1 − B's rounding.
 
@@ -46,7 +40,7 @@ def _add_reduction(b: Tensor, importance: Tensor, lam: float, curve: str) -> Ten
     return b - a * torch.expm1(-lam * importance)
 
 
-class WVA(torch.optim.Optimizer, Consolidator):
+class WVA(WrappedOptimizer, Consolidator):
     """Wrap any optimizer so that each parameter's update is scaled by A = 1/(1 + λΩ).
 
     No loss term and no anchor: important weights simply move slowly. Ω accumulates the tasks'
@@ -83,9 +77,6 @@ class WVA(torch.optim.Optimizer, Consolidator):
     def __init__(self, base_optimizer: torch.optim.Optimizer,
                  model_or_params: nn.Module | Iterable[Any], lam: float, *,
                  curve: str = "hyperbolic", on: str = "step", dtype: torch.dtype | None = None):
-        if not isinstance(base_optimizer, torch.optim.Optimizer):
-            raise TypeError("WVA wraps a torch.optim.Optimizer; got "
-                            f"{type(base_optimizer).__name__}.")
         if curve not in CURVES:
             raise ValueError(f"The 'curve' parameter of WVA must be one of {CURVES}. "
                              f"Got {curve!r} instead.")
@@ -97,19 +88,10 @@ class WVA(torch.optim.Optimizer, Consolidator):
         self.params = ParameterSet(model_or_params, "WVA")
         self.lam = check_lam(lam, "WVA")
         self.curve, self.on, self.factor_dtype = curve, on, dtype
-        self.base_optimizer = base_optimizer
-        optimized = {id(p) for g in base_optimizer.param_groups for p in g["params"]}
-        strangers = [n for n, p in self.params.params.items() if id(p) not in optimized]
-        if strangers:
-            raise ValueError(f"WVA: parameters {strangers} are not optimized by the base "
-                             "optimizer; pass the model whose parameters it optimizes.")
         self.reduction: dict[str, Tensor] = {}          # B = 1 − A per parameter
         self.n_tasks = 0
-        # share the base optimizer's groups (same dict objects): schedulers reach it through us
-        self._initialized = False
-        super().__init__(base_optimizer.param_groups, {})
-        self.param_groups = base_optimizer.param_groups
-        self._initialized = True
+        self._wrap(base_optimizer, self.params, "WVA",
+                   "pass the model whose parameters it optimizes")
         self._pairs: list[tuple[Tensor, Tensor]] = []
 
     # optimizer interface --------------------------------------------------------------------
@@ -163,9 +145,7 @@ class WVA(torch.optim.Optimizer, Consolidator):
         The base optimizer's own per-step work is skipped, so this is used only when nothing is
         attached to it: no step hooks, no tensor lr, no sparse or differentiable gradients.
         """
-        base = self.base_optimizer
-        if base._optimizer_step_pre_hooks or base._optimizer_step_post_hooks or \
-                _global_step_hooks():
+        if self._step_hooked(own=False):    # hooks on WVA itself see what the unfused step gives
             return False
         b_of = {id(p): b for (p, _), b in zip(self._pairs, reductions)}
         plan = []
@@ -198,16 +178,6 @@ class WVA(torch.optim.Optimizer, Consolidator):
         return type(self.base_optimizer) is torch.optim.SGD and all(
             g.get("momentum", 0) == 0 and g.get("weight_decay", 0) == 0
             for g in self.param_groups)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear the gradients, as the base optimizer does."""
-        self.base_optimizer.zero_grad(set_to_none=set_to_none)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group to the base optimizer (its parameters are not attenuated)."""
-        if not self._initialized:       # Optimizer.__init__ re-adding the shared groups
-            return
-        self.base_optimizer.add_param_group(param_group)
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state plus WVA's configuration and reductions B = 1 − A."""

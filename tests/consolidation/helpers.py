@@ -70,3 +70,20 @@ def run(tasks, *, method=None, optimizer="sgd", lr=0.1, epochs=8, batch=32, esti
             cons.consolidate(imp)
         matrix.append([accuracy(model, xte, yte) for _, _, xte, yte in tasks])
     return matrix, model
+
+
+def tiny_model_and_importance(dtype: torch.dtype = torch.float64, seed: int = 0):
+    """A 5-7-3 tanh MLP and a random importance for it (unit tests of the closed forms)."""
+    from myelin import Importance
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(dtype)
+    imp = Importance({n: torch.rand_like(p) for n, p in model.named_parameters()})
+    return model, imp
+
+
+def perturb(model: nn.Module, scale: float = 0.3) -> None:
+    """Move every parameter by `scale` × N(0, 1) noise, in place."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))

@@ -6,21 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from myelin import EWC, L2, Importance
+from myelin import EWC, L2
 from myelin.consolidation import PenalizedOptimizer
 
-
-def setup(dtype, seed=0):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(dtype)
-    imp = Importance({n: torch.rand_like(p) for n, p in model.named_parameters()})
-    return model, imp
-
-
-def perturb(model, scale=0.3):
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn_like(p))
+from .helpers import perturb, tiny_model_and_importance
 
 
 def groups_of(model, extra, maximize):
@@ -44,7 +33,7 @@ PENALTIES = {
 @pytest.mark.parametrize("optimizer", ["sgd", "sgd-hooked", "sgd-momentum", "adam"])
 def test_wrapped_step_equals_apply_to_grad_then_step(dtype, penalty, maximize, optimizer):
     """Per-group lr, maximize, a parameter outside the penalty, one without gradient."""
-    model, imp = setup(dtype)
+    model, imp = tiny_model_and_importance(dtype)
     extra = nn.Parameter(torch.randn(4, dtype=dtype))
     models = [model, copy.deepcopy(model)]
     extras = [extra, nn.Parameter(extra.detach().clone())]
@@ -90,13 +79,18 @@ def test_wrapped_step_equals_apply_to_grad_then_step(dtype, penalty, maximize, o
     assert len(calls) == (6 if optimizer == "sgd-hooked" else 0)   # both optimizers' hooks ran
 
 
-def test_a_step_hook_on_the_wrapper_sees_the_penalty_gradient():
-    """SI's tracker reads .grad after the step: it must include the penalty's gradient."""
-    model, imp = setup(torch.float32)
+def wrapped_ewc(dtype):
+    """A perturbed tiny model, its importance, EWC(λ 2) consolidated on it, and EWC.wrap(SGD)."""
+    model, imp = tiny_model_and_importance(dtype)
     ewc = EWC(model, 2.0)
     ewc.consolidate(imp)
     perturb(model)
-    opt = ewc.wrap(torch.optim.SGD(model.parameters(), lr=0.1))
+    return model, imp, ewc, ewc.wrap(torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_a_step_hook_on_the_wrapper_sees_the_penalty_gradient():
+    """SI's tracker reads .grad after the step: it must include the penalty's gradient."""
+    model, imp, ewc, opt = wrapped_ewc(torch.float32)
     seen = []
     opt.register_step_post_hook(lambda *_: seen.append(model[0].weight.grad.clone()))
     model(torch.randn(4, 5)).sum().backward()
@@ -107,7 +101,7 @@ def test_a_step_hook_on_the_wrapper_sees_the_penalty_gradient():
 
 
 def test_fused_step_falls_back_on_non_contiguous_gradients_and_follows_the_scheduler():
-    model, imp = setup(torch.float32)
+    model, imp = tiny_model_and_importance(torch.float32)
     ref = copy.deepcopy(model)
     ewc, ewc_ref = EWC(model, 2.0), EWC(ref, 2.0)
     ewc.consolidate(imp)
@@ -137,11 +131,7 @@ def test_fused_step_falls_back_on_non_contiguous_gradients_and_follows_the_sched
 
 
 def test_closure_and_state_dict():
-    model, imp = setup(torch.float64)
-    ewc = EWC(model, 2.0)
-    ewc.consolidate(imp)
-    perturb(model)
-    opt = ewc.wrap(torch.optim.SGD(model.parameters(), lr=0.1))
+    model, _, ewc, opt = wrapped_ewc(torch.float64)
     x = torch.randn(6, 5, dtype=torch.float64)
     seen = []
 
@@ -172,7 +162,7 @@ def test_closure_and_state_dict():
 
 
 def test_wrap_errors():
-    model, _ = setup(torch.float32)
+    model, _ = tiny_model_and_importance(torch.float32)
     ewc = EWC(model, 1.0)
     with pytest.raises(TypeError, match=r"needs a torch\.optim\.Optimizer"):
         ewc.wrap("sgd")
@@ -192,7 +182,7 @@ def test_wrap_errors():
 
 def test_loading_state_replaces_the_cached_terms(tmp_path):
     """An EWC that already stepped must use the loaded Ω and θ*, not its cached ones."""
-    model, imp = setup(torch.float64)
+    model, imp = tiny_model_and_importance(torch.float64)
     ewc = EWC(model, 2.0)
     ewc.consolidate(imp)
     perturb(model)

@@ -7,18 +7,11 @@ from torch import nn
 from myelin import EWC, L2, WVA, Importance
 from myelin.consolidation import attenuation
 
+from .helpers import perturb, tiny_model_and_importance
+
 
 def model_and_importance(seed=0):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
-    imp = Importance({n: torch.rand_like(p) for n, p in model.named_parameters()})
-    return model, imp
-
-
-def perturb(model, scale=0.3):
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn_like(p))
+    return tiny_model_and_importance(torch.float64, seed)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"mode": "separate"}, {"mode": "online", "gamma": 0.5},
@@ -316,7 +309,7 @@ def test_wva_errors():
         WVA(opt, model, 1.0, curve="linear")
     with pytest.raises(ValueError, match="'on'"):
         WVA(opt, model, 1.0, on="loss")
-    with pytest.raises(TypeError, match=r"wraps a torch\.optim\.Optimizer"):
+    with pytest.raises(TypeError, match=r"needs a torch\.optim\.Optimizer"):
         WVA("sgd", model, 1.0)
     other = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="not optimized by the base optimizer"):
