@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -18,6 +19,17 @@ from myelin.data import read_idx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def ci95(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95 % Student-t interval (0 for one value)."""
+    n = len(values)
+    mean = float(np.mean(values))
+    if n < 2:
+        return mean, 0.0
+    from scipy.stats import t as student
+
+    return mean, float(student.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
 
 
 def find_mnist(explicit: str | None = None) -> Path:

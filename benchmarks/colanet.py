@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, environment
-from benchmarks.reproduce import _mnist_root, _parse_seeds, ci95
+from benchmarks._common import RESULTS, ci95, environment
+from benchmarks.reproduce import _mnist_root, _parse_seeds
 from myelin.data import DataNotFoundError, load
 from myelin.scenarios import Scenario, Task, permuted, sequence
 from myelin.snn import PRESETS, CoLaNET, as_pixels, fit_scenario

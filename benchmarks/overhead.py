@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command, environment, find_mnist, load_mnist, paired, write_json
+from _common import ci95, command, environment, find_mnist, load_mnist, paired, write_json
 
 from myelin import EWC, WVA
 from myelin.importance import fisher
@@ -70,8 +70,13 @@ class BareSGD:
         torch._foreach_add_(self.params, [p.grad for p in self.params], alpha=-self.lr)
 
 
-def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
-    """Per-task step-time ratios of every method at one batch size."""
+METHODS = ("ewc_autograd", "ewc_closed_form", "ewc_wrap", "ewc_stabilized", "wva_step", "wva_grad",
+           "wva_step_adam", "sgd_bare")
+
+
+def measure(x, y, batch: int, tasks: int, steps: int, repeats: int,
+            methods_timed: tuple[str, ...] = METHODS) -> dict:
+    """Per-task step-time ratios of the methods in `methods_timed` at one batch size."""
     torch.manual_seed(0)
     models = {k: make_mlp() for k in ("plain", "plain_adam", "wva_step_adam", "ewc_autograd",
                                       "ewc_closed_form", "ewc_wrap", "ewc_stabilized", "sgd_bare",
@@ -94,7 +99,7 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
     closed = {"ewc_closed_form": methods["ewc_closed_form"].apply_to_grad}
     opts["ewc_wrap"] = methods["ewc_wrap"].wrap(opts["ewc_wrap"])     # the step applies it
     opts["sgd_bare"] = BareSGD(models["sgd_bare"].parameters(), lr=0.01)
-    timed = [*methods, "sgd_bare"]     # a reference: how much of a step is torch.optim's own
+    timed = list(methods_timed)        # sgd_bare: how much of a step is torch.optim's own
     runners = {}
     for name in models:
         opt = methods[name] if name.startswith("wva") else opts[name]
@@ -117,7 +122,8 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int) -> dict:
         rows.append(row)
         print(f"batch {batch}, after {task} task(s): " + ", ".join(
             f"{n} {row[n]['ratio']:.3f}x" for n in timed), flush=True)
-    summary = {name: {"mean_ratio": sum(r[name]["ratio"] for r in rows) / len(rows),
+    summary = {name: {"mean_ratio": ci95([r[name]["ratio"] for r in rows])[0],
+                      "ci95_over_tasks": ci95([r[name]["ratio"] for r in rows])[1],
                       "max_ratio": max(r[name]["ratio"] for r in rows),
                       "ratio_after_last_task": rows[-1][name]["ratio"],
                       "plain_ms_per_step": sum(r[name]["plain_ms_per_step"] for r in rows)
@@ -135,14 +141,20 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="steps per timed block")
     ap.add_argument("--batch", default="100,256", help="batch sizes, comma-separated")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="methods to time, comma-separated (default all)")
     ap.add_argument("--mnist", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     env, cmd = environment(), command("overhead.py", argv)   # the code as it is at the start
     batches = [int(b) for b in args.batch.split(",")]
+    chosen = tuple(m for m in args.methods.split(",") if m)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        ap.error(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
     x, y = load_mnist(find_mnist(args.mnist), "train",
                       max(args.steps * max(batches), 1000))
-    by_batch = {str(b): measure(x, y, b, args.tasks, args.steps, args.repeats)
+    by_batch = {str(b): measure(x, y, b, args.tasks, args.steps, args.repeats, chosen)
                 for b in batches}
     first = by_batch[str(batches[0])]
     payload = {"benchmark": "overhead", "command": cmd, "environment": env,

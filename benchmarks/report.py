@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.reproduce import EXPERIMENTS, S3_IMPORTANCE_LAMS, S3_LAMS, ci95
+from benchmarks._common import ci95
+from benchmarks.reproduce import EXPERIMENTS, S3_IMPORTANCE_LAMS, S3_LAMS
 from myelin import metrics
 
 

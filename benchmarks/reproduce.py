@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -559,16 +558,6 @@ def run_one(exp: Experiment, row: Row, seed: int, out: Path, quick: bool = False
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
     return measured
-
-
-def ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % Student-t interval (0 for one value)."""
-    n = len(values)
-    mean = float(np.mean(values))
-    if n < 2:
-        return mean, 0.0
-    from scipy.stats import t as student
-    return mean, float(student.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

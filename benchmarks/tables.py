@@ -69,9 +69,9 @@ def overhead_table(data: dict) -> str:
     first = by_batch[batches[0]]["summary"]
     lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} threads, "
              f"commit {env['commit']}. Time per training step ÷ a plain step, over 1…"
-             f"{len(data['per_task'])} consolidated tasks (mean and worst task); paired "
-             "medians. Plain SGD step: " + ", ".join(
-                 f"{by_batch[b]['summary']['ewc_closed_form'].get('plain_ms_per_step', 0):.2f} "
+             f"{len(data['per_task'])} consolidated tasks (mean, with the 95 % interval over "
+             "tasks where recorded, and worst task); paired medians. Plain SGD step: " + ", ".join(
+                 f"{next(iter(by_batch[b]['summary'].values()))['plain_ms_per_step']:.2f} "
                  f"ms at batch {b}" for b in batches) + ".", ""]
     head = ["method"] + [f"batch {b}: mean / worst" for b in batches] + ["extra tensors per "
                                                                            "parameter"]
@@ -90,7 +90,8 @@ def overhead_table(data: dict) -> str:
         cells = [label]
         for b in batches:
             r = by_batch[b]["summary"][key]
-            cells.append(f"{r['mean_ratio']:.2f}× / {r['max_ratio']:.2f}×")
+            ci = f" ± {r['ci95_over_tasks']:.2f}" if "ci95_over_tasks" in r else ""
+            cells.append(f"{r['mean_ratio']:.2f}×{ci} / {r['max_ratio']:.2f}×")
         cells.append(f"{first[key]['extra_tensors_per_parameter']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

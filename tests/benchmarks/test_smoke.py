@@ -53,6 +53,19 @@ def test_overhead_benchmark_smoke(tmp_path):
                for r in b["summary"].values())
     assert data["summary"]["ewc_autograd"]["extra_tensors_per_parameter"] == 2.0
     assert data["summary"]["wva_step"]["extra_tensors_per_parameter"] == 1.0
+    assert all(r["ci95_over_tasks"] >= 0 for r in data["summary"].values())
+
+
+@needs_mnist
+def test_overhead_benchmark_times_only_the_chosen_methods(tmp_path):
+    out = tmp_path / "over.json"
+    run("overhead.py", "--tasks", "1", "--steps", "2", "--repeats", "1", "--batch", "20",
+        "--methods", "ewc_wrap,sgd_bare", "--out", str(out))
+    data = json.loads(out.read_text())
+    assert sorted(data["summary"]) == ["ewc_wrap", "sgd_bare"]
+    from tables import overhead_table
+    table = overhead_table(data)
+    assert "`ewc.wrap(opt)`" in table and "apply_to_grad" not in table
 
 
 @needs_mnist
