@@ -23,6 +23,8 @@ from benchmarks._common import ci95
 from benchmarks.reproduce import EXPERIMENTS, S3_IMPORTANCE_LAMS, S3_LAMS
 from myelin import metrics
 
+GRID_SEED = 0     # seed003-wva: every λ of every grid ran for this seed; picks use it
+
 
 def _load(out: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -65,10 +67,14 @@ def summarize(out: Path) -> dict[str, Any]:
                 "wall_seconds": {"mean": float(np.mean(walls)), "min": float(np.min(walls))},
                 "commits": sorted({r["environment"]["commit"] for r in recs}),
             }
+            summary[name][row.key]["by_seed"] = {str(r["seed"]): dict(r["measured"])
+                                                  for r in recs}
             mats = [r["result"]["accuracy"] for r in recs]
             if all(len(m) == len(m[0]) for m in mats):      # A_k after each task k
-                summary[name][row.key]["aa_curve"] = np.mean(
-                    [metrics.average_accuracy_curve(m) for m in mats], axis=0).tolist()
+                curves = [metrics.average_accuracy_curve(m) for m in mats]
+                summary[name][row.key]["aa_curve"] = np.mean(curves, axis=0).tolist()
+                for r, c in zip(recs, curves):
+                    summary[name][row.key]["by_seed"][str(r["seed"])]["aa_curve"] = list(c)
     return summary
 
 
@@ -145,10 +151,22 @@ def _plots(out: Path, figs: Path) -> dict[str, list[str]]:
 
 
 def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) -> list[str]:
-    """Seed 003's four questions, one panel each, from the seed003-wva rows."""
+    """Seed 003's four questions, one panel each, from the seed003-wva rows.
+
+    Lines: the λ grid of seed 0 (every λ ran for it); error bars: mean ± 95 % CI over every
+    seed run at that λ, where more than one was.
+    """
     def aa(key: str) -> float | None:
-        recs = rows.get(key)
-        return float(np.mean([r["measured"]["aa"] for r in recs])) if recs else None
+        recs = [r for r in rows.get(key, []) if r["seed"] == GRID_SEED]
+        return float(recs[0]["measured"]["aa"]) if recs else None
+
+    def bars(ax: Any, keys: list[tuple[float, str]], color: str) -> None:
+        for lam, key in keys:
+            recs = rows.get(key, [])
+            if len(recs) > 1:
+                mean, half = ci95([r["measured"]["aa"] for r in recs])
+                ax.errorbar([lam], [mean], yerr=[half], color=color, capsize=3, marker="s",
+                            ms=4, alpha=0.7)
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     lams = S3_LAMS["sgd", "grad"]
@@ -157,22 +175,25 @@ def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) 
             pts = [(lam, aa(f"{opt}-{on}-{lam}")) for lam in S3_LAMS[opt, on]]
             pts = [p for p in pts if p[1] is not None]
             if pts:
-                axes[0].plot(*zip(*pts), marker="o", label=f"{opt}, on {on}")
+                line, = axes[0].plot(*zip(*pts), marker="o", label=f"{opt}, on {on}")
+                bars(axes[0], [(lam, f"{opt}-{on}-{lam}") for lam in S3_LAMS[opt, on]],
+                     line.get_color())
     axes[0].set_title("WVA-SIG: attenuate the gradient or the step?", fontsize=9)
     for curve, keys in (("hyperbolic", [(lam, f"sgd-grad-{lam}") for lam in lams]),
                         ("exponential", [(lam, f"sgd-exp-{lam}") for lam in (10, 30, 100, 300)])):
         pts = [(lam, aa(k)) for lam, k in keys if aa(k) is not None]
         if pts:
-            axes[1].plot(*zip(*pts), marker="o", label=curve)
+            line, = axes[1].plot(*zip(*pts), marker="o", label=curve)
+            bars(axes[1], keys, line.get_color())
     axes[1].set_title("hyperbolic 1/(1+λΩ) vs exponential exp(−λΩ), SGD", fontsize=9)
     best = []
     for k in range(1, 11):
         vals = []
         for lam in lams:
-            recs = rows.get(f"sgd-grad-{lam}")
+            recs = [r for r in rows.get(f"sgd-grad-{lam}", []) if r["seed"] == GRID_SEED]
             if recs:
-                vals.append((float(np.mean([metrics.average_accuracy_curve(
-                    r["result"]["accuracy"])[k - 1] for r in recs])), lam))
+                vals.append((float(metrics.average_accuracy_curve(
+                    recs[0]["result"]["accuracy"])[k - 1]), lam))
         if vals and k > 1:
             best.append((k, max(vals)[1]))
     if best:
@@ -184,10 +205,12 @@ def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) 
         pts = [(lam, aa(f"sgd-{imp}-{lam:g}")) for lam in ls]
         pts = [p for p in pts if p[1] is not None]
         if pts:
-            axes[3].plot(*zip(*pts), marker="o", label=f"WVA-{imp}")
+            line, = axes[3].plot(*zip(*pts), marker="o", label=f"WVA-{imp}")
+            bars(axes[3], [(lam, f"sgd-{imp}-{lam:g}") for lam in ls], line.get_color())
     pts = [(lam, aa(f"sgd-grad-{lam}")) for lam in lams if aa(f"sgd-grad-{lam}") is not None]
     if pts:
-        axes[3].plot(*zip(*pts), marker="o", label="WVA-SIG")
+        line, = axes[3].plot(*zip(*pts), marker="o", label="WVA-SIG")
+        bars(axes[3], [(lam, f"sgd-grad-{lam}") for lam in lams], line.get_color())
     axes[3].set_title("importance for WVA (SGD)", fontsize=9)
     for ax in axes[[0, 1, 3]]:
         ax.set_xscale("log")
@@ -197,6 +220,8 @@ def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) 
             ax.legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3)
+    fig.suptitle(f"lines: seed {GRID_SEED}'s λ grid; squares: mean ± 95 % CI over the seeds "
+                 "run at that λ", fontsize=8)
     fig.tight_layout()
     path = figs / "seed003-wva-questions.png"
     fig.savefig(path, dpi=100)
@@ -205,52 +230,67 @@ def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) 
 
 
 def seed003_answers(rows: dict[str, Any]) -> list[str]:
-    """Seed 003's four questions answered in words from the summary rows (mean AA per row)."""
-    def aa(key: str) -> float | None:
-        row = rows.get(key)
-        return row["measured"]["aa"]["mean"] if row else None
+    """Seed 003's four questions answered in words from the summary rows.
 
-    def best(keys: list[str]) -> tuple[float, str] | None:
-        found = [(aa(k), k) for k in keys if aa(k) is not None]
-        return max(found) if found else None
+    Each best λ is picked on seed 0's grid (the only seed every λ ran for), so that rows with
+    more seeds are not favoured; the AA shown is the mean ± 95 % CI over all seeds at that λ.
+    """
+    def grid(key: str) -> float | None:
+        seed = rows.get(key, {}).get("by_seed", {}).get(str(GRID_SEED))
+        return seed["aa"] if seed else None
 
-    def pct(v: float | None) -> str:
-        return "—" if v is None else f"{100 * v:.2f}"
+    def best(keys: list[str]) -> str | None:
+        found = [(grid(k), k) for k in keys if grid(k) is not None]
+        return max(found)[1] if found else None
+
+    def shown(key: str | None) -> str:
+        row = rows.get(key) if key else None
+        if row is None:
+            return "—"
+        aa = row["measured"]["aa"]
+        spread = f" ± {100 * aa['ci95']:.2f}" if row["n"] > 1 else ""
+        lam = key.rsplit("-", 1)[1]
+        where = f"λ {lam}, " if lam[0].isdigit() else ""
+        return f"{100 * aa['mean']:.2f}{spread} ({where}n {row['n']})"
 
     lams = S3_LAMS["sgd", "grad"]
-    out = []
+    out = [f"Best λ per question picked on seed {GRID_SEED}'s grid; AA there: mean ± 95 % CI "
+           "over the seeds run at that λ (n)."]
     placements = {(o, on): best([f"{o}-{on}-{lam}" for lam in S3_LAMS[o, on]])
                   for o in ("sgd", "adam") for on in ("grad", "step")}
     if all(placements.values()):
-        same = max(abs((aa(f"sgd-grad-{lam}") or 0) - (aa(f"sgd-step-{lam}") or 0))
-                   for lam in lams)
-        text = ", ".join(f"{o} on {on} {pct(v[0])} ({v[1].rsplit('-', 1)[1]})"
-                         for (o, on), v in placements.items())
-        out.append(f"- **Gradient or step?** Best AA per placement (λ): {text}. With plain SGD "
-                   f"the two placements are the same update (largest AA difference over the λ "
-                   f"grid: {100 * same:.2f} points). Unprotected: SGD {pct(aa('sgd-none'))}, "
-                   f"Adam {pct(aa('adam-none'))}.")
+        pairs = [(rows[f"sgd-grad-{lam}"]["by_seed"], rows[f"sgd-step-{lam}"]["by_seed"])
+                 for lam in lams if f"sgd-grad-{lam}" in rows and f"sgd-step-{lam}" in rows]
+        same = max((abs(g[seed]["aa"] - st[seed]["aa"]) for g, st in pairs
+                    for seed in g.keys() & st.keys()), default=0.0)
+        text = ", ".join(f"{o} on {on} {shown(k)}" for (o, on), k in placements.items())
+        out.append(f"- **Gradient or step?** Best AA per placement: {text}. With plain SGD "
+                   "the two placements are the same update up to floating-point rounding (the "
+                   "two steps order the arithmetic differently, and training amplifies the "
+                   "last-bit differences; largest AA difference over the λ grid and seeds: "
+                   f"{100 * same:.2f} points). Unprotected: SGD {shown('sgd-none')}, "
+                   f"Adam {shown('adam-none')}.")
     hyp = best([f"sgd-grad-{lam}" for lam in lams])
     exp = best([f"sgd-exp-{lam}" for lam in (10, 30, 100, 300)])
     if hyp and exp:
-        out.append(f"- **Hyperbolic or exponential?** Best AA: hyperbolic {pct(hyp[0])} "
-                   f"(λ {hyp[1].rsplit('-', 1)[1]}), exponential {pct(exp[0])} "
-                   f"(λ {exp[1].rsplit('-', 1)[1]}).")
+        out.append(f"- **Hyperbolic or exponential?** Best AA: hyperbolic {shown(hyp)}, "
+                   f"exponential {shown(exp)}.")
     imps = {name: best([k for k in rows if k.startswith(prefix)])
             for name, prefix in (("Fisher", "sgd-fisher-"), ("MAS", "sgd-mas-"))}
     imps["SIG"] = hyp
     if all(imps.values()):
-        text = ", ".join(f"{n} {pct(v[0])} (λ {v[1].rsplit('-', 1)[1]})"
-                         for n, v in sorted(imps.items(), key=lambda kv: -kv[1][0]))
+        text = ", ".join(f"{n} {shown(k)}" for n, k in
+                         sorted(imps.items(), key=lambda kv: -rows[kv[1]]["measured"]["aa"]
+                                ["mean"]))
         out.append(f"- **Which importance for WVA (SGD)?** Best AA: {text}.")
-    curves = {lam: rows[f"sgd-grad-{lam}"].get("aa_curve") for lam in lams
-              if f"sgd-grad-{lam}" in rows}
+    curves = {lam: rows[f"sgd-grad-{lam}"].get("by_seed", {}).get(str(GRID_SEED), {})
+              .get("aa_curve") for lam in lams if f"sgd-grad-{lam}" in rows}
     if curves and all(curves.values()):
         n = min(len(c) for c in curves.values())
         picks = [f"{k + 1}: {max(curves, key=lambda lam: curves[lam][k])}" for k in range(1, n)]
-        out.append("- **Best λ vs number of tasks** (WVA-SIG, SGD; λ with the best A_k after k "
-                   "tasks, from the grid " + ", ".join(map(str, lams)) + "): "
-                   + ", ".join(picks) + ".")
+        out.append(f"- **Best λ vs number of tasks** (WVA-SIG, SGD, seed {GRID_SEED}; λ with "
+                   "the best A_k after k tasks, from the grid " + ", ".join(map(str, lams))
+                   + "): " + ", ".join(picks) + ".")
     return out
 
 

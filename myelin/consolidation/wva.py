@@ -53,11 +53,12 @@ class WVA(WrappedOptimizer, Consolidator):
 
     ``on="step"`` (default): θ ← θ_prev + A ⊙ (θ_opt − θ_prev) after the base optimizer's step.
     ``on="grad"``: g ← A ⊙ g before it. With plain SGD (no momentum, no weight decay) the two are
-    identical, and both take a fused path in place of the base step unless hooks are attached
-    to the base optimizer: θ ← θ − lr·(g − B ⊙ g) in two foreach ops; ``on="step"`` leaves
-    ``.grad`` untouched, ``on="grad"`` leaves A ⊙ g in it. With Adam, gradient attenuation is
-    cancelled by Adam's normalisation by the second moment (Kutalev & Lapina 2022 found Adam +
-    gradient attenuation does not protect old tasks while Adam + step attenuation does): use
+    the same update (equal up to rounding: the arithmetic is ordered differently), and both
+    take a fused path in place of the base step unless hooks are attached to the base
+    optimizer: θ ← θ − lr·(g − B ⊙ g) in two foreach ops; ``on="step"`` leaves ``.grad``
+    untouched, ``on="grad"`` leaves A ⊙ g in it. With Adam, gradient attenuation is cancelled
+    by Adam's normalisation by the second moment (Kutalev & Lapina 2022 found Adam + gradient
+    attenuation does not protect old tasks while Adam + step attenuation does): use
     ``on="step"`` for every optimizer but SGD.
 
     It is a `torch.optim.Optimizer` sharing the base optimizer's ``param_groups``, so LR

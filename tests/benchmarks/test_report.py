@@ -28,3 +28,34 @@ def test_warm_adam_lines_skip_quick_runs_and_average_only_warm_runs(tmp_path):
     lines = warm_adam_lines(tmp_path)
     assert [line[:12] for line in lines[1:]] == ["- EWC fisher", "- EWC signal"]
     assert warm_adam_lines(tmp_path / "missing") == []
+
+
+def _s3_row(by_seed):
+    from benchmarks._common import ci95
+    mean, half = ci95(list(by_seed.values()))
+    return {"n": len(by_seed), "measured": {"aa": {"mean": mean, "ci95": half}},
+            "by_seed": {str(s): {"aa": v, "aa_curve": [v] * 3} for s, v in by_seed.items()}}
+
+
+def test_seed003_answers_pick_lambda_on_seed_0_and_show_all_seeds_there():
+    from benchmarks.report import seed003_answers
+    from benchmarks.reproduce import S3_LAMS
+    rows = {}
+    for (opt, on), lams in S3_LAMS.items():
+        for lam in lams:
+            rows[f"{opt}-{on}-{lam}"] = _s3_row({0: 0.80 + lam / 1e5})
+    # λ 100 is best on seed 0 but its other seeds are worse than λ 3000's single run
+    rows["sgd-grad-100"] = _s3_row({0: 0.95, 1: 0.70, 2: 0.72})
+    rows["sgd-step-100"] = _s3_row({0: 0.95, 1: 0.70, 2: 0.72})
+    rows["sgd-none"] = _s3_row({0: 0.6, 1: 0.62})
+    rows["adam-none"] = _s3_row({0: 0.5})
+    for lam in (10, 30, 100, 300):
+        rows[f"sgd-exp-{lam}"] = _s3_row({0: 0.85 - lam / 1e4})
+    lines = seed003_answers(rows)
+    placement = next(line for line in lines if "Gradient or step" in line)
+    assert "sgd on grad 79.00 ± " in placement and "(λ 100, n 3)" in placement
+    assert "adam on grad 90.00 (λ 10000, n 1)" in placement
+    assert "SGD 61.00 ± 12.71 (n 2)" in placement and "Adam 50.00 (n 1)" in placement
+    assert "over the λ grid and seeds: 0.00 points" in placement
+    assert any("hyperbolic 79.00" in line and "exponential 84.90 (λ 10, n 1)" in line
+               for line in lines)
