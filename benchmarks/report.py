@@ -341,6 +341,30 @@ def warm_adam_lines(results: Path | None = None) -> list[str]:
     return lines
 
 
+def _seed_list(seeds: list[int]) -> str:
+    """0-4 for a contiguous run of seeds, else 0,2,5."""
+    seeds = sorted(seeds)
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def run_commands(name: str, rows: dict[str, Any]) -> list[str]:
+    """The commands that made the rows shown: the seeds every row has, then the extra seeds
+    of some rows (``--rows``), so that nobody is told to run a grid 5× that ran once."""
+    seeds = {key: set(row["seeds"]) for key, row in rows.items()}
+    common = set.intersection(*seeds.values())
+    base = f"python benchmarks/reproduce.py run {name}"
+    cmds = [f"`{base} --seeds {_seed_list(sorted(common))}`"] if common else []
+    extra: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    for key, s in seeds.items():
+        if s - common:
+            extra[tuple(sorted(s - common))].append(key)
+    cmds += [f"`{base} --seeds {_seed_list(list(more))} --rows {','.join(keys)}`"
+             for more, keys in extra.items()]
+    return [("Command: " if len(cmds) == 1 else "Commands: ") + "; then ".join(cmds)]
+
+
 def markdown(summary: dict[str, Any], figures: dict[str, list[str]],
              colanet: str = "") -> str:
     """The results page."""
@@ -359,7 +383,7 @@ def markdown(summary: dict[str, Any], figures: dict[str, list[str]],
         if not rows:
             continue
         lines += [f"## {exp.title}", "", f"Source: {exp.source}. {exp.notes}", "",
-                  f"Command: `python benchmarks/reproduce.py run {name} --seeds 0-4`", ""]
+                  *run_commands(name, rows), ""]
         keys = exp.published_keys
         extra = [k for k in next(iter(rows.values()))["measured"] if k not in keys]
         head = ["method", "n"] + [f"{k} ours" for k in keys] + [f"{k} published" for k in keys]

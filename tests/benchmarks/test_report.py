@@ -59,3 +59,15 @@ def test_seed003_answers_pick_lambda_on_seed_0_and_show_all_seeds_there():
     assert "over the λ grid and seeds: 0.00 points" in placement
     assert any("hyperbolic 79.00" in line and "exponential 84.90 (λ 10, n 1)" in line
                for line in lines)
+
+
+def test_run_commands_name_the_seeds_each_row_ran():
+    from benchmarks.report import run_commands
+    rows = {"a": {"seeds": [0, 1, 2, 3, 4]}, "b": {"seeds": [0, 1, 2, 3, 4]}}
+    assert run_commands("x", rows) == [
+        "Command: `python benchmarks/reproduce.py run x --seeds 0-4`"]
+    rows["c"] = {"seeds": [0]}
+    rows["d"] = {"seeds": [0, 2, 5]}
+    (line,) = run_commands("x", rows)
+    assert line.startswith("Commands: `python benchmarks/reproduce.py run x --seeds 0`; then ")
+    assert "--seeds 1-4 --rows a,b`" in line and "--seeds 2,5 --rows d`" in line
