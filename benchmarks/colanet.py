@@ -97,7 +97,8 @@ def run_single(seed: int, n_train: int | None, quick: bool = False) -> dict[str,
     return {"accuracy": acc, "train_images": len(x), "train_images_per_s": len(x) / (t1 - t0),
             "test_images_per_s": len(xt) / (t2 - t1), "train_seconds": t1 - t0,
             "no_spike_fraction": float((net.predict(xt) == -1).mean()),
-            "recruited": s["recruited"].tolist(), "alpha": net.alpha}
+            "recruited": s["recruited"].tolist(), "effective": s["effective"].tolist(),
+            "alpha": net.alpha}
 
 
 def run_permuted(config: dict[str, Any], seed: int, n_tasks: int = 10,

@@ -320,15 +320,24 @@ class CoLaNET:
         """Per-microcolumn activity and state: arrays of shape (n_classes, microcolumns).
 
         Keys: spikes, forced, wins, rewards (counts since creation), sigma, theta_add,
-        positive_weight (Σw⁺), and recruited (n_classes,): microcolumns rewarded at least once.
+        positive_weight (Σw⁺); and per class (n_classes,): recruited, the microcolumns rewarded
+        at least once, and effective, exp of the entropy of the class's reward shares (how
+        many microcolumns really share the work: 1.0 if one takes every reward, M if all
+        share equally; 0 before any reward).
         """
         shape = (self.n_classes, self.microcolumns)
         c = self.counts.reshape(*shape, 4)
+        rewards = c[..., 3].astype(np.float64)
+        total = rewards.sum(1, keepdims=True)
+        share = np.divide(rewards, total, out=np.zeros_like(rewards), where=total > 0)
+        plogp = np.where(share > 0, share * np.log(np.where(share > 0, share, 1.0)), 0.0)
+        effective = np.where(total[:, 0] > 0, np.exp(-plogp.sum(1)), 0.0)
         return {"spikes": c[..., 0].copy(), "forced": c[..., 1].copy(), "wins": c[..., 2].copy(),
                 "rewards": c[..., 3].copy(), "sigma": self.sigma.reshape(shape).copy(),
                 "theta_add": self.theta_add.reshape(shape).copy(),
                 "positive_weight": np.clip(self.w, 0, None).sum(1).reshape(shape),
-                "recruited": (c[..., 3] > 0).sum(1), "images_seen": self.images_seen}
+                "recruited": (c[..., 3] > 0).sum(1), "effective": effective,
+                "images_seen": self.images_seen}
 
     # ------------------------------------------------------------------ persistence
     def _meta(self) -> dict[str, Any]:

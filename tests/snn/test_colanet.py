@@ -182,6 +182,7 @@ def test_learns_mnist_digits_far_above_chance():
     assert acc > 0.6, acc                                  # chance is 0.1
     stats = net.stats()
     assert stats["recruited"].min() >= 1
+    assert np.all((stats["effective"] >= 1) & (stats["effective"] <= stats["recruited"] + 1e-9))
     assert (net.predict(xt) == -1).mean() < 0.2
 
 
@@ -200,3 +201,13 @@ def test_fit_scenario_fills_the_accuracy_matrix():
 def test_kernel_constants_are_consistent():
     fp_names = [n for n in dir(K) if n.startswith("F_")]
     assert sorted(getattr(K, n) for n in fp_names) == list(range(len(fp_names)))
+
+
+def test_stats_effective_microcolumns_is_the_exp_entropy_of_reward_shares():
+    net = CoLaNET(4, 3, 3)
+    net.counts[:, 3] = [5, 5, 0,  9, 0, 0,  0, 0, 0]      # rewards, class by class
+    eff = net.stats()["effective"]
+    assert eff == pytest.approx([2.0, 1.0, 0.0])
+    net.counts[:, 3] = [1, 1, 1,  1, 2, 1,  0, 0, 4]
+    p = np.array([0.25, 0.5, 0.25])
+    assert net.stats()["effective"] == pytest.approx([3.0, np.exp(-(p * np.log(p)).sum()), 1.0])
