@@ -567,6 +567,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise SystemExit(f"Unknown experiment {name!r}. Available: {', '.join(EXPERIMENTS)}")
     seeds = _parse_seeds(args.seeds)
     out = Path(args.out)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be ≥ 1. Got {args.threads}.")
+        torch.set_num_threads(args.threads)
     _ENV.update(environment())
     for name in names:
         exp = EXPERIMENTS[name]
@@ -593,6 +597,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default=str(OUT))
     r.add_argument("--quick", action="store_true", help="tiny smoke run (tests)")
     r.add_argument("--progress", action="store_true")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default torch's: all cores); use 1 per process when "
+                        "running several processes at once — two 2-thread processes on 2 cores "
+                        "run several times slower than two 1-thread ones")
     rep = sub.add_parser("report", help="summary JSON, plots and docs/results.md")
     rep.add_argument("--out", default=str(OUT))
     rep.add_argument("--docs", default=str(DOCS))

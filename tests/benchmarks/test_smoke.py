@@ -104,9 +104,10 @@ def test_reproduction_smoke(tmp_path, experiment):
 @needs_mnist
 def test_reproduction_report(tmp_path):
     run("reproduce.py", "run", "seed000-fig1", "--seeds", "0,1", "--rows", "sgd",
-        "--quick", "--out", str(tmp_path / "res"))
+        "--quick", "--threads", "1", "--out", str(tmp_path / "res"))
     for f in (tmp_path / "res").glob("*/*/*.json"):     # the report skips quick runs
         rec = json.loads(f.read_text())
+        assert rec["environment"]["threads"] == 1
         rec["quick"] = False
         f.write_text(json.dumps(rec))
     run("reproduce.py", "report", "--out", str(tmp_path / "res"), "--docs", str(tmp_path / "d"))
