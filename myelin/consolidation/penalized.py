@@ -79,8 +79,10 @@ class PenalizedOptimizer(WrappedOptimizer):
                         len(g["params"])) for g in self.param_groups)
         terms = self.consolidator.penalty_terms()
         plan = self._plan
-        if plan is None or plan.terms is not terms[0] or plan.groups != groups:
-            plan = self._plan = _SGDPlan.build(self.param_groups, groups, terms)
+        threads = torch.get_num_threads()
+        if plan is None or plan.terms is not terms[0] or plan.groups != groups or \
+                plan.threads != threads:
+            plan = self._plan = _SGDPlan.build(self.param_groups, groups, terms, threads)
         return plan.step()
 
     def state_dict(self) -> dict[str, Any]:
@@ -98,8 +100,8 @@ class PenalizedOptimizer(WrappedOptimizer):
 class _SGDPlan:
     """A fused SGD + quadratic-pull step, validated once for fixed parameters and settings."""
 
-    def __init__(self, terms: list[Tensor] | None, groups: tuple[Any, ...]):
-        self.terms, self.groups = terms, groups
+    def __init__(self, terms: list[Tensor] | None, groups: tuple[Any, ...], threads: int = 1):
+        self.terms, self.groups, self.threads = terms, groups, threads
         self.usable = False
         self.compiled = False
         # compiled path: (param, its data_ptr, θ view, c view, θ* view, lr, k, kernel) per term
@@ -115,9 +117,16 @@ class _SGDPlan:
 
     @classmethod
     def build(cls, param_groups: list[dict[str, Any]], groups: tuple[Any, ...],
-              terms: tuple[list[Tensor], list[Tensor | None], list[Tensor], float]) -> _SGDPlan:
+              terms: tuple[list[Tensor], list[Tensor | None], list[Tensor], float],
+              threads: int = 1) -> _SGDPlan:
+        """The fused step for these groups and terms.
+
+        The compiled kernel runs in parallel only for large tensors and when torch itself may
+        use more than one thread: a process limited to one thread (e.g. one of several running
+        side by side) stays serial, not oversubscribing the cores with numba's own threads.
+        """
         params, coefs, anchors, factor = terms
-        plan = cls(params, groups)
+        plan = cls(params, groups, threads)
         if any(momentum != 0 or decay != 0 or isinstance(lr, Tensor) or differentiable
                for lr, momentum, decay, _, differentiable, _ in groups):
             return plan
@@ -146,7 +155,7 @@ class _SGDPlan:
             plan.compiled = True
             plan.entries = [(p, p.data_ptr(), flat(p), flat(c), flat(a), -signed[id(p)],
                              -2.0 * factor * signed[id(p)],
-                             kernels[p.numel() >= PARALLEL_FROM])
+                             kernels[threads > 1 and p.numel() >= PARALLEL_FROM])
                             for p, c, a in zip(params, coefs, anchors)]
         return plan
 

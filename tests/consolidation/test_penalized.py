@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from myelin import EWC, L2
+from myelin import EWC, L2, Importance
 from myelin.consolidation import PenalizedOptimizer
+from myelin.consolidation._kernels import sgd_pull_kernels
 
 from .helpers import perturb, tiny_model_and_importance
 
@@ -193,3 +194,23 @@ def test_loading_state_replaces_the_cached_terms(tmp_path):
     expected = other.penalty().item()
     ewc.load(tmp_path / "s.safetensors")
     assert ewc.penalty().item() == pytest.approx(expected) != pytest.approx(first)
+
+
+def test_the_compiled_kernel_follows_torchs_thread_count():
+    """One torch thread (e.g. one of several processes side by side): the serial kernel."""
+    torch.manual_seed(0)
+    model = nn.Linear(300, 200)                          # 60 000 weights: parallel-sized
+    ewc = EWC(model, 1.0)
+    ewc.consolidate(Importance({n: torch.rand_like(p) for n, p in model.named_parameters()}))
+    opt = ewc.wrap(torch.optim.SGD(model.parameters(), lr=0.1))
+    before = torch.get_num_threads()
+    kernels = sgd_pull_kernels()
+    try:
+        for threads, parallel in ((1, False), (2, True)):
+            torch.set_num_threads(threads)
+            model(torch.randn(3, 300)).sum().backward()
+            opt.step()
+            assert opt._plan.compiled and opt._plan.threads == threads
+            assert opt._plan.entries[0][-1] is kernels[parallel]
+    finally:
+        torch.set_num_threads(before)
