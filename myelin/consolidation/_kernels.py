@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._numba import launch_threads
+
 __all__ = ["PARALLEL_FROM", "compilable", "flat", "sgd_pull_kernels"]
 
 PARALLEL_FROM = 32768     # elements; below this a thread pool costs more than it saves
@@ -32,6 +34,7 @@ def sgd_pull_kernels() -> Kernels | None:
         from numba import prange
     except ImportError:                        # pragma: no cover - numba is a dependency
         return None
+    launch_threads()
 
     def sgd_pull(theta, grad, coef, anchor, lr, k):          # pragma: no cover - compiled
         g = grad.reshape(theta.size)
