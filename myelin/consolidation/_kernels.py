@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +20,23 @@ Kernels = tuple[Callable[..., None], Callable[..., None]]
 
 
 def _serial_and_parallel(fn: Callable[..., None]) -> Kernels:
+    """`fn` compiled twice, serial and parallel, each with its own on-disk cache.
+
+    Numba's cache index is keyed by the function's qualified name and signature, not by its
+    options (numba issue #6845): two jits of one function would share one cache entry, and
+    whichever ran first would be loaded for both. Each version therefore gets a copy of the
+    function under its own name.
+    """
     from numba import njit
-    return (njit(cache=True, fastmath=True)(fn),
-            njit(cache=True, fastmath=True, parallel=True)(fn))
+
+    def renamed(suffix: str) -> Callable[..., None]:
+        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                                  fn.__closure__)
+        twin.__qualname__ = f"{fn.__qualname__}_{suffix}"
+        return twin
+
+    return (njit(cache=True, fastmath=True)(renamed("serial")),
+            njit(cache=True, fastmath=True, parallel=True)(renamed("parallel")))
 
 
 @functools.cache
