@@ -1,4 +1,4 @@
-"""Compiled one-pass SGD updates for EWC.wrap / L2.wrap and WVA (numba; CPU tensors)."""
+"""A compiled one-pass SGD + quadratic-pull update for EWC.wrap / L2.wrap (numba; CPU)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .._numba import launch_threads
 
-__all__ = ["PARALLEL_FROM", "compilable", "flat", "sgd_pull_kernels", "sgd_scaled_kernels"]
+__all__ = ["PARALLEL_FROM", "compilable", "flat", "sgd_pull_kernels"]
 
 # elements; below this numba's thread pool costs more than it saves (float32, 2 cores:
 # parallel ÷ serial time 2.2 at 1 500 elements, 1.19 at 8 192, 0.91 at 16 384, 0.66 at 45 000)
@@ -59,29 +59,6 @@ def sgd_pull_kernels() -> Kernels | None:
             theta[i] = theta[i] - lr * g[i] - k * coef[i] * (theta[i] - anchor[i])
 
     return _serial_and_parallel(sgd_pull)
-
-
-@functools.cache
-def sgd_scaled_kernels() -> Kernels | None:
-    """θ ← θ + s·(1 − B) ⊙ g in one pass, and g ← (1 − B) ⊙ g if asked (serial, parallel).
-
-    θ and B are flat arrays; g is the gradient array of any shape (C-contiguous).
-    """
-    try:
-        from numba import prange
-    except ImportError:                        # pragma: no cover - numba is a dependency
-        return None
-    launch_threads()
-
-    def sgd_scaled(theta, grad, red, s, write_grad):          # pragma: no cover - compiled
-        g = grad.reshape(theta.size)
-        for i in prange(theta.size):
-            a = g[i] - red[i] * g[i]
-            theta[i] += s * a
-            if write_grad:
-                g[i] = a
-
-    return _serial_and_parallel(sgd_scaled)
 
 
 def flat(t: Tensor) -> Any:

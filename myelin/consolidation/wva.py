@@ -9,7 +9,6 @@ import torch
 from torch import Tensor, nn
 
 from ..importance.base import Importance
-from ._kernels import PARALLEL_FROM, compilable, flat, sgd_scaled_kernels
 from ._wrapper import WrappedOptimizer
 from .base import Consolidator, ParameterSet, check_lam
 
@@ -56,11 +55,11 @@ class WVA(WrappedOptimizer, Consolidator):
     ``on="grad"``: g ← A ⊙ g before it. With plain SGD (no momentum, no weight decay) the two are
     the same update (equal up to rounding: the arithmetic is ordered differently), and both
     take a fused path in place of the base step unless hooks are attached to the base
-    optimizer: θ ← θ − lr·(g − B ⊙ g) in one compiled pass (two foreach ops where it cannot
-    compile); ``on="step"`` leaves ``.grad`` untouched, ``on="grad"`` leaves A ⊙ g in it.
-    With Adam, gradient attenuation is cancelled by Adam's normalisation by the second moment
-    (Kutalev & Lapina 2022 found Adam + gradient attenuation does not protect old tasks while
-    Adam + step attenuation does): use ``on="step"`` for every optimizer but SGD.
+    optimizer: θ ← θ − lr·(g − B ⊙ g) in two foreach ops; ``on="step"`` leaves ``.grad``
+    untouched, ``on="grad"`` leaves A ⊙ g in it. With Adam, gradient attenuation is cancelled
+    by Adam's normalisation by the second moment (Kutalev & Lapina 2022 found Adam + gradient
+    attenuation does not protect old tasks while Adam + step attenuation does): use
+    ``on="step"`` for every optimizer but SGD.
 
     It is a `torch.optim.Optimizer` sharing the base optimizer's ``param_groups``, so LR
     schedulers, ``zero_grad`` and ``state_dict`` work as usual.
@@ -95,7 +94,6 @@ class WVA(WrappedOptimizer, Consolidator):
         self._wrap(base_optimizer, self.params, "WVA",
                    "pass the model whose parameters it optimizes")
         self._pairs: list[tuple[Tensor, Tensor]] = []
-        self._views: dict[int, tuple[Any, ...]] = {}     # numpy views for the compiled step
 
     # optimizer interface --------------------------------------------------------------------
     @torch.no_grad()
@@ -142,12 +140,11 @@ class WVA(WrappedOptimizer, Consolidator):
     def _fused_sgd_step(self, reductions: list[Tensor], write_grad: bool = False) -> bool:
         """Plain SGD on A ⊙ g in place of the base step; False (nothing done) if it cannot apply.
 
-        θ ← θ + s·(g − B ⊙ g) with s = −lr (lr if maximizing): one compiled pass per
-        contiguous float CPU parameter (parallel for large ones when torch may use several
-        threads), two foreach ops otherwise. ``.grad`` is left untouched unless `write_grad`
-        (``on="grad"``: it then holds A ⊙ g, as the unfused path leaves it). The base
-        optimizer's own per-step work is skipped, so this is used only when nothing is attached
-        to it: no step hooks, no tensor lr, no sparse or differentiable gradients.
+        θ ← θ + s·(g − B ⊙ g) with s = −lr (lr if maximizing), in two foreach ops. ``.grad`` is
+        left untouched unless `write_grad` (``on="grad"``: it then holds A ⊙ g, as the unfused
+        path leaves it). A compiled one-pass kernel (as EWC.wrap uses) measured no faster here.
+        The base optimizer's own per-step work is skipped, so this is used only when nothing is
+        attached to it: no step hooks, no tensor lr, no sparse or differentiable gradients.
         """
         if self._step_hooked(own=False):    # hooks on WVA itself see what the unfused step gives
             return False
@@ -161,17 +158,9 @@ class WVA(WrappedOptimizer, Consolidator):
             if any(p.grad.is_sparse for p in params):
                 return False
             plan.append((-lr if not group.get("maximize", False) else lr, params))
-        kernels = sgd_scaled_kernels()
-        threads = torch.get_num_threads()
         for signed_lr, params in plan:
-            rest, held = [], []
-            for p in params:
-                b = b_of.get(id(p))
-                if b is None:
-                    rest.append(p)
-                elif not (kernels is not None and
-                          self._compiled_step(p, b, signed_lr, write_grad, kernels, threads)):
-                    held.append((p, b))
+            rest = [p for p in params if id(p) not in b_of]
+            held = [(p, b_of[id(p)]) for p in params if id(p) in b_of]
             if held and write_grad:               # g ← g − B ⊙ g, then the plain step
                 grads = [p.grad for p, _ in held]
                 torch._foreach_addcmul_(grads, [b for _, b in held], grads, value=-1.0)
@@ -183,25 +172,6 @@ class WVA(WrappedOptimizer, Consolidator):
                                         [b for _, b in held], value=-signed_lr)
             if rest:
                 torch._foreach_add_(rest, [p.grad for p in rest], alpha=signed_lr)
-        return True
-
-    def _compiled_step(self, p: Tensor, b: Tensor, signed_lr: float, write_grad: bool,
-                       kernels: tuple[Any, Any], threads: int) -> bool:
-        """θ ← θ + s·(1 − B) ⊙ g for one parameter in one compiled pass; False if it cannot."""
-        g = p.grad
-        if not g.is_contiguous():
-            return False
-        hit = self._views.get(id(p))
-        if hit is None or hit[0] is not p or hit[1] is not b or hit[2] != p.data_ptr() or \
-                hit[3] != b.data_ptr():
-            if not compilable([p, b, g], p.dtype):
-                self._views[id(p)] = (p, b, p.data_ptr(), b.data_ptr(), None, None)
-                return False
-            hit = self._views[id(p)] = (p, b, p.data_ptr(), b.data_ptr(), flat(p), flat(b))
-        if hit[4] is None or g.dtype != p.dtype or g.device.type != "cpu":
-            return False
-        parallel = threads > 1 and p.numel() >= PARALLEL_FROM
-        kernels[parallel](hit[4], g.numpy(), hit[5], signed_lr, write_grad)
         return True
 
     def _plain_sgd(self) -> bool:

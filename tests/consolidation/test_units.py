@@ -205,10 +205,6 @@ def test_wva_fused_sgd_step_matches_attenuated_reference(maximize, hooked, on, d
             assert hooked or torch.equal(p.grad, grads[n]), n
     assert torch.allclose(extra, extra_before + sign * 0.2 * torch.ones(4, dtype=torch.float64))
     assert calls == ([1] if hooked else [])
-    compiled = {id(p) for p, *_, view, _ in wva._views.values() if view is not None}
-    expect = set() if hooked else \
-        {id(p) for n, p in model.named_parameters() if grads[n] is not None}
-    assert compiled == expect                       # which parameters took the one-pass kernel
 
 
 def test_wva_step_attenuation_formula():
