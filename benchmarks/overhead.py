@@ -122,8 +122,8 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int,
         rows.append(row)
         print(f"batch {batch}, after {task} task(s): " + ", ".join(
             f"{n} {row[n]['ratio']:.3f}x" for n in timed), flush=True)
-    summary = {name: {"mean_ratio": ci95([r[name]["ratio"] for r in rows])[0],
-                      "ci95_over_tasks": ci95([r[name]["ratio"] for r in rows])[1],
+    spread = {name: ci95([r[name]["ratio"] for r in rows]) for name in timed}
+    summary = {name: {"mean_ratio": spread[name][0], "ci95_over_tasks": spread[name][1],
                       "max_ratio": max(r[name]["ratio"] for r in rows),
                       "ratio_after_last_task": rows[-1][name]["ratio"],
                       "plain_ms_per_step": sum(r[name]["plain_ms_per_step"] for r in rows)

@@ -236,7 +236,7 @@ def seed003_answers(rows: dict[str, Any]) -> list[str]:
     more seeds are not favoured; the AA shown is the mean ± 95 % CI over all seeds at that λ.
     """
     def grid(key: str) -> float | None:
-        seed = rows.get(key, {}).get("by_seed", {}).get(str(GRID_SEED))
+        seed = rows[key]["by_seed"].get(str(GRID_SEED)) if key in rows else None
         return seed["aa"] if seed else None
 
     def best(keys: list[str]) -> str | None:
@@ -283,8 +283,8 @@ def seed003_answers(rows: dict[str, Any]) -> list[str]:
                          sorted(imps.items(), key=lambda kv: -rows[kv[1]]["measured"]["aa"]
                                 ["mean"]))
         out.append(f"- **Which importance for WVA (SGD)?** Best AA: {text}.")
-    curves = {lam: rows[f"sgd-grad-{lam}"].get("by_seed", {}).get(str(GRID_SEED), {})
-              .get("aa_curve") for lam in lams if f"sgd-grad-{lam}" in rows}
+    curves = {lam: rows[f"sgd-grad-{lam}"]["by_seed"].get(str(GRID_SEED), {}).get("aa_curve")
+              for lam in lams if f"sgd-grad-{lam}" in rows}
     if curves and all(curves.values()):
         n = min(len(c) for c in curves.values())
         picks = [f"{k + 1}: {max(curves, key=lambda lam: curves[lam][k])}" for k in range(1, n)]

@@ -334,7 +334,7 @@ class CoLaNET:
         rewards = c[..., 3].astype(np.float64)
         total = rewards.sum(1, keepdims=True)
         share = np.divide(rewards, total, out=np.zeros_like(rewards), where=total > 0)
-        plogp = np.where(share > 0, share * np.log(np.where(share > 0, share, 1.0)), 0.0)
+        plogp = share * np.log(share, out=np.zeros_like(share), where=share > 0)
         effective = np.where(total[:, 0] > 0, np.exp(-plogp.sum(1)), 0.0)
         return {"spikes": c[..., 0].copy(), "forced": c[..., 1].copy(), "wins": c[..., 2].copy(),
                 "rewards": c[..., 3].copy(), "sigma": self.sigma.reshape(shape).copy(),
