@@ -40,23 +40,30 @@ def _add_reduction(b: Tensor, importance: Tensor, lam: float, curve: str) -> Ten
     return b - a * torch.expm1(-lam * importance)
 
 
+def _as_reduction(dtype: torch.dtype) -> bool:
+    """True if A is stored as B = 1 − A in this dtype: half precision, where A ≈ 1 rounds off."""
+    return torch.finfo(dtype).bits < 32
+
+
 class WVA(WrappedOptimizer, Consolidator):
     """Wrap any optimizer so that each parameter's update is scaled by A = 1/(1 + λΩ).
 
     No loss term and no anchor: important weights simply move slowly. Ω accumulates the tasks'
-    importances (`consolidate`). The one extra tensor kept per parameter (optionally in bf16/fp16)
-    is the reduction B = 1 − A, updated exactly when a task's I is added (A ← A / (1 + λ·I·A)
-    hyperbolic, A ← A·exp(−λI) exponential), so a step computes nothing but the scaling. Storing
-    B rather than A keeps small attenuations exact in half precision (A = 1 − 10⁻⁴ rounds to 1
-    in bf16; B = 10⁻⁴ does not) and lets the step be one fused lerp. A is `factor`, Ω is
-    `omega` (both derived from B; λ is therefore fixed once tasks are consolidated).
+    importances (`consolidate`). The one extra tensor kept per parameter is A itself, updated
+    exactly when a task's I is added (A ← A / (1 + λ·I·A) hyperbolic, A ← A·exp(−λI)
+    exponential), so a step computes nothing but the scaling — with plain SGD one fused
+    θ ← θ − lr·A ⊙ g, no dearer than SGD's own step. Stored in half precision (``dtype=`` bf16
+    or fp16, or a half-precision model) it is kept as the reduction B = 1 − A instead: A =
+    1 − 10⁻⁴ rounds to 1 in bf16, B = 10⁻⁴ does not. `factor` (A), `reduction` (B) and
+    `omega` (Ω) are derived from what is stored; λ is therefore fixed once tasks are
+    consolidated, and Ω recovered from an fp32 A is exact only to ~10⁻⁷/λ absolute.
 
     ``on="step"`` (default): θ ← θ_prev + A ⊙ (θ_opt − θ_prev) after the base optimizer's step.
     ``on="grad"``: g ← A ⊙ g before it. With plain SGD (no momentum, no weight decay) the two are
     the same update (equal up to rounding: the arithmetic is ordered differently), and both
     take a fused path in place of the base step unless hooks are attached to the base
-    optimizer: θ ← θ − lr·(g − B ⊙ g) in two foreach ops; ``on="step"`` leaves ``.grad``
-    untouched, ``on="grad"`` leaves A ⊙ g in it. With Adam, gradient attenuation is cancelled
+    optimizer: θ ← θ − lr·A ⊙ g in one foreach op; ``on="step"`` leaves ``.grad`` untouched,
+    ``on="grad"`` leaves A ⊙ g in it. With Adam, gradient attenuation is cancelled
     by Adam's normalisation by the second moment (Kutalev & Lapina 2022 found Adam + gradient
     attenuation does not protect old tasks while Adam + step attenuation does): use
     ``on="step"`` for every optimizer but SGD.
@@ -70,7 +77,7 @@ class WVA(WrappedOptimizer, Consolidator):
         lam: λ ≥ 0.
         curve: "hyperbolic" (1/(1 + λΩ), the authors' choice) or "exponential" (exp(−λΩ)).
         on: "step" or "grad".
-        dtype: Store A in this dtype (e.g. torch.bfloat16 halves its memory).
+        dtype: Store A in this dtype (e.g. torch.bfloat16 halves its memory; kept as B).
     """
 
     name = "wva"
@@ -89,11 +96,12 @@ class WVA(WrappedOptimizer, Consolidator):
         self.params = ParameterSet(model_or_params, "WVA")
         self.lam = check_lam(lam, "WVA")
         self.curve, self.on, self.factor_dtype = curve, on, dtype
-        self.reduction: dict[str, Tensor] = {}          # B = 1 − A per parameter
+        self._stored: dict[str, Tensor] = {}     # A per parameter, or B = 1 − A if half precision
         self.n_tasks = 0
         self._wrap(base_optimizer, self.params, "WVA",
                    "pass the model whose parameters it optimizes")
-        self._pairs: list[tuple[Tensor, Tensor]] = []
+        self._pairs: list[tuple[Tensor, Tensor]] = []      # (parameter, stored A or B)
+        self._factors_cache: list[Tensor] = []              # A per pair in its parameter's dtype
 
     # optimizer interface --------------------------------------------------------------------
     @torch.no_grad()
@@ -102,53 +110,53 @@ class WVA(WrappedOptimizer, Consolidator):
         self.params.check_unchanged(throttle=True)
         if not self._pairs:
             return self.base_optimizer.step(closure)
-        reductions = self._reductions()
+        factors = self._factors()
         plain_sgd = self._plain_sgd()
         if closure is None and plain_sgd and \
-                self._fused_sgd_step(reductions, write_grad=self.on == "grad"):
+                self._fused_sgd_step(factors, write_grad=self.on == "grad"):
             return None
         if self.on == "grad" or plain_sgd:
             # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper
             if closure is None:
-                self._attenuate_grads(reductions)
+                self._attenuate_grads(factors)
                 return self.base_optimizer.step()
 
             def attenuated_closure() -> Any:       # the closure recomputes the gradients
                 with torch.enable_grad():
                     loss = closure()
-                self._attenuate_grads(reductions)
+                self._attenuate_grads(factors)
                 return loss
 
             return self.base_optimizer.step(attenuated_closure)
         params = [p for p, _ in self._pairs]
         before = torch._foreach_mul(params, 1.0)      # a copy of θ_prev
         loss = self.base_optimizer.step(closure)
-        # θ ← θ + B ⊙ (θ_prev − θ) = θ_prev + A ⊙ (θ − θ_prev), in place
-        torch._foreach_lerp_(params, before, reductions)
+        torch._foreach_lerp_(before, params, factors)   # θ_prev + A ⊙ (θ − θ_prev) ...
+        torch._foreach_copy_(params, before)            # ... written back in place
         return loss
 
     @torch.no_grad()
-    def _attenuate_grads(self, reductions: list[Tensor]) -> None:
-        """Scale the gradients: g ← A ⊙ g = g − B ⊙ g."""
-        with_grad = [(p.grad, b) for (p, _), b in zip(self._pairs, reductions)
+    def _attenuate_grads(self, factors: list[Tensor]) -> None:
+        """Scale the gradients: g ← A ⊙ g."""
+        with_grad = [(p.grad, a) for (p, _), a in zip(self._pairs, factors)
                      if p.grad is not None]
         if with_grad:
-            grads = [g for g, _ in with_grad]
-            torch._foreach_addcmul_(grads, [b for _, b in with_grad], grads, value=-1.0)
+            torch._foreach_mul_([g for g, _ in with_grad], [a for _, a in with_grad])
 
     @torch.no_grad()
-    def _fused_sgd_step(self, reductions: list[Tensor], write_grad: bool = False) -> bool:
+    def _fused_sgd_step(self, factors: list[Tensor], write_grad: bool = False) -> bool:
         """Plain SGD on A ⊙ g in place of the base step; False (nothing done) if it cannot apply.
 
-        θ ← θ + s·(g − B ⊙ g) with s = −lr (lr if maximizing), in two foreach ops. ``.grad`` is
-        left untouched unless `write_grad` (``on="grad"``: it then holds A ⊙ g, as the unfused
-        path leaves it). A compiled one-pass kernel (as EWC.wrap uses) measured no faster here.
+        θ ← θ + s·A ⊙ g with s = −lr (lr if maximizing), one foreach op. ``.grad`` is left
+        untouched unless `write_grad` (``on="grad"``: it then holds A ⊙ g, as the unfused path
+        leaves it, and the step is two ops). A compiled kernel (as EWC.wrap uses) measured no
+        faster here.
         The base optimizer's own per-step work is skipped, so this is used only when nothing is
         attached to it: no step hooks, no tensor lr, no sparse or differentiable gradients.
         """
         if self._step_hooked(own=False):    # hooks on WVA itself see what the unfused step gives
             return False
-        b_of = {id(p): b for (p, _), b in zip(self._pairs, reductions)}
+        a_of = {id(p): a for (p, _), a in zip(self._pairs, factors)}
         plan = []
         for group in self.param_groups:
             lr = group["lr"]
@@ -159,17 +167,14 @@ class WVA(WrappedOptimizer, Consolidator):
                 return False
             plan.append((-lr if not group.get("maximize", False) else lr, params))
         for signed_lr, params in plan:
-            rest = [p for p in params if id(p) not in b_of]
-            held = [(p, b_of[id(p)]) for p in params if id(p) in b_of]
-            if held and write_grad:               # g ← g − B ⊙ g, then the plain step
-                grads = [p.grad for p, _ in held]
-                torch._foreach_addcmul_(grads, [b for _, b in held], grads, value=-1.0)
+            rest = [p for p in params if id(p) not in a_of]
+            held = [(p, a_of[id(p)]) for p in params if id(p) in a_of]
+            if held and write_grad:               # g ← A ⊙ g, then the plain step
+                torch._foreach_mul_([p.grad for p, _ in held], [a for _, a in held])
                 rest += [p for p, _ in held]
             elif held:
-                torch._foreach_add_([p for p, _ in held], [p.grad for p, _ in held],
-                                    alpha=signed_lr)
                 torch._foreach_addcmul_([p for p, _ in held], [p.grad for p, _ in held],
-                                        [b for _, b in held], value=-signed_lr)
+                                        [a for _, a in held], value=signed_lr)
             if rest:
                 torch._foreach_add_(rest, [p.grad for p in rest], alpha=signed_lr)
         return True
@@ -181,10 +186,10 @@ class WVA(WrappedOptimizer, Consolidator):
             for g in self.param_groups)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state plus WVA's configuration and reductions B = 1 − A."""
+        """The base optimizer's state plus WVA's configuration and stored A (or B = 1 − A)."""
         return {"base": self.base_optimizer.state_dict(),
                 "wva": {"config": self._config(), "parameters": self.params.describe(),
-                        "reduction": {n: v.clone() for n, v in self.reduction.items()}}}
+                        "stored": {k: v.clone() for k, v in self._tensors().items()}}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a `state_dict`; refuses one saved for different parameters."""
@@ -192,16 +197,23 @@ class WVA(WrappedOptimizer, Consolidator):
             raise ValueError("Not a WVA state_dict (expected keys 'base' and 'wva').")
         self.base_optimizer.load_state_dict(state_dict["base"])
         wva = state_dict["wva"]
+        tensors = wva["stored"] if "stored" in wva else \
+            {f"reduction/{n}": v for n, v in wva["reduction"].items()}    # before A was stored
         self.load_consolidation_state({"config": wva["config"], "parameters": wva["parameters"],
-                                       "tensors": {f"reduction/{n}": v
-                                                   for n, v in wva["reduction"].items()}},
-                                      "state_dict")
+                                       "tensors": tensors}, "state_dict")
 
     # consolidation --------------------------------------------------------------------------
     @property
     def factor(self) -> dict[str, Tensor]:
-        """The attenuation A = 1 − B per parameter (a new tensor each call)."""
-        return {n: 1.0 - b for n, b in self.reduction.items()}
+        """The attenuation A per parameter, in its storage dtype (a new tensor each call)."""
+        return {n: 1.0 - v if _as_reduction(v.dtype) else v.clone()
+                for n, v in self._stored.items()}
+
+    @property
+    def reduction(self) -> dict[str, Tensor]:
+        """B = 1 − A per parameter, in its storage dtype (a new tensor each call)."""
+        return {n: v.clone() if _as_reduction(v.dtype) else 1.0 - v
+                for n, v in self._stored.items()}
 
     @property
     def omega(self) -> dict[str, Tensor]:
@@ -210,7 +222,7 @@ class WVA(WrappedOptimizer, Consolidator):
             raise ValueError("WVA with lam=0 keeps no Ω: it is the base optimizer unchanged.")
         out = {}
         for n, b in self.reduction.items():
-            b = b.float()
+            b = b.to(torch.promote_types(b.dtype, torch.float32))
             out[n] = b / ((1.0 - b) * self.lam) if self.curve == "hyperbolic" \
                 else -torch.log1p(-b) / self.lam
         return out
@@ -221,33 +233,54 @@ class WVA(WrappedOptimizer, Consolidator):
         imp = self._task_importance(importance)
         for n, p in self.params.params.items():
             i = imp[n].to(device=p.device, dtype=torch.promote_types(p.dtype, torch.float32))
-            b = self.reduction[n].to(i.dtype) if n in self.reduction else torch.zeros_like(i)
-            self.reduction[n] = _add_reduction(b, i, self.lam, self.curve).to(
-                self.factor_dtype or p.dtype)
+            dtype = self.factor_dtype or p.dtype
+            b = self._reduction_of(n, i.dtype) if n in self._stored else torch.zeros_like(i)
+            b = _add_reduction(b, i, self.lam, self.curve)
+            self._stored[n] = (b if _as_reduction(dtype) else 1.0 - b).to(dtype)
         self.n_tasks += 1
         self._sync()
 
-    def _sync(self) -> None:
-        self._pairs = [(p, self.reduction[n]) for n, p in self.params.params.items()
-                       if n in self.reduction]
+    def _reduction_of(self, name: str, dtype: torch.dtype) -> Tensor:
+        """B for one parameter in `dtype` (from a stored A: 1 − A, exact for A ≥ 1/2)."""
+        v = self._stored[name].to(dtype)
+        return v if _as_reduction(self._stored[name].dtype) else 1.0 - v
 
-    def _reductions(self) -> list[Tensor]:
-        """B per attenuated parameter, in its dtype (a bf16/fp16 B is cast at each step)."""
-        return [b if b.dtype == p.dtype else b.to(p.dtype) for p, b in self._pairs]
+    def _sync(self) -> None:
+        self._pairs = [(p, self._stored[n]) for n, p in self.params.params.items()
+                       if n in self._stored]
+        # A in the parameter's dtype, kept (it is the stored tensor itself) unless it must be
+        # derived from a stored B or cast; those are derived at each step
+        self._factors_cache = [v for p, v in self._pairs
+                               if v.dtype == p.dtype and not _as_reduction(v.dtype)]
+        if len(self._factors_cache) != len(self._pairs):
+            self._factors_cache = []
+
+    def _factors(self) -> list[Tensor]:
+        """A per attenuated parameter, in its parameter's dtype."""
+        if self._factors_cache:
+            return self._factors_cache
+        return [1.0 - v.to(p.dtype) if _as_reduction(v.dtype) else v.to(p.dtype)
+                for p, v in self._pairs]
 
     def _tensors(self) -> dict[str, Tensor]:
-        return {f"reduction/{n}": v for n, v in self.reduction.items()}
+        return {f"{'reduction' if _as_reduction(v.dtype) else 'factor'}/{n}": v
+                for n, v in self._stored.items()}
 
     def _config(self) -> dict[str, Any]:
         return {"lam": self.lam, "curve": self.curve, "on": self.on, "n_tasks": self.n_tasks}
 
     def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
-        current = self.params.params
-        saved_as_a = {k[7:]: v for k, v in tensors.items() if k.startswith("factor/")}
-        tensors = {**tensors, **{f"reduction/{n}": 1.0 - a.double() for n, a in saved_as_a.items()}}
-        self.reduction = {n: tensors[f"reduction/{n}"].to(device=p.device,
-                                                           dtype=self.factor_dtype or p.dtype)
-                          for n, p in current.items() if f"reduction/{n}" in tensors}
+        self._stored = {}
+        for n, p in self.params.params.items():         # saved as A or as B; stored as ours
+            saved_a, saved_b = tensors.get(f"factor/{n}"), tensors.get(f"reduction/{n}")
+            if saved_a is None and saved_b is None:
+                continue
+            dtype = self.factor_dtype or p.dtype
+            if (saved_a is None) != _as_reduction(dtype):     # convert in double precision
+                saved = 1.0 - (saved_a if saved_b is None else saved_b).double()
+            else:
+                saved = saved_b if saved_a is None else saved_a
+            self._stored[n] = saved.to(device=p.device, dtype=dtype)
         self.lam, self.curve, self.on = float(config["lam"]), config["curve"], config["on"]
         self.n_tasks = int(config["n_tasks"])
         self._sync()

@@ -241,7 +241,7 @@ def test_scheduler_moves_inner_lr_and_state_dict_roundtrip(tmp_path):
     wva2.load_state_dict(state)
     assert wva2.lam == 3.0 and wva2.base_optimizer.param_groups[0]["lr"] == 0.5
     assert all(torch.equal(wva2.factor[n], wva.factor[n]) for n in imp)
-    assert all(torch.allclose(wva.omega[n], imp[n].float(), rtol=1e-5) for n in imp)
+    assert all(torch.allclose(wva.omega[n], imp[n], rtol=1e-5) for n in imp)
     path = tmp_path / "wva.safetensors"
     wva.save(path)
     wva3 = WVA(torch.optim.SGD(model2.parameters(), lr=1.0), model2, 0.0)
@@ -333,7 +333,7 @@ def test_wva_factor_update_equals_attenuation_of_summed_importance(curve):
         wva.consolidate(imp * scale)
     for n in imp:
         assert torch.allclose(wva.factor[n], attenuation(4.0 * imp[n], 0.7, curve), rtol=1e-12)
-        assert torch.allclose(wva.omega[n], 4.0 * imp[n].float(), rtol=1e-5)
+        assert torch.allclose(wva.omega[n], 4.0 * imp[n], rtol=1e-5)
 
 
 def test_attenuation_curves():
@@ -361,3 +361,34 @@ def test_wva_grad_attenuation_with_a_closure_optimizer():
     wva.step(closure)
     moved = max((p - b).abs().max().item() for p, b in zip(model.parameters(), before))
     assert moved < 1e-4
+
+
+def test_wva_stores_a_in_full_precision_b_in_half_and_converts_on_load(tmp_path):
+    """A is kept as is in fp32/fp64 (one-op SGD step), as B = 1 − A in bf16; loads convert."""
+    model, imp = model_and_importance()
+    full = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 2.0)
+    half = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 2.0, dtype=torch.bfloat16)
+    for wva in (full, half):
+        wva.consolidate(imp)
+    assert all(k.startswith("factor/") for k in full._tensors())
+    assert all(k.startswith("reduction/") for k in half._tensors())
+    expected = {n: attenuation(imp[n], 2.0) for n in imp}
+    for n in imp:
+        assert torch.allclose(full.factor[n], expected[n], rtol=1e-12)
+        assert torch.allclose(full.reduction[n], 1.0 - expected[n], rtol=1e-12)
+    for source, target_dtype, tol in ((full, torch.bfloat16, 1e-2), (half, None, 1e-2),
+                                      (full, None, 1e-12)):
+        path = tmp_path / "wva.safetensors"
+        source.save(path)
+        again = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 0.0, dtype=target_dtype)
+        again.load(path)
+        for n in imp:
+            assert again.factor[n].dtype == (target_dtype or torch.float64)
+            assert torch.allclose(again.factor[n].double(), expected[n], rtol=tol), n
+    # a state_dict written before A was stored (B under "reduction") still loads
+    old = full.state_dict()
+    old["wva"] = {**old["wva"], "reduction": full.reduction}
+    del old["wva"]["stored"]
+    again = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 0.0)
+    again.load_state_dict(old)
+    assert all(torch.allclose(again.factor[n], expected[n], rtol=1e-12) for n in imp)
