@@ -80,7 +80,7 @@ def overhead_table(data: dict) -> str:
               "ewc_closed_form": "EWC, `apply_to_grad()`",
               "ewc_wrap": "EWC, `ewc.wrap(opt)` (SGD: the pull fused into the step, one pass)",
               "ewc_stabilized": "stabilized EWC, `penalty()`",
-              "wva_step": "WVA `on=\"step\"` (SGD: the fused two-op step)",
+              "wva_step": "WVA `on=\"step\"` (SGD: the fused one-op step θ − lr·A ⊙ g)",
               "wva_grad": "WVA `on=\"grad\"` (scales `.grad`, then the SGD step)",
               "wva_step_adam": "WVA `on=\"step\"` around Adam (÷ plain Adam step)",
               "sgd_bare": "reference: a bare foreach SGD step, no torch.optim machinery"}
