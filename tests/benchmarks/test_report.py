@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from benchmarks.report import warm_adam_lines
+from benchmarks.report import walltime_lines, warm_adam_lines
 
 
 def test_warm_adam_lines_skip_quick_runs_and_average_only_warm_runs(tmp_path):
@@ -71,3 +71,28 @@ def test_run_commands_name_the_seeds_each_row_ran():
     (line,) = run_commands("x", rows)
     assert line.startswith("Commands: `python benchmarks/reproduce.py run x --seeds 0`; then ")
     assert "--seeds 1-4 --rows a,b`" in line and "--seeds 2,5 --rows d`" in line
+
+
+def test_walltime_lines_report_the_best_run_with_its_probe_and_judge_only_the_full_protocol(
+        tmp_path):
+    walls = {"plain": [50.0, 30.0], "myelin-finetune": [52.0, 31.0],
+             "myelin-ewc-f": [55.0, 34.0]}
+    probes = {k: [[2.3, 2.2], [1.3, 1.35]] for k in walls}
+    record = {"command": "python benchmarks/walltime.py", "environment": {"threads": 2},
+              "setup": {"repeats": 2, "tasks": 10, "iterations": 2000},
+              "wall_seconds": walls, "probe_ms_per_step": probes,
+              "median_seconds": {k: sum(v) / 2 for k, v in walls.items()},
+              "best_seconds": {k: min(v) for k, v in walls.items()},
+              "ratio_to_plain": {k: sum(v) / sum(walls["plain"]) for k, v in walls.items()}}
+    path = tmp_path / "walltime.json"
+    path.write_text(json.dumps(record))
+    (line,) = walltime_lines(path)
+    assert "EWC-F 44.5 s" in line and "Best run: EWC-F 34.0 s" in line
+    assert "1.30 ms just before it and 1.35 ms just after" in line and "holds" in line
+    record["setup"]["iterations"] = 20
+    path.write_text(json.dumps(record))
+    assert "target" not in walltime_lines(path)[0]
+    record["best_seconds"]["myelin-ewc-f"] = 55.0
+    record["setup"]["iterations"] = 2000
+    path.write_text(json.dumps(record))
+    assert "is missed" in walltime_lines(path)[0]
