@@ -351,6 +351,7 @@ _S3_NOTE = (
 S3_LAMS = {("sgd", "grad"): (100, 300, 1000, 3000), ("sgd", "step"): (100, 300, 1000, 3000),
            ("adam", "grad"): (100, 300, 1000, 3000, 10000),
            ("adam", "step"): (30, 100, 300, 1000, 3000)}
+S3_E4_LAMS = {"grad": (1000, 3000, 10000), "step": (30, 100, 300)}   # around the 1-epoch bests
 S3_IMPORTANCE_LAMS = {"fisher": (1e3, 3e3, 1e4, 3e4, 1e5),
                       "mas": (300, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5)}
 
@@ -370,6 +371,15 @@ def _s3_rows() -> list[Row]:
         for lam in lams:
             rows.append(Row(f"sgd-{imp}-{lam:g}", f"WVA-{imp} sgd, λ={lam:g}", "wva",
                             {"lam": lam, "importance": imp}))
+    # the Adam placement question again with the paper's 4 epochs per task
+    e4 = {"optimizer": "adam", "lr": 1e-3, "epochs": 4}
+    rows.append(Row("adam-none-e4", "Adam, no protection, 4 epochs/task", "finetune", {},
+                    None, e4))
+    for on, lams in S3_E4_LAMS.items():
+        for lam in lams:
+            rows.append(Row(f"adam-{on}-{lam}-e4", f"WVA-SIG adam on {on}, λ={lam}, "
+                            "4 epochs/task", "wva",
+                            {"lam": lam, "importance": "signal", "on": on}, None, e4))
     return [Row("sgd-none", "SGD, no protection", "finetune"),
             Row("adam-none", "Adam, no protection", "finetune", {}, None,
                 {"optimizer": "adam", "lr": 1e-3}), *rows]
