@@ -59,6 +59,15 @@ def test_seed003_answers_pick_lambda_on_seed_0_and_show_all_seeds_there():
     assert "over the λ grid and seeds: 0.00 points" in placement
     assert any("hyperbolic 79.00" in line and "exponential 84.90 (λ 10, n 1)" in line
                for line in lines)
+    assert not any("4 epochs" in line for line in lines)      # no 4-epoch rows yet
+    from benchmarks.reproduce import S3_E4_LAMS
+    for on, lams in S3_E4_LAMS.items():
+        for lam in lams:
+            rows[f"adam-{on}-{lam}-e4"] = _s3_row({0: (0.5 if on == "grad" else 0.8) + lam / 1e6})
+    rows["adam-none-e4"] = _s3_row({0: 0.45, 1: 0.47})
+    e4 = next(line for line in seed003_answers(rows) if "4 epochs" in line)
+    assert "gradient attenuation 60.00 (λ 100000, n 1)" in e4
+    assert "step attenuation 80.30 (λ 3000, n 1)" in e4 and "Adam 46.00 ± " in e4
 
 
 def test_run_commands_name_the_seeds_each_row_ran():
