@@ -59,6 +59,8 @@ def test_seed003_answers_pick_lambda_on_seed_0_and_show_all_seeds_there():
     assert "over the λ grid and seeds: 0.00 points" in placement
     assert any("hyperbolic 79.00" in line and "exponential 84.90 (λ 10, n 1)" in line
                for line in lines)
+    assert any("averaged over seeds 0, from" in line and "): 2: 100, 3: 100." in line
+               for line in lines)                           # seed 0 is the only common one
     assert not any("4 epochs" in line for line in lines)      # no 4-epoch rows yet
     from benchmarks.reproduce import S3_E4_LAMS
     for on, lams in S3_E4_LAMS.items():
