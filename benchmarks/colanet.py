@@ -43,6 +43,10 @@ PERMUTED = {
                     "published": {"aa": 89.67, "aa_ci": 0.16, "fm": 2.75, "fm_ci": 0.23}},
     "mc45-a0.01": {"microcolumns": 45, "alpha": 0.01,
                    "published": {"aa": 92.39, "aa_ci": 0.13, "fm": 0.94, "fm_ci": 0.17}},
+    # slower stability growth (preset myelin-plastic, r_s chosen on the validation stream)
+    "mc15-a0.005-plastic": {"microcolumns": 15, "alpha": 0.005, "preset": "myelin-plastic",
+                            "published": {"aa": 89.67, "aa_ci": 0.16, "fm": 2.75,
+                                          "fm_ci": 0.23}},
     # the first KNP port as KNP runs it (no renormalisation): Larionov's starting point
     "mc15-a0.023817-knp": {"microcolumns": 15, "alpha": 0.023817, "preset": "knp-default",
                            "published": None,
