@@ -186,14 +186,9 @@ def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) 
             line, = axes[1].plot(*zip(*pts), marker="o", label=curve)
             bars(axes[1], keys, line.get_color())
     axes[1].set_title("hyperbolic 1/(1+λΩ) vs exponential exp(−λΩ), SGD", fontsize=9)
-    best = []
-    by_lam = {lam: {r["seed"]: metrics.average_accuracy_curve(r["result"]["accuracy"])
-                    for r in rows.get(f"sgd-grad-{lam}", [])} for lam in lams}
-    common = set.intersection(*(set(c) for c in by_lam.values())) if by_lam else set()
-    if common:                        # A_k averaged over the seeds every λ ran for
-        mean = {lam: np.mean([c[s] for s in common], axis=0) for lam, c in by_lam.items()}
-        best = [(k, max(lams, key=lambda lam: mean[lam][k - 1])) for k in range(2, 11)
-                if all(len(m) >= k for m in mean.values())]
+    _, best = best_lam_per_task_count(
+        {lam: {str(r["seed"]): metrics.average_accuracy_curve(r["result"]["accuracy"])
+               for r in rows.get(f"sgd-grad-{lam}", [])} for lam in lams})
     if best:
         axes[2].plot(*zip(*best), marker="o")
         axes[2].set_yscale("log")
@@ -225,6 +220,21 @@ def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return [path.name]
+
+
+def best_lam_per_task_count(curves: dict[float, dict[str, Any]]
+                            ) -> tuple[list[str], list[tuple[int, float]]]:
+    """λ with the best mean A_k after k ≥ 2 tasks, A_k averaged over the seeds every λ ran.
+
+    `curves`: λ → seed → A_k curve (None where missing). Returns the seeds used and (k, λ).
+    """
+    have = [{s for s, c in by.items() if c is not None} for by in curves.values()]
+    seeds = sorted(set.intersection(*have), key=int) if have else []
+    if not seeds:
+        return [], []
+    mean = {lam: np.mean([by[s] for s in seeds], axis=0) for lam, by in curves.items()}
+    n = min(len(m) for m in mean.values())
+    return seeds, [(k, max(mean, key=lambda lam: mean[lam][k - 1])) for k in range(2, n + 1)]
 
 
 def seed003_answers(rows: dict[str, Any]) -> list[str]:
@@ -291,15 +301,11 @@ def seed003_answers(rows: dict[str, Any]) -> list[str]:
                          sorted(imps.items(), key=lambda kv: -rows[kv[1]]["measured"]["aa"]
                                 ["mean"]))
         out.append(f"- **Which importance for WVA (SGD)?** Best AA: {text}.")
-    # best λ after k tasks, on the A_k curves averaged over the seeds every λ of the grid ran
-    runs = {lam: {seed: r.get("aa_curve") for seed, r in rows[f"sgd-grad-{lam}"]["by_seed"].items()}
-            for lam in lams if f"sgd-grad-{lam}" in rows}
-    seeds = sorted(set.intersection(*(set(s for s, c in by.items() if c) for by in runs.values())),
-                   key=int) if runs else []
-    if len(runs) == len(lams) and seeds:
-        curves = {lam: np.mean([by[s] for s in seeds], axis=0) for lam, by in runs.items()}
-        n = min(len(c) for c in curves.values())
-        picks = [f"{k + 1}: {max(curves, key=lambda lam: curves[lam][k])}" for k in range(1, n)]
+    seeds, best_k = best_lam_per_task_count(
+        {lam: {seed: r.get("aa_curve") for seed, r in rows[f"sgd-grad-{lam}"]["by_seed"].items()}
+         if f"sgd-grad-{lam}" in rows else {} for lam in lams})
+    if best_k:
+        picks = [f"{k}: {lam}" for k, lam in best_k]
         out.append("- **Best λ vs number of tasks** (WVA-SIG, SGD; λ with the best A_k after k "
                    f"tasks, A_k averaged over seeds {', '.join(seeds)}, from the grid "
                    + ", ".join(map(str, lams)) + "): " + ", ".join(picks) + ".")
@@ -323,20 +329,16 @@ def walltime_lines(path: Path | None = None) -> list[str]:
             f"threads, median of {d['setup']['repeats']}): EWC-F {med['myelin-ewc-f']:.1f} s, "
             f"a plain PyTorch loop without consolidation {med['plain']:.1f} s "
             f"({ratio['myelin-ewc-f']:.2f}×).")
-    best = d.get("best_seconds")
-    if best:
-        walls, probes = d["wall_seconds"], d["probe_ms_per_step"]
-        ewc = best["myelin-ewc-f"]
-        before, after = probes["myelin-ewc-f"][walls["myelin-ewc-f"].index(ewc)]
-        text += (f" Best run: EWC-F {ewc:.1f} s (a plain step of the MLP took {before:.2f} ms "
-                 f"just before it and {after:.2f} ms just after), plain loop "
-                 f"{best['plain']:.1f} s. This shared machine alternates, for minutes at a "
-                 "time, between a fast state (a plain step ≈ 1.3 ms) and a slow one (≈ 2.3 ms); "
-                 "the issue's 27 s for the plain loop is the fast state.")
-        if (d["setup"]["tasks"], d["setup"]["iterations"]) == (10, 2000):
-            text += f" The ≤ 35 s target {'holds' if ewc <= 35 else 'is missed'} there."
-    else:
-        text += " The issue's ≤ 35 s was set where the plain loop takes 27 s, i.e. ≤ 1.3× it."
+    best, walls, probes = d["best_seconds"], d["wall_seconds"], d["probe_ms_per_step"]
+    ewc = best["myelin-ewc-f"]
+    before, after = probes["myelin-ewc-f"][walls["myelin-ewc-f"].index(ewc)]
+    text += (f" Best run: EWC-F {ewc:.1f} s (a plain step of the MLP took {before:.2f} ms "
+             f"just before it and {after:.2f} ms just after), plain loop "
+             f"{best['plain']:.1f} s. This shared machine alternates, for minutes at a "
+             "time, between a fast state (a plain step ≈ 1.3 ms) and a slow one (≈ 2.3 ms); "
+             "the issue's 27 s for the plain loop is the fast state.")
+    if (d["setup"]["tasks"], d["setup"]["iterations"]) == (10, 2000):
+        text += f" The ≤ 35 s target {'holds' if ewc <= 35 else 'is missed'} there."
     return [text + " The s/run column above is one thread per run, two runs in parallel."]
 
 

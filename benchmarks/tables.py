@@ -99,19 +99,14 @@ def overhead_table(data: dict) -> str:
 
 def walltime_table(data: dict) -> str:
     env, setup = data["environment"], data["setup"]
-    best, probes = data.get("best_seconds"), data.get("probe_ms_per_step")
+    best, probes = data["best_seconds"], data["probe_ms_per_step"]
     lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} threads, "
              f"commit {env['commit']}. {setup['protocol']}, {setup['iterations']} steps per task, "
-             f"{setup['tasks']} tasks, accuracy on every test set after each task; median "
-             f"{'and best ' if best else ''}of {setup['repeats']} alternating repeats"
-             + ("; the probe is a plain step of the MLP (ms) timed just before and after the "
-                "best run." if probes else "."), ""]
-    if best:
-        lines += ["| run | wall (s), median | best (s) | probe at best | ÷ plain loop (median) "
-                  "| train / importance / eval (s) | AA |", "|---|---:|---:|---|---:|---|---:|"]
-    else:
-        lines += ["| run | wall (s) | ÷ plain loop | train / importance / eval (s) | AA |",
-                  "|---|---:|---:|---|---:|"]
+             f"{setup['tasks']} tasks, accuracy on every test set after each task; median and "
+             f"best of {setup['repeats']} alternating repeats; the probe is a plain step of the "
+             "MLP (ms) timed just before and after the best run.", "",
+             "| run | wall (s), median | best (s) | probe at best | ÷ plain loop (median) "
+             "| train / importance / eval (s) | AA |", "|---|---:|---:|---|---:|---|---:|"]
     labels = {"plain": "plain PyTorch loop, no consolidation",
               "myelin-finetune": "`myelin.fit`, no consolidation",
               "myelin-ewc-f": "`myelin.fit`, EWC (sampled Fisher on 5000 held-out, λ 14)"}
@@ -119,12 +114,10 @@ def walltime_table(data: dict) -> str:
         parts = data["last_run_parts_seconds"].get(key)
         split = " / ".join(f"{parts[p]:.1f}" for p in ("train", "importance", "eval")) \
             if parts else "—"
-        cells = [label, f"{data['median_seconds'][key]:.1f}"]
-        if best:
-            i = data["wall_seconds"][key].index(best[key])
-            cells += [f"{best[key]:.1f}",
-                      " / ".join(f"{v:.2f}" for v in probes[key][i]) if probes else "—"]
-        cells += [f"{data['ratio_to_plain'][key]:.2f}×", split, f"{data['aa'][key] * 100:.1f}"]
+        i = data["wall_seconds"][key].index(best[key])
+        cells = [label, f"{data['median_seconds'][key]:.1f}", f"{best[key]:.1f}",
+                 " / ".join(f"{v:.2f}" for v in probes[key][i]),
+                 f"{data['ratio_to_plain'][key]:.2f}×", split, f"{data['aa'][key] * 100:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -68,9 +68,7 @@ def probe(steps: int = 300) -> float:
     """Milliseconds per plain SGD step of the benchmark's MLP on fixed random batches."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(steps, 100, 784, generator=g), torch.randint(10, (steps, 100), generator=g)
-    model = torch.nn.Sequential(torch.nn.Linear(784, 300), torch.nn.ReLU(),
-                                torch.nn.Linear(300, 150), torch.nn.ReLU(),
-                                torch.nn.Linear(150, 10))
+    model = mlp((784,), 10, (300, 150))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     t0 = time.perf_counter()
     for xb, yb in zip(x, y):
