@@ -95,17 +95,29 @@ def _plots(out: Path, figs: Path) -> dict[str, list[str]]:
         square = [(r, recs) for r, recs in ordered
                   if len(recs[0]["result"]["accuracy"]) == len(recs[0]["result"]["accuracy"][0])]
         if square and len(square[0][1][0]["result"]["accuracy"]) > 2:
-            fig, ax = plt.subplots(figsize=(6, 4))
+            many = len(square) > 10         # seed003's grids: the legend goes beside the plot
+            fig, ax = plt.subplots(figsize=(13, 7) if many else (6, 4))
+            dashed = False
             for r, recs in square:
                 curves = np.array([metrics.average_accuracy_curve(x["result"]["accuracy"])
                                    for x in recs])
                 k = np.arange(1, curves.shape[1] + 1)
-                ax.plot(k, curves.mean(0), marker="o", ms=3, label=r.label)
+                line, = ax.plot(k, curves.mean(0), marker="o", ms=3, label=r.label)
+                pub = published_curve(r.published)
+                if pub is not None and len(pub) == len(k):
+                    ax.plot(k, pub, ls="--", lw=1, color=line.get_color())
+                    dashed = True
+            if dashed:
+                ax.plot([], [], ls="--", lw=1, color="gray", label="published (dashed)")
             ax.set_xlabel("tasks learned")
             ax.set_ylabel("average accuracy on learned tasks")
             ax.set_title(exp.title, fontsize=9)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            if many:
+                ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                          ncol=1 + len(square) // 25)
+            else:
+                ax.legend(fontsize=7)
             path = figs / f"{name}-aa.png"
             fig.tight_layout()
             fig.savefig(path, dpi=110)
@@ -312,6 +324,31 @@ def seed003_answers(rows: dict[str, Any]) -> list[str]:
     return out
 
 
+def published_curve(published: Any) -> list[float] | None:
+    """A row's published A_k curve (accuracy after k tasks, k = 1..T), if the source has one."""
+    if isinstance(published, dict) and published.get("aa_curve"):
+        return list(published["aa_curve"])
+    return None
+
+
+def curve_gap_lines(rows: dict[str, Any]) -> list[str]:
+    """A table of A_k after k tasks, ours and ours − published, for rows with a published curve."""
+    shown = [(row, published_curve(row["published"])) for row in rows.values()]
+    shown = [(row, pub) for row, pub in shown
+             if pub is not None and len(row.get("aa_curve") or []) == len(pub)]
+    if not shown:
+        return []
+    n = len(shown[0][1])
+    out = ["A_k (average accuracy over the tasks learned, after k tasks), ours, and in brackets "
+           "ours − published, in points:", "",
+           "| method | " + " | ".join(f"k={k}" for k in range(1, n + 1)) + " |",
+           "|" + "---|" * (n + 1)]
+    for row, pub in shown:
+        cells = [f"{o * 100:.1f} ({(o - q) * 100:+.1f})" for o, q in zip(row["aa_curve"], pub)]
+        out.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return out
+
+
 def _pub(value: Any, key: str) -> str:
     if isinstance(value, dict) and key in value:
         return f"{value[key] * 100:.2f}"
@@ -346,25 +383,39 @@ def warm_adam_lines(results: Path | None = None) -> list[str]:
     """benchmarks/warm_adam.py: the 2021 rows with Adam's state carried from run to run."""
     results = results or Path(__file__).resolve().parent / "results"
     lines = []
+    rows = EXPERIMENTS["kutalev2021-fc"].rows
     for path in sorted(results.glob("warm-adam-*.json")):
         d = json.loads(path.read_text())
-        warm = [r for r in d["runs"] if r["warm"]]
+        runs = d["runs"]
+        warm = [r for r in runs if r["warm"]]
         if d.get("quick") or not warm:
             continue
-        pairs = ", ".join(f"seed {r['seed']} {r['aa'] * 100:.2f}"
-                          + (f" (cold {r['cold_harness_aa'] * 100:.2f})"
-                             if r["cold_harness_aa"] is not None else "") for r in warm)
-        cold = d.get("mean_cold_aa_same_seeds")
-        result = (f"EWC {d['importance']} λ={d['lam']:g} reaches "
-                  f"{d['mean_warm_aa'] * 100:.2f} over {len(warm)} warm runs"
-                  + (f" vs {cold * 100:.2f} cold on the same seeds" if cold else "")
-                  + f" ({pairs}; `{d['command'].strip()}`).")
+        mean, half = ci95([r["aa"] for r in runs])
+        pub = next((r.published["aa"] for r in rows if r.method == "ewc" and r.options ==
+                    {"lam": d["lam"], "importance": d["importance"]}
+                    and isinstance(r.published, dict)), None)
+        text = (f"EWC {d['importance']} λ={d['lam']:g}, a chain of {len(runs)} runs (the first "
+                f"cold): {_fmt(mean, half, len(runs))}"
+                + (f" (published {pub * 100:.2f}, their 20 runs)" if pub else "")
+                + f"; the {len(warm)} warm runs alone {d['mean_warm_aa'] * 100:.2f}")
+        if d.get("complete") is False:
+            text += " (chain still running when this page was written)"
+        paired = [r for r in warm if r["cold_harness_aa"] is not None]
+        if paired:
+            warm_mean = sum(r["aa"] for r in paired) / len(paired)
+            cold_mean = sum(r["cold_harness_aa"] for r in paired) / len(paired)
+            text += (f"; on the seeds that also ran cold, warm {warm_mean * 100:.2f} vs cold "
+                     f"{cold_mean * 100:.2f} ("
+                     + ", ".join(f"seed {r['seed']} {r['aa'] * 100:.2f} / "
+                                 f"{r['cold_harness_aa'] * 100:.2f}" for r in paired) + ")")
+        text += f". `{d['command'].strip()}`"
         if not lines:
             lines.append("With a warm Adam (`benchmarks/warm_adam.py`): the 2021 scripts create "
                          "one Adam per λ and re-initialise only the layers between runs, so "
-                         "each run after the first starts from its predecessor's Adam state. "
-                         "Chained that way (seed 0 cold, each later seed warm):")
-        lines.append(f"- {result}")
+                         "each run after the first starts from its predecessor's Adam state; "
+                         "their published number is the mean over such a chain of 20 runs. "
+                         "Chained that way (ours: mean ± 95 % CI over the chain's runs):")
+        lines.append(f"- {text}")
     return lines
 
 
@@ -427,6 +478,9 @@ def markdown(summary: dict[str, Any], figures: dict[str, list[str]],
             cells.append(f"{row['wall_seconds']['mean']:.0f}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        gaps = curve_gap_lines(rows)
+        if gaps:
+            lines += [*gaps, ""]
         if name == "seed003-wva":
             lines += [*seed003_answers(rows), ""]
         if name == "seed000-fig4":

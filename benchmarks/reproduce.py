@@ -166,6 +166,15 @@ _register(Experiment(
          (.938, .934, .929))]),
     _final_row, ["task1", "task2", "task3"], _SEED000_NOTE))
 
+# A_k after k = 1..10 tasks, mean of the authors' 10 runs (the output cell of
+# aakutalev/wva main_pic2.ipynb, from pic2_data_3.npy), rows SGD, EWC-S, EWC-F, WVA-S, WVA-F.
+_FIG4_CURVES = [
+    [.96849, .95882, .93479, .91542, .87699, .84282, .81478, .78620, .75863, .74308],
+    [.96887, .96516, .95941, .95507, .94704, .94284, .93608, .92918, .91916, .91043],
+    [.96913, .96509, .96019, .95764, .95242, .94807, .94429, .93745, .93207, .92340],
+    [.96869, .96430, .95715, .95118, .94354, .93606, .92662, .91751, .90757, .88971],
+    [.96952, .96585, .95972, .95600, .95020, .94390, .93668, .92907, .92186, .90489]]
+
 _register(Experiment(
     "seed000-fig4", "Seed 000, Fig. 4: 10-task permuted MNIST, 784-300-150-10",
     "Kutalev & Lapina 2020 (SPEC §1.6.1)",
@@ -173,7 +182,7 @@ _register(Experiment(
     _seed_mlp((300, 150)),
     {"optimizer": "sgd", "lr": 0.1, "batch_size": 100, "iterations": 2000,
      "closing_samples": 5000, "closing": "holdout"},
-    _seed000_rows((1, 14, 250, 5250), [{"aa": v} for v in (.743, .910, .923, .890, .905)]),
+    _seed000_rows((1, 14, 250, 5250), [{"aa": c[-1], "aa_curve": c} for c in _FIG4_CURVES]),
     _aa, ["aa"], _SEED000_NOTE))
 
 
@@ -205,6 +214,13 @@ _KL2021_NOTE = (
     "samples, leaky ReLU, PyTorch default init. The 2021 code's penalty is λ·ΣΩ(θ−θ*)² "
     "(no ½), so myelin's λ is twice the published one (shown in the label). Published: mean "
     "over 20 runs at the best λ of a sweep; here the published best λ only.")
+# A_k after k = 1..10 tasks at the best λ, mean of 20 runs (SPEC §1.6.2, from the 2021 dumps)
+_KL2021_CURVES = {
+    "fisher": [.979, .977, .973, .970, .968, .964, .960, .958, .954, .951],
+    "mas": [.979, .976, .974, .972, .970, .967, .964, .961, .958, .955],
+    "si": [.979, .976, .973, .971, .968, .963, .958, .953, .949, .943],
+    "sig": [.979, .977, .975, .971, .966, .960, .950, .944, .935, .929]}
+
 _register(Experiment(
     "kutalev2021-fc", "Kutalev & Lapina 2021: 10-task permuted MNIST, 784-300-150-10 lrelu, Adam",
     "Kutalev & Lapina 2021 (SPEC §1.6.2)",
@@ -214,11 +230,13 @@ _register(Experiment(
      "closing_samples": 5000, "closing": "tail"},
     [Row("none", "none (λ=0)", "finetune", {}, {"aa": .469}),
      Row("fisher", "EWC Fisher (paper λ=41)", "ewc", {"lam": 82, "importance": "fisher"},
-         {"aa": .9505}),
-     Row("mas", "EWC MAS (paper λ=4.5)", "ewc", {"lam": 9, "importance": "mas"}, {"aa": .9553}),
-     Row("si", "EWC SI (paper λ=0.25)", "ewc", {"lam": 0.5, "importance": "si"}, {"aa": .9432}),
+         {"aa": .9505, "aa_curve": _KL2021_CURVES["fisher"]}),
+     Row("mas", "EWC MAS (paper λ=4.5)", "ewc", {"lam": 9, "importance": "mas"},
+         {"aa": .9553, "aa_curve": _KL2021_CURVES["mas"]}),
+     Row("si", "EWC SI (paper λ=0.25)", "ewc", {"lam": 0.5, "importance": "si"},
+         {"aa": .9432, "aa_curve": _KL2021_CURVES["si"]}),
      Row("sig", "EWC SIG (paper λ=0.1)", "ewc", {"lam": 0.2, "importance": "signal"},
-         {"aa": .9291}),
+         {"aa": .9291, "aa_curve": _KL2021_CURVES["sig"]}),
      Row("fisher-stab", "stabilized EWC Fisher (paper λ=85)", "ewc",
          {"lam": 85, "importance": "fisher", "stabilized": True}, {"aa": .9510}),
      # a small λ sweep around the published optima (myelin's λ; ×0.5 and ×2 of the above)

@@ -37,8 +37,12 @@ EXPERIMENT = EXPERIMENTS["kutalev2021-fc"]     # the protocol: scenario, model, 
 
 
 def run_chain(importance: str, lam: float, seeds: list[int], quick: bool = False,
-              log=print) -> list[dict[str, Any]]:
-    """AA of each seed, the first cold, each later one starting from its predecessor's Adam."""
+              log=print, each=None) -> list[dict[str, Any]]:
+    """AA of each seed, the first cold, each later one starting from its predecessor's Adam.
+
+    `each(runs)`, if given, is called after every run with the records so far (so a long chain
+    can be saved as it goes).
+    """
     options = {"lam": lam, "importance": importance}
     cold_row = next((r.key for r in EXPERIMENT.rows
                      if r.method == "ewc" and r.options == options), None)
@@ -74,6 +78,8 @@ def run_chain(importance: str, lam: float, seeds: list[int], quick: bool = False
                                       if cold_row and cold.exists() and not quick else None)}
         runs.append(record)
         log(json.dumps(record))
+        if each is not None:
+            each(runs)
         warm = made[-1].state_dict()
     return runs
 
@@ -86,18 +92,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0-4")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: all cores); 1 when running chains in parallel")
     args = p.parse_args(argv)
-    runs = run_chain(args.importance, args.lam, _parse_seeds(args.seeds), args.quick,
-                     log=lambda s: print(s, flush=True))
-    warm = [r["aa"] for r in runs if r["warm"]]
-    cold = [r["cold_harness_aa"] for r in runs if r["warm"] and r["cold_harness_aa"]]
-    write_json(f"warm-adam-{args.importance}", {
-        "protocol": f"{EXPERIMENT.name}: {EXPERIMENT.title}", "fit": EXPERIMENT.fit,
-        "importance": args.importance, "lam": args.lam, "runs": runs,
-        "mean_warm_aa": sum(warm) / len(warm) if warm else None,
-        "mean_cold_aa_same_seeds": sum(cold) / len(cold) if cold else None,
-        "command": command("warm_adam.py", argv), "environment": environment(),
-        "quick": args.quick}, args.out)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be ≥ 1. Got {args.threads}.")
+        torch.set_num_threads(args.threads)
+    seeds = _parse_seeds(args.seeds)
+
+    def save(runs: list[dict[str, Any]]) -> None:
+        warm = [r["aa"] for r in runs if r["warm"]]
+        cold = [r["cold_harness_aa"] for r in runs if r["warm"] and r["cold_harness_aa"]]
+        write_json(f"warm-adam-{args.importance}", {
+            "protocol": f"{EXPERIMENT.name}: {EXPERIMENT.title}", "fit": EXPERIMENT.fit,
+            "importance": args.importance, "lam": args.lam, "runs": runs,
+            "complete": len(runs) == len(seeds),
+            # the 2021 protocol's number: every run of the chain, the first (cold) included
+            "mean_chain_aa": sum(r["aa"] for r in runs) / len(runs),
+            "mean_warm_aa": sum(warm) / len(warm) if warm else None,
+            "mean_cold_aa_same_seeds": sum(cold) / len(cold) if cold else None,
+            "command": command("warm_adam.py", argv), "environment": environment(),
+            "quick": args.quick}, args.out)
+
+    run_chain(args.importance, args.lam, seeds, args.quick,
+              log=lambda s: print(s, flush=True), each=save)
     return 0
 
 

@@ -10,24 +10,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from benchmarks.report import walltime_lines, warm_adam_lines
 
 
-def test_warm_adam_lines_skip_quick_runs_and_average_only_warm_runs(tmp_path):
-    runs = [{"seed": 0, "warm": False, "aa": 0.5, "cold_harness_aa": 0.5},
-            {"seed": 1, "warm": True, "aa": 0.92, "cold_harness_aa": 0.90},
+def test_warm_adam_lines_skip_quick_runs_and_report_the_whole_chain(tmp_path):
+    runs = [{"seed": 0, "warm": False, "aa": 0.90, "cold_harness_aa": 0.90},
+            {"seed": 1, "warm": True, "aa": 0.92, "cold_harness_aa": 0.88},
             {"seed": 2, "warm": True, "aa": 0.94, "cold_harness_aa": None}]
     record = {"importance": "signal", "lam": 0.2, "runs": runs, "mean_warm_aa": 0.93,
-              "mean_cold_aa_same_seeds": 0.90, "command": "python benchmarks/warm_adam.py",
-              "quick": False}
+              "mean_cold_aa_same_seeds": 0.88, "command": "python benchmarks/warm_adam.py",
+              "quick": False, "complete": True}
     (tmp_path / "warm-adam-signal.json").write_text(json.dumps(record))
     (tmp_path / "warm-adam-fisher.json").write_text(json.dumps({**record, "quick": True}))
     lines = warm_adam_lines(tmp_path)
     assert len(lines) == 2 and "warm Adam" in lines[0]          # the protocol, then one row
-    assert "EWC signal λ=0.2 reaches 93.00 over 2 warm runs vs 90.00 cold" in lines[1]
-    assert "seed 1 92.00 (cold 90.00)" in lines[1] and "seed 2 94.00" in lines[1]
-    assert "seed 0" not in lines[1]
-    (tmp_path / "warm-adam-fisher.json").write_text(json.dumps({**record, "importance": "fisher"}))
+    # the chain's mean includes the cold first run, as the 2021 protocol's 20-run mean does
+    assert "EWC signal λ=0.2, a chain of 3 runs (the first cold): 92.00 ± 4.97" in lines[1]
+    assert "(published 92.91, their 20 runs)" in lines[1]       # the kutalev2021-fc sig row
+    assert "the 2 warm runs alone 93.00" in lines[1]
+    assert "warm 92.00 vs cold 88.00 (seed 1 92.00 / 88.00)" in lines[1]
+    assert "still running" not in lines[1]
+    (tmp_path / "warm-adam-fisher.json").write_text(json.dumps(
+        {**record, "importance": "fisher", "lam": 3.0, "complete": False}))
     lines = warm_adam_lines(tmp_path)
     assert [line[:12] for line in lines[1:]] == ["- EWC fisher", "- EWC signal"]
+    assert "published" not in lines[1] and "still running" in lines[1]   # no row has λ 3
     assert warm_adam_lines(tmp_path / "missing") == []
+
+
+def test_curve_gap_table_shows_ours_and_the_difference_for_rows_with_a_published_curve():
+    from benchmarks.report import curve_gap_lines, published_curve
+    assert published_curve({"aa": 0.9}) is None and published_curve(None) is None
+    assert published_curve({"aa": 0.9, "aa_curve": [0.95, 0.9]}) == [0.95, 0.9]
+    rows = {"a": {"label": "SGD", "published": {"aa": 0.8, "aa_curve": [0.97, 0.8]},
+                  "aa_curve": [0.965, 0.77]},
+            "b": {"label": "no curve", "published": {"aa": 0.9}, "aa_curve": [0.9, 0.9]},
+            "c": {"label": "other length", "published": {"aa_curve": [0.9, 0.9, 0.9]},
+                  "aa_curve": [0.9, 0.9]}}
+    lines = curve_gap_lines(rows)
+    assert lines[2] == "| method | k=1 | k=2 |"
+    assert lines[4] == "| SGD | 96.5 (-0.5) | 77.0 (-3.0) |"
+    assert len(lines) == 5                                     # only the row with a curve
+    assert curve_gap_lines({"b": rows["b"]}) == []
 
 
 def _s3_row(by_seed):

@@ -200,3 +200,5 @@ def test_warm_adam_smoke(tmp_path):
     assert [r["warm"] for r in data["runs"]] == [False, True]
     assert all(0 <= r["aa"] <= 1 for r in data["runs"])
     assert data["mean_warm_aa"] == data["runs"][1]["aa"]
+    assert data["complete"] and data["mean_chain_aa"] == pytest.approx(
+        (data["runs"][0]["aa"] + data["runs"][1]["aa"]) / 2)
