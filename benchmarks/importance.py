@@ -31,11 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, command, environment, find_mnist, load_mnist, paired, timed, write_json
 
 from myelin.importance import fisher, mas, signal
+from myelin.models import mlp
 
 
 def make_mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 150), nn.ReLU(),
-                         nn.Linear(150, 10))
+    """The 784-300-150-10 ReLU MLP of the seeds' experiments (PyTorch default init)."""
+    return mlp((784,), 10, (300, 150))
 
 
 class Reshape(nn.Module):

@@ -30,11 +30,12 @@ from _common import ci95, command, environment, find_mnist, load_mnist, paired, 
 
 from myelin import EWC, WVA
 from myelin.importance import fisher
+from myelin.models import mlp
 
 
 def make_mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 150), nn.ReLU(),
-                         nn.Linear(150, 10))
+    """The 784-300-150-10 ReLU MLP of the seeds' experiments (PyTorch default init)."""
+    return mlp((784,), 10, (300, 150))
 
 
 def make_runner(model, opt, x, y, steps, batch, penalty=None, closed=None):
