@@ -252,9 +252,28 @@ def _group(paths: list[Path], stale: list[Path]) -> dict[str, list[dict[str, Any
         if not _current(record):
             stale.append(path)
             continue
-        key = path.stem.rsplit("-seed", 1)[0]
+        key, seed = path.stem.rsplit("-seed", 1)
+        record["seed"] = int(seed)
         groups.setdefault(key, []).append(record)
     return groups
+
+
+def _seeds_text(seeds: list[int]) -> str:
+    """0-4 for a contiguous run of seeds, else 0,2,5."""
+    seeds = sorted(seeds)
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def permuted_commands(seeds: dict[str, list[int]]) -> str:
+    """The commands that made the (b) table: the seeds every config ran, then the extra ones."""
+    common = set.intersection(*(set(v) for v in seeds.values())) if seeds else set()
+    base = "python benchmarks/colanet.py permuted"
+    cmds = [f"`{base} --config all --seeds {_seeds_text(list(common))}`"] if common else []
+    cmds += [f"`{base} --config {key} --seeds {_seeds_text(sorted(set(v) - common))}`"
+             for key, v in seeds.items() if set(v) - common]
+    return "; then ".join(cmds)
 
 
 def _pm(values: list[float], scale: float = 100) -> str:
@@ -314,8 +333,9 @@ def markdown_section(out: Path = OUT) -> str:
                   f"{np.mean([r['test_images_per_s'] for r in recs]):.0f} |", ""]
     perm = _group(sorted((out / "permuted").glob("*.json")), stale)
     if perm:
+        ran = {key: [r["seed"] for r in perm[key]] for key in PERMUTED if perm.get(key)}
         lines += ["### (b) 10-task permuted MNIST, one pass per task", "",
-                  "`python benchmarks/colanet.py permuted --config all --seeds 0-2`", "",
+                  permuted_commands(ran), "",
                   "| config | n | AA ours | AA published | FM ours | FM published | "
                   "final row (mean) | diagonal (mean) | min/run |",
                   "|---|---|---|---|---|---|---|---|---|"]

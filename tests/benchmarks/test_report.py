@@ -128,3 +128,12 @@ def test_walltime_lines_report_the_best_run_with_its_probe_and_judge_only_the_fu
     record["setup"]["iterations"] = 2000
     path.write_text(json.dumps(record))
     assert "is missed" in walltime_lines(path)[0]
+
+
+def test_colanet_permuted_commands_name_the_common_seeds_then_each_configs_extra_ones():
+    from benchmarks.colanet import permuted_commands
+    text = permuted_commands({"a": [0, 1, 2], "b": [0, 1, 2, 3, 4, 5], "c": [2, 1, 0, 7]})
+    assert text == ("`python benchmarks/colanet.py permuted --config all --seeds 0-2`; then "
+                    "`python benchmarks/colanet.py permuted --config b --seeds 3-5`; then "
+                    "`python benchmarks/colanet.py permuted --config c --seeds 7`")
+    assert permuted_commands({}) == ""
