@@ -10,8 +10,8 @@ This script runs a chain of seeds on the `kutalev2021-fc` protocol: the first se
 later seed with the Adam state its predecessor ended with (as the 2021 code does), and records
 AA per seed next to the cold harness result of the same seed when one exists.
 
-    python benchmarks/warm_adam.py --importance signal --lam 0.2 --seeds 0-4
-    python benchmarks/warm_adam.py --importance fisher --lam 82 --seeds 0-4
+    python benchmarks/warm_adam.py --importance signal --lam 0.2 --seeds 0-19 --threads 1
+    python benchmarks/warm_adam.py --importance fisher --lam 82 --seeds 0-19 --threads 1
     python benchmarks/warm_adam.py --quick --out /tmp/w.json      # smoke run
 """
 
