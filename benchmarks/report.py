@@ -97,6 +97,8 @@ def _plots(out: Path, figs: Path) -> dict[str, list[str]]:
         if square and len(square[0][1][0]["result"]["accuracy"]) > 2:
             many = len(square) > 10         # seed003's grids: the legend goes beside the plot
             fig, ax = plt.subplots(figsize=(13, 7) if many else (6, 4))
+            if many:                        # 20 distinct colours before any repeats
+                ax.set_prop_cycle(color=plt.cm.tab20.colors)
             dashed = False
             for r, recs in square:
                 curves = np.array([metrics.average_accuracy_curve(x["result"]["accuracy"])
