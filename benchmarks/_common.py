@@ -32,6 +32,14 @@ def ci95(values: list[float]) -> tuple[float, float]:
     return mean, float(student.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
 
 
+def seed_range(seeds: list[int]) -> str:
+    """Seeds as a --seeds argument: 0-4 for a contiguous run, else 0,2,5."""
+    seeds = sorted(seeds)
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
 def find_mnist(explicit: str | None = None) -> Path:
     """The MNIST directory: explicit, $MYELIN_DATA/mnist, ../shared/data/mnist, Debian's path."""
     candidates = [explicit] if explicit else []

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RESULTS, ci95, environment
+from benchmarks._common import RESULTS, ci95, environment, seed_range
 from benchmarks.reproduce import _mnist_root, _parse_seeds
 from myelin.data import DataNotFoundError, load
 from myelin.scenarios import Scenario, Task, permuted, sequence
@@ -258,20 +258,12 @@ def _group(paths: list[Path], stale: list[Path]) -> dict[str, list[dict[str, Any
     return groups
 
 
-def _seeds_text(seeds: list[int]) -> str:
-    """0-4 for a contiguous run of seeds, else 0,2,5."""
-    seeds = sorted(seeds)
-    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ",".join(map(str, seeds))
-
-
 def permuted_commands(seeds: dict[str, list[int]]) -> str:
     """The commands that made the (b) table: the seeds every config ran, then the extra ones."""
     common = set.intersection(*(set(v) for v in seeds.values())) if seeds else set()
     base = "python benchmarks/colanet.py permuted"
-    cmds = [f"`{base} --config all --seeds {_seeds_text(list(common))}`"] if common else []
-    cmds += [f"`{base} --config {key} --seeds {_seeds_text(sorted(set(v) - common))}`"
+    cmds = [f"`{base} --config all --seeds {seed_range(list(common))}`"] if common else []
+    cmds += [f"`{base} --config {key} --seeds {seed_range(sorted(set(v) - common))}`"
              for key, v in seeds.items() if set(v) - common]
     return "; then ".join(cmds)
 

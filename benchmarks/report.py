@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import ci95
+from benchmarks._common import ci95, seed_range
 from benchmarks.reproduce import EXPERIMENTS, S3_E4_LAMS, S3_IMPORTANCE_LAMS, S3_LAMS
 from myelin import metrics
 
@@ -421,26 +421,18 @@ def warm_adam_lines(results: Path | None = None) -> list[str]:
     return lines
 
 
-def _seed_list(seeds: list[int]) -> str:
-    """0-4 for a contiguous run of seeds, else 0,2,5."""
-    seeds = sorted(seeds)
-    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ",".join(map(str, seeds))
-
-
 def run_commands(name: str, rows: dict[str, Any]) -> list[str]:
     """The commands that made the rows shown: the seeds every row has, then the extra seeds
     of some rows (``--rows``), so that nobody is told to run a grid 5× that ran once."""
     seeds = {key: set(row["seeds"]) for key, row in rows.items()}
     common = set.intersection(*seeds.values())
     base = f"python benchmarks/reproduce.py run {name}"
-    cmds = [f"`{base} --seeds {_seed_list(sorted(common))}`"] if common else []
+    cmds = [f"`{base} --seeds {seed_range(sorted(common))}`"] if common else []
     extra: dict[tuple[int, ...], list[str]] = defaultdict(list)
     for key, s in seeds.items():
         if s - common:
             extra[tuple(sorted(s - common))].append(key)
-    cmds += [f"`{base} --seeds {_seed_list(list(more))} --rows {','.join(keys)}`"
+    cmds += [f"`{base} --seeds {seed_range(list(more))} --rows {','.join(keys)}`"
              for more, keys in extra.items()]
     return [("Command: " if len(cmds) == 1 else "Commands: ") + "; then ".join(cmds)]
 
