@@ -2,9 +2,17 @@
 
 * `EWC` — quadratic pull to anchor weights, weighted by importance (accumulate / separate /
   online modes, optional stabilized coefficient);
+* `L2` — EWC with a uniform importance: the uniform quadratic pull (baseline);
 * `WVA` — weight velocity attenuation, an optimizer wrapper scaling updates by 1/(1 + λΩ);
-* `L2` — uniform quadratic pull (baseline);
 * `PenalizedOptimizer` — ``EWC.wrap(opt)`` / ``L2.wrap(opt)``: the penalty applied by the step.
+
+Every consolidator is built the same way, ``Cls(model_or_params, lam, *, options...)``: the
+model (or its parameters) first, λ second, everything else by keyword — ``EWC(model, 100,
+mode="online")``, ``L2(model, 1.0)``, ``WVA(model, 300, on="step")``. ``wrap(optimizer)`` gives
+the optimizer to step: ``EWC(model, lam).wrap(opt)`` returns a `PenalizedOptimizer`,
+``WVA(model, lam).wrap(opt)`` binds the WVA to `opt` and returns the WVA itself
+(``WVA(model, lam, optimizer=opt)`` is the same; the earlier ``WVA(opt, model, lam)`` is still
+accepted).
 
 All follow the `Consolidator` protocol: ``consolidate(importance)``, ``penalty()``,
 ``state_dict()``/``load_state_dict()``, ``save(path)``/``load(path)``, ``memory_bytes()``.

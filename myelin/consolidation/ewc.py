@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -18,13 +19,17 @@ MODES = ("accumulate", "separate", "online")
 
 
 class _QuadraticPenalty(torch.autograd.Function):
-    """factor · Σ_i <coef_i ⊙ d_i, d_i> with d = θ − θ*, and its closed-form gradient."""
+    """factor · Σ_i <coef_i ⊙ d_i, d_i> with d = θ − θ*, and its closed-form gradient.
+
+    The coefs are all tensors, or all None: a uniform coefficient of 1 (L2), d_i itself.
+    """
 
     @staticmethod
-    def forward(ctx: Any, factor: float, coefs: list[Tensor], anchors: list[Tensor],
+    def forward(ctx: Any, factor: float, coefs: list[Tensor | None], anchors: list[Tensor],
                 *params: Tensor) -> Tensor:
         diffs = torch._foreach_sub(params, anchors)
-        weighted = torch._foreach_mul(diffs, coefs)                 # c ⊙ d, reused by backward
+        # c ⊙ d, reused by backward
+        weighted = diffs if coefs[0] is None else torch._foreach_mul(diffs, coefs)
         total = torch.stack([torch.vdot(w.reshape(-1), d.reshape(-1))
                              for w, d in zip(weighted, diffs)]).sum()
         ctx.weighted, ctx.factor = weighted, factor
@@ -58,7 +63,8 @@ class EWC(Consolidator):
     fuses it with the SGD update (the fastest of the three).
 
     Args:
-        model: The network to protect (its trainable parameters at construction).
+        model_or_params: The network to protect (its trainable parameters at construction),
+            or its parameters (or (name, parameter) pairs).
         lam: λ ≥ 0, the penalty strength.
         mode: "accumulate", "separate" or "online".
         gamma: Decay of the old Ω in online mode, 0 < γ ≤ 1.
@@ -67,11 +73,14 @@ class EWC(Consolidator):
     """
 
     name = "ewc"
+    _uniform = False        # True: every coefficient is 1 (L2), no Ω is kept
 
-    def __init__(self, model: nn.Module, lam: float, *, mode: str = "accumulate",
-                 gamma: float = 1.0, stabilized: bool = False, lr: float | None = None):
-        self.params = ParameterSet(model, "EWC")
-        self.lam = check_lam(lam, "EWC")
+    def __init__(self, model_or_params: nn.Module | Iterable[Any], lam: float, *,
+                 mode: str = "accumulate", gamma: float = 1.0, stabilized: bool = False,
+                 lr: float | None = None):
+        owner = type(self).__name__
+        self.params = ParameterSet(model_or_params, owner)
+        self.lam = check_lam(lam, owner)
         if mode not in MODES:
             raise ValueError(f"The 'mode' parameter of EWC must be one of {MODES}. "
                              f"Got {mode!r} instead.")
@@ -90,8 +99,8 @@ class EWC(Consolidator):
         self.n_tasks = 0
         # per-step work is cached until the next consolidation (or a change of lam/lr):
         self._terms_key: tuple[Any, ...] | None = None
-        self._terms_cache: tuple[list[Tensor], list[Tensor], list[Tensor], float] = ([], [], [],
-                                                                                     0.0)
+        self._terms_cache: tuple[list[Tensor], list[Tensor | None], list[Tensor], float] = (
+            [], [], [], 0.0)
 
     @torch.no_grad()
     def consolidate(self, importance: Importance | None = None) -> None:
@@ -106,16 +115,24 @@ class EWC(Consolidator):
             for n, p in current.items():
                 if n in self.omega:
                     self.omega[n].mul_(decay).add_(imp[n].to(p))
-                    self.anchor[n].copy_(p)
                 else:
                     self.omega[n] = imp[n].to(p).clone()
-                    self.anchor[n] = p.detach().clone()
+            self._move_anchor()
         self.n_tasks += 1
 
-    def _terms(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], float]:
+    def _move_anchor(self) -> None:
+        """θ* ← the current weights (in place once the anchors exist)."""
+        for n, p in self.params.params.items():
+            if n in self.anchor:
+                self.anchor[n].copy_(p)
+            else:
+                self.anchor[n] = p.detach().clone()
+
+    def _terms(self) -> tuple[list[Tensor], list[Tensor | None], list[Tensor], float]:
         """Parameters, coefficients, anchors of every term, and the scalar factor.
 
-        The penalty is factor · Σ coef ⊙ (θ − θ*)². Cached until the state or lam/lr change.
+        The penalty is factor · Σ coef ⊙ (θ − θ*)², coef None when uniform (L2). Cached until
+        the state or lam/lr change.
         """
         key = (self.n_tasks, self.lam, self.lr, self.stabilized)
         if key == self._terms_key:
@@ -123,15 +140,18 @@ class EWC(Consolidator):
         current = self.params.params
         pairs = ([(omega, anchor) for omega, anchor in self.tasks] if self.mode == "separate"
                  else [(self.omega, self.anchor)])
-        params, coefs, anchors = [], [], []
+        params: list[Tensor] = []
+        coefs: list[Tensor | None] = []
+        anchors: list[Tensor] = []
         for omega, anchor in pairs:
             for n, p in current.items():
-                if n in omega:
+                if n in anchor:
                     params.append(p)
-                    coefs.append(omega[n])
+                    coefs.append(None if self._uniform else omega[n])
                     anchors.append(anchor[n])
         if self.stabilized:           # c itself, a third tensor per parameter
-            self._terms_cache = (params, [self.coefficient(c) for c in coefs], anchors, 1.0)
+            self._terms_cache = (params, [None if c is None else self.coefficient(c)
+                                          for c in coefs], anchors, 1.0)
         else:
             self._terms_cache = (params, coefs, anchors, 0.5 * self.lam)
         self._terms_key = key
@@ -163,18 +183,27 @@ class EWC(Consolidator):
         params, coefs, anchors, factor = self._terms()
         if self.lam == 0 or not params:
             return
+        diffs = torch._foreach_sub(params, anchors)
+        if coefs[0] is None:             # uniform: g ← g + (2f·d), as L2 always computed it
+            torch._foreach_mul_(diffs, 2.0 * factor)
+            for p, d in zip(params, diffs):
+                if p.grad is None:
+                    p.grad = d
+                else:
+                    p.grad.add_(d)
+            return
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        diffs = torch._foreach_sub(params, anchors)
         torch._foreach_addcmul_([p.grad for p in params], coefs, diffs, value=2.0 * factor)
 
-    def penalty_terms(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], float]:
+    def penalty_terms(self) -> tuple[list[Tensor], list[Tensor | None], list[Tensor], float]:
         """(params, coefs, anchors, f): the penalty is f · Σ_i coef_i ⊙ (θ_i − θ*_i)².
 
         One entry per term (per task in separate mode, so a parameter can repeat); empty when
-        λ = 0 or nothing is consolidated. The lists and tensors are the live (cached) state, the
-        same objects until the next consolidation or change of λ/lr: do not modify them.
+        λ = 0 or nothing is consolidated. The coefs are all None when uniform (L2: coefficient
+        1). The lists and tensors are the live (cached) state, the same objects until the next
+        consolidation or change of λ/lr: do not modify them.
         """
         self.params.check_unchanged(throttle=True)
         params, coefs, anchors, factor = self._terms()

@@ -9,13 +9,20 @@ import torch
 from torch import Tensor
 
 from ._kernels import PARALLEL_FROM, compilable, flat, sgd_pull_kernels
-from ._wrapper import WrappedOptimizer
+from ._wrapper import SGDGroups, WrappedOptimizer
+from .base import ParameterSet
 
 __all__ = ["PenalizedOptimizer"]
 
 
 class QuadraticPenalty(Protocol):
-    """What `PenalizedOptimizer` needs from a consolidator (EWC and L2 provide it)."""
+    """What `PenalizedOptimizer` needs from a consolidator (EWC and L2 provide it).
+
+    ``penalty_terms()`` is (params, coefs, anchors, f) with the penalty f · Σ_i coef_i ⊙
+    (θ_i − θ*_i)²; the coefs are all tensors, or all None for a uniform coefficient of 1 (L2).
+    """
+
+    params: ParameterSet
 
     def apply_to_grad(self) -> None: ...
 
@@ -47,7 +54,8 @@ class PenalizedOptimizer(WrappedOptimizer):
         if isinstance(base_optimizer, PenalizedOptimizer):
             raise ValueError("This optimizer already applies a penalty; wrap the base optimizer "
                              "once (two penalties: add one of them to the loss instead).")
-        self._wrap(base_optimizer, penalty.params, "wrap()",
+        self._start()
+        self._bind(base_optimizer, penalty.params, "wrap()",
                    "wrap the optimizer of the model the penalty protects")
         self.consolidator = penalty
         self._plan: _SGDPlan | None = None     # the fused step, rebuilt when anything changes
@@ -57,41 +65,29 @@ class PenalizedOptimizer(WrappedOptimizer):
         """Add the penalty's gradient, then take the base step (fused for plain SGD)."""
         if closure is None and self._fused_sgd_step():
             return None
-        if closure is None:
-            self.consolidator.apply_to_grad()
-            return self.base_optimizer.step()
-
-        def penalized_closure() -> Any:            # the closure recomputes the gradients
-            with torch.enable_grad():
-                loss = closure()
-            self.consolidator.apply_to_grad()
-            return loss
-
-        return self.base_optimizer.step(penalized_closure)
+        return self._step_with(closure, self.consolidator.apply_to_grad)
 
     def _fused_sgd_step(self) -> bool:
         """Plain SGD with the penalty folded in; False (nothing done) if it cannot apply."""
-        base = self.base_optimizer
-        if type(base) is not torch.optim.SGD or self._step_hooked():
-            return False        # a hook may read .grad (SI does): give it the penalty's too
-        groups = tuple((g["lr"], g.get("momentum", 0), g.get("weight_decay", 0),
-                        g.get("maximize", False), g.get("differentiable", False),
-                        len(g["params"])) for g in self.param_groups)
+        groups = self._sgd_groups()     # a hook may read .grad (SI does): give it the penalty's
+        if groups is None:
+            return False
         terms = self.consolidator.penalty_terms()
         plan = self._plan
         threads = torch.get_num_threads()
-        if plan is None or plan.terms is not terms[0] or plan.groups != groups or \
+        key = [(lr, len(params)) for lr, params in groups]
+        if plan is None or plan.terms is not terms[0] or plan.key != key or \
                 plan.threads != threads:
-            plan = self._plan = _SGDPlan.build(self.param_groups, groups, terms, threads)
+            plan = self._plan = _SGDPlan.build(groups, terms, threads)
         return plan.step()
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state (the penalty's state is saved by the consolidator)."""
-        return self.base_optimizer.state_dict()
+        return self._base().state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the base optimizer's state."""
-        self.base_optimizer.load_state_dict(state_dict)
+        self._base().load_state_dict(state_dict)
 
     def __repr__(self) -> str:
         return f"PenalizedOptimizer({type(self.base_optimizer).__name__}, {self.consolidator!r})"
@@ -100,8 +96,9 @@ class PenalizedOptimizer(WrappedOptimizer):
 class _SGDPlan:
     """A fused SGD + quadratic-pull step, validated once for fixed parameters and settings."""
 
-    def __init__(self, terms: list[Tensor] | None, groups: tuple[Any, ...], threads: int = 1):
-        self.terms, self.groups, self.threads = terms, groups, threads
+    def __init__(self, terms: list[Tensor] | None, key: list[tuple[float, int]],
+                 threads: int = 1):
+        self.terms, self.key, self.threads = terms, key, threads
         self.usable = False
         self.compiled = False
         # compiled path: (param, its data_ptr, θ view, c view, θ* view, lr, k, kernel) per term
@@ -116,31 +113,26 @@ class _SGDPlan:
         self.others: list[tuple[float, list[Tensor]]] = []    # parameters outside the penalty
 
     @classmethod
-    def build(cls, param_groups: list[dict[str, Any]], groups: tuple[Any, ...],
+    def build(cls, groups: SGDGroups,
               terms: tuple[list[Tensor], list[Tensor | None], list[Tensor], float],
               threads: int = 1) -> _SGDPlan:
-        """The fused step for these groups and terms.
+        """The fused step for these plain-SGD groups (`WrappedOptimizer._sgd_groups`) and terms.
 
         The compiled kernel runs in parallel only for large tensors and when torch itself may
         use more than one thread: a process limited to one thread (e.g. one of several running
         side by side) stays serial, not oversubscribing the cores with numba's own threads.
         """
         params, coefs, anchors, factor = terms
-        plan = cls(params, groups, threads)
-        if any(momentum != 0 or decay != 0 or isinstance(lr, Tensor) or differentiable
-               for lr, momentum, decay, _, differentiable, _ in groups):
-            return plan
+        plan = cls(params, [(lr, len(ps)) for lr, ps in groups], threads)
         if len({id(p) for p in params}) != len(params):    # EWC "separate": one term per task
             return plan
-        signed = {id(p): (lr if maximize else -lr)
-                  for g, (lr, _, _, maximize, _, _) in zip(param_groups, groups)
-                  for p in g["params"]}
+        signed = {id(p): lr for lr, ps in groups for p in ps}
         held = {id(p) for p in params}
         by_lr: dict[float, list[Tensor]] = {}
-        for g in param_groups:
-            for p in g["params"]:
+        for lr, ps in groups:
+            for p in ps:
                 if id(p) not in held:
-                    by_lr.setdefault(signed[id(p)], []).append(p)
+                    by_lr.setdefault(lr, []).append(p)
         plan.others = list(by_lr.items())
         plan.params, plan.coefs, plan.anchors = list(params), list(coefs), list(anchors)
         plan.factor = factor
@@ -160,14 +152,13 @@ class _SGDPlan:
         return plan
 
     def step(self) -> bool:
-        """Apply the step in place; False (nothing done) if this plan cannot."""
+        """Apply the step in place; False (nothing done) if this plan cannot.
+
+        The caller has checked the groups (`WrappedOptimizer._sgd_groups`: no sparse gradient).
+        """
         if not self.usable:
             return False
         grads = [p.grad for p in self.params]
-        if any(g is not None and g.is_sparse for g in grads) or any(
-                p.grad is not None and p.grad.is_sparse for _, plist in self.others
-                for p in plist):
-            return False
         if not (self.compiled and self._compiled(grads)):
             # the pull at the weights before the step, then the two updates
             diffs = torch._foreach_sub(self.params, self.anchors) if self.params else []

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
 
 from ..importance.base import Importance
-from ._wrapper import WrappedOptimizer
+from ._wrapper import SGDGroups, WrappedOptimizer
 from .base import Consolidator, ParameterSet, check_lam
 
 __all__ = ["CURVES", "PLACEMENTS", "WVA", "attenuation"]
@@ -45,6 +46,44 @@ def _as_reduction(dtype: torch.dtype) -> bool:
     return torch.finfo(dtype).bits < 32
 
 
+def _new_form(model_or_params: nn.Module | Iterable[Any], lam: float, *,
+              optimizer: torch.optim.Optimizer | None = None, curve: str = "hyperbolic",
+              on: str = "step", dtype: torch.dtype | None = None) -> tuple[Any, ...]:
+    """WVA(model_or_params, lam, *, optimizer=None, curve=..., on=..., dtype=...)."""
+    return model_or_params, lam, optimizer, curve, on, dtype
+
+
+def _legacy_form(base_optimizer: torch.optim.Optimizer,
+                 model_or_params: nn.Module | Iterable[Any], lam: float, *,
+                 curve: str = "hyperbolic", on: str = "step",
+                 dtype: torch.dtype | None = None) -> tuple[Any, ...]:
+    """The earlier WVA(base_optimizer, model_or_params, lam, *, curve=..., on=..., dtype=...)."""
+    return model_or_params, lam, base_optimizer, curve, on, dtype
+
+
+def _wva_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """(model_or_params, lam, optimizer, curve, on, dtype) from either form of WVA's arguments.
+
+    The earlier form is recognised by a torch optimizer as the first argument, or by arguments
+    that only it accepts (three positional ones, ``base_optimizer=``).
+    """
+    legacy_first = bool(args) and isinstance(args[0], torch.optim.Optimizer)
+    forms = (_legacy_form,) if legacy_first else (_new_form, _legacy_form)
+    errors = []
+    for form in forms:
+        try:
+            arguments = form(*args, **kwargs)
+        except TypeError as e:        # the arguments do not fit this form
+            errors.append(str(e).replace(f"{form.__name__}()", "WVA()"))
+            continue
+        if not (arguments[2] is None or isinstance(arguments[2], torch.optim.Optimizer)):
+            raise TypeError(f"WVA needs a torch.optim.Optimizer as its base optimizer; got "
+                            f"{type(arguments[2]).__name__}. Pass it as WVA(model_or_params, "
+                            "lam, optimizer=...) or bind it with .wrap(optimizer).")
+        return arguments
+    raise TypeError(errors[0])
+
+
 class WVA(WrappedOptimizer, Consolidator):
     """Wrap any optimizer so that each parameter's update is scaled by A = 1/(1 + λΩ).
 
@@ -69,22 +108,44 @@ class WVA(WrappedOptimizer, Consolidator):
     ``on="step"`` for every optimizer but SGD.
 
     It is a `torch.optim.Optimizer` sharing the base optimizer's ``param_groups``, so LR
-    schedulers, ``zero_grad`` and ``state_dict`` work as usual.
+    schedulers, ``zero_grad`` and ``state_dict`` work as usual. Like every consolidator it is
+    built as ``WVA(model, lam, ...)``; ``wva.wrap(optimizer)`` then binds the base optimizer
+    and returns the WVA itself, the optimizer to step (``optimizer=`` does the same at
+    construction). Until it is bound, `step`, `zero_grad` and `state_dict` raise;
+    `consolidate`, `factor`, `omega`, `save` and `load` work.
+
+    The earlier form ``WVA(base_optimizer, model_or_params, lam, ...)``, a torch optimizer first,
+    is still accepted: it is ``WVA(model_or_params, lam, optimizer=base_optimizer, ...)``.
 
     Args:
-        base_optimizer: Any torch optimizer over the model's parameters.
         model_or_params: The model (parameter names come from it) or its parameters.
         lam: λ ≥ 0.
+        optimizer: The base optimizer, any torch optimizer over those parameters (or None, and
+            `wrap` later).
         curve: "hyperbolic" (1/(1 + λΩ), the authors' choice) or "exponential" (exp(−λΩ)).
         on: "step" or "grad".
         dtype: Store A in this dtype (e.g. torch.bfloat16 halves its memory; kept as B).
+
+    Example:
+        >>> wva = WVA(model, 300).wrap(torch.optim.Adam(model.parameters(), 1e-3))
+        >>> # ... train, stepping wva; after each task: wva.consolidate(importance)
     """
 
     name = "wva"
 
+    @overload
+    def __init__(self, model_or_params: nn.Module | Iterable[Any], lam: float, *,
+                 optimizer: torch.optim.Optimizer | None = None, curve: str = "hyperbolic",
+                 on: str = "step", dtype: torch.dtype | None = None) -> None: ...
+
+    @overload
     def __init__(self, base_optimizer: torch.optim.Optimizer,
                  model_or_params: nn.Module | Iterable[Any], lam: float, *,
-                 curve: str = "hyperbolic", on: str = "step", dtype: torch.dtype | None = None):
+                 curve: str = "hyperbolic", on: str = "step",
+                 dtype: torch.dtype | None = None) -> None: ...
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        model_or_params, lam, optimizer, curve, on, dtype = _wva_arguments(args, kwargs)
         if curve not in CURVES:
             raise ValueError(f"The 'curve' parameter of WVA must be one of {CURVES}. "
                              f"Got {curve!r} instead.")
@@ -98,39 +159,51 @@ class WVA(WrappedOptimizer, Consolidator):
         self.curve, self.on, self.factor_dtype = curve, on, dtype
         self._stored: dict[str, Tensor] = {}     # A per parameter, or B = 1 − A if half precision
         self.n_tasks = 0
-        self._wrap(base_optimizer, self.params, "WVA",
-                   "pass the model whose parameters it optimizes")
         self._pairs: list[tuple[Tensor, Tensor]] = []      # (parameter, stored A or B)
         self._factors_cache: list[Tensor] = []              # A per pair in its parameter's dtype
+        self._start()
+        if optimizer is not None:
+            self.wrap(optimizer)
+
+    # what help() and inspect.signature(WVA) show: the current form
+    __signature__ = inspect.signature(_new_form).replace(
+        return_annotation=inspect.Signature.empty)
+
+    def wrap(self, optimizer: torch.optim.Optimizer) -> WVA:
+        """Bind the base optimizer whose updates this WVA attenuates; returns this WVA.
+
+        Step the returned WVA (it shares the optimizer's ``param_groups``) in place of the
+        optimizer. A WVA wraps one optimizer, once.
+        """
+        if self.base_optimizer is not None:
+            raise ValueError(f"This WVA already wraps an optimizer "
+                             f"({type(self.base_optimizer).__name__}); create another WVA for "
+                             "another optimizer (load_state_dict moves the state).")
+        self._bind(optimizer, self.params, "WVA", "pass the model whose parameters it optimizes")
+        return self
 
     # optimizer interface --------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
         """Take the base optimizer's step, attenuated by A (see the class docstring)."""
+        base = self.base_optimizer
+        if base is None:
+            self._unbound()
         self.params.check_unchanged(throttle=True)
         if not self._pairs:
-            return self.base_optimizer.step(closure)
+            return base.step(closure)
         factors = self._factors()
-        plain_sgd = self._plain_sgd()
-        if closure is None and plain_sgd and \
-                self._fused_sgd_step(factors, write_grad=self.on == "grad"):
-            return None
-        if self.on == "grad" or plain_sgd:
+        if closure is None:
+            groups = self._sgd_groups(own_hooks=False)   # hooks on WVA see the unfused result
+            if groups is not None:
+                self._fused_sgd_step(groups, factors, write_grad=self.on == "grad")
+                return None
+        if self.on == "grad" or self._plain_sgd():
             # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper
-            if closure is None:
-                self._attenuate_grads(factors)
-                return self.base_optimizer.step()
-
-            def attenuated_closure() -> Any:       # the closure recomputes the gradients
-                with torch.enable_grad():
-                    loss = closure()
-                self._attenuate_grads(factors)
-                return loss
-
-            return self.base_optimizer.step(attenuated_closure)
+            return self._step_with(closure, lambda: self._attenuate_grads(factors))
         params = [p for p, _ in self._pairs]
         before = torch._foreach_mul(params, 1.0)      # a copy of θ_prev
-        loss = self.base_optimizer.step(closure)
+        loss = base.step(closure)
         torch._foreach_lerp_(before, params, factors)   # θ_prev + A ⊙ (θ − θ_prev) ...
         torch._foreach_copy_(params, before)            # ... written back in place
         return loss
@@ -144,29 +217,18 @@ class WVA(WrappedOptimizer, Consolidator):
             torch._foreach_mul_([g for g, _ in with_grad], [a for _, a in with_grad])
 
     @torch.no_grad()
-    def _fused_sgd_step(self, factors: list[Tensor], write_grad: bool = False) -> bool:
-        """Plain SGD on A ⊙ g in place of the base step; False (nothing done) if it cannot apply.
+    def _fused_sgd_step(self, groups: SGDGroups, factors: list[Tensor],
+                        write_grad: bool = False) -> None:
+        """Plain SGD on A ⊙ g in place of the base step, for `WrappedOptimizer._sgd_groups`.
 
-        θ ← θ + s·A ⊙ g with s = −lr (lr if maximizing), one foreach op. ``.grad`` is left
-        untouched unless `write_grad` (``on="grad"``: it then holds A ⊙ g, as the unfused path
-        leaves it, and the step is two ops). A compiled kernel (as EWC.wrap uses) measured no
-        faster here.
-        The base optimizer's own per-step work is skipped, so this is used only when nothing is
-        attached to it: no step hooks, no tensor lr, no sparse or differentiable gradients.
+        θ ← θ + s·A ⊙ g with s = −lr (lr if maximizing), one foreach op per group. ``.grad`` is
+        left untouched unless `write_grad` (``on="grad"``: it then holds A ⊙ g, as the unfused
+        path leaves it, and the step is two ops). A compiled kernel (as EWC.wrap uses) measured
+        no faster here.
         """
-        if self._step_hooked(own=False):    # hooks on WVA itself see what the unfused step gives
-            return False
         a_of = {id(p): a for (p, _), a in zip(self._pairs, factors)}
-        plan = []
-        for group in self.param_groups:
-            lr = group["lr"]
-            if isinstance(lr, Tensor) or group.get("differentiable", False):
-                return False
-            params = [p for p in group["params"] if p.grad is not None]
-            if any(p.grad.is_sparse for p in params):
-                return False
-            plan.append((-lr if not group.get("maximize", False) else lr, params))
-        for signed_lr, params in plan:
+        for signed_lr, group in groups:
+            params = [p for p in group if p.grad is not None]
             rest = [p for p in params if id(p) not in a_of]
             held = [(p, a_of[id(p)]) for p in params if id(p) in a_of]
             if held and write_grad:               # g ← A ⊙ g, then the plain step
@@ -177,25 +239,19 @@ class WVA(WrappedOptimizer, Consolidator):
                                         [a for _, a in held], value=signed_lr)
             if rest:
                 torch._foreach_add_(rest, [p.grad for p in rest], alpha=signed_lr)
-        return True
-
-    def _plain_sgd(self) -> bool:
-        """True when the base optimizer's step is −lr·g (SGD, no momentum or weight decay)."""
-        return type(self.base_optimizer) is torch.optim.SGD and all(
-            g.get("momentum", 0) == 0 and g.get("weight_decay", 0) == 0
-            for g in self.param_groups)
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state plus WVA's configuration and stored A (or B = 1 − A)."""
-        return {"base": self.base_optimizer.state_dict(),
+        return {"base": self._base().state_dict(),
                 "wva": {"config": self._config(), "parameters": self.params.describe(),
                         "stored": {k: v.clone() for k, v in self._tensors().items()}}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a `state_dict`; refuses one saved for different parameters."""
+        base = self._base()
         if "base" not in state_dict or "wva" not in state_dict:
             raise ValueError("Not a WVA state_dict (expected keys 'base' and 'wva').")
-        self.base_optimizer.load_state_dict(state_dict["base"])
+        base.load_state_dict(state_dict["base"])
         wva = state_dict["wva"]
         tensors = wva["stored"] if "stored" in wva else \
             {f"reduction/{n}": v for n, v in wva["reduction"].items()}    # before A was stored
@@ -286,5 +342,6 @@ class WVA(WrappedOptimizer, Consolidator):
         self._sync()
 
     def __repr__(self) -> str:
-        return (f"WVA({type(self.base_optimizer).__name__}, lam={self.lam}, "
-                f"curve={self.curve!r}, on={self.on!r}, tasks={self.n_tasks})")
+        base = "unbound" if self.base_optimizer is None else type(self.base_optimizer).__name__
+        return (f"WVA({base}, lam={self.lam}, curve={self.curve!r}, on={self.on!r}, "
+                f"tasks={self.n_tasks})")

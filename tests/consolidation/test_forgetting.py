@@ -34,6 +34,14 @@ def mas_(m, x, y):
     return mas(m, x, progress=False)
 
 
+def wva(lam, **options):
+    """method(model, opt) for `run`: WVA(model, lam, **options) bound to opt, stepped itself."""
+    def method(m, o):
+        w = WVA(m, lam, **options).wrap(o)
+        return w, w
+    return method
+
+
 CASES = {
     "ewc-accumulate": dict(method=lambda m, o: (EWC(m, 100), o), estimator=fish),
     "ewc-accumulate-closed-form": dict(method=lambda m, o: (EWC(m, 100), o), estimator=fish,
@@ -49,19 +57,15 @@ CASES = {
     "ewc-si": dict(method=lambda m, o: (EWC(m, 10), o), si=SynapticIntelligence),
     "l2": dict(method=lambda m, o: (L2(m, 1.0), o)),
     "l2-wrapped": dict(method=lambda m, o: (c := L2(m, 1.0), c.wrap(o)), grad_mode="optimizer"),
-    "wva-hyperbolic-step-sgd": dict(method=lambda m, o: (w := WVA(o, m, 100), w), estimator=sig),
-    "wva-hyperbolic-grad-sgd": dict(method=lambda m, o: (w := WVA(o, m, 100, on="grad"), w),
-                                    estimator=sig),
-    "wva-exponential-step-sgd": dict(
-        method=lambda m, o: (w := WVA(o, m, 30, curve="exponential"), w), estimator=sig),
-    "wva-exponential-grad-sgd": dict(
-        method=lambda m, o: (w := WVA(o, m, 30, curve="exponential", on="grad"), w),
-        estimator=sig),
-    "wva-fisher-step-sgd": dict(method=lambda m, o: (w := WVA(o, m, 1000), w), estimator=fish),
-    "wva-hyperbolic-step-adam": dict(optimizer="adam", lr=1e-3,
-                                     method=lambda m, o: (w := WVA(o, m, 100), w), estimator=sig),
-    "wva-hyperbolic-grad-adam": dict(optimizer="adam", lr=1e-3,
-                                     method=lambda m, o: (w := WVA(o, m, 100, on="grad"), w),
+    "wva-hyperbolic-step-sgd": dict(method=wva(100), estimator=sig),
+    "wva-hyperbolic-grad-sgd": dict(method=wva(100, on="grad"), estimator=sig),
+    "wva-exponential-step-sgd": dict(method=wva(30, curve="exponential"), estimator=sig),
+    "wva-exponential-grad-sgd": dict(method=wva(30, curve="exponential", on="grad"),
+                                     estimator=sig),
+    "wva-fisher-step-sgd": dict(method=lambda m, o: (w := WVA(o, m, 1000), w),   # earlier form
+                                estimator=fish),
+    "wva-hyperbolic-step-adam": dict(optimizer="adam", lr=1e-3, method=wva(100), estimator=sig),
+    "wva-hyperbolic-grad-adam": dict(optimizer="adam", lr=1e-3, method=wva(100, on="grad"),
                                      estimator=sig),
 }
 
@@ -89,8 +93,8 @@ def test_stabilized_ewc_stays_finite_where_plain_ewc_diverges(tasks):
 
 
 def test_sgd_step_and_grad_attenuation_are_identical(tasks):
-    a, ma = run(tasks, method=lambda m, o: (w := WVA(o, m, 100), w), estimator=sig)
-    b, mb = run(tasks, method=lambda m, o: (w := WVA(o, m, 100, on="grad"), w), estimator=sig)
+    a, ma = run(tasks, method=wva(100), estimator=sig)
+    b, mb = run(tasks, method=wva(100, on="grad"), estimator=sig)
     # identical maths; float rounding differs (lerp vs scaled gradient) over ~1000 steps
     for (na, pa), (_, pb) in zip(ma.named_parameters(), mb.named_parameters()):
         assert (pa - pb).abs().max() < 1e-3, na
@@ -99,8 +103,6 @@ def test_sgd_step_and_grad_attenuation_are_identical(tasks):
 
 def test_adam_step_attenuation_protects_more_than_grad_attenuation(tasks):
     """The authors' finding: Adam's normalisation undoes gradient attenuation."""
-    step, _ = run(tasks, optimizer="adam", lr=1e-3,
-                  method=lambda m, o: (w := WVA(o, m, 100), w), estimator=sig)
-    grad, _ = run(tasks, optimizer="adam", lr=1e-3,
-                  method=lambda m, o: (w := WVA(o, m, 100, on="grad"), w), estimator=sig)
+    step, _ = run(tasks, optimizer="adam", lr=1e-3, method=wva(100), estimator=sig)
+    grad, _ = run(tasks, optimizer="adam", lr=1e-3, method=wva(100, on="grad"), estimator=sig)
     assert step[-1][0] > grad[-1][0] + 0.05

@@ -214,3 +214,23 @@ def test_the_compiled_kernel_follows_torchs_thread_count():
             assert opt._plan.entries[0][-1] is kernels[parallel]
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("penalty", ["ewc", "l2"])
+def test_the_fused_step_is_planned_once(penalty):
+    """The plan is kept across steps (L2's uniform terms are cached like EWC's)."""
+    model, imp = tiny_model_and_importance(torch.float32)
+    cons = PENALTIES[penalty](model)
+    cons.consolidate(imp)
+    opt = cons.wrap(torch.optim.SGD(model.parameters(), lr=0.1))
+    plans = []
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(4, 5)).sum().backward()
+        opt.step()
+        plans.append(opt._plan)
+    assert plans[0] is plans[1] is plans[2] and plans[0].usable
+    cons.consolidate(imp)                              # new terms: a new plan
+    model(torch.randn(4, 5)).sum().backward()
+    opt.step()
+    assert opt._plan is not plans[0]

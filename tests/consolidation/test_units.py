@@ -87,11 +87,10 @@ def test_memory_bytes():
         sep.consolidate(imp)
     assert ewc.memory_bytes() == 2 * size          # Ω and θ*, whatever the number of tasks
     assert sep.memory_bytes() == 6 * size          # grows per task
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    wva = WVA(opt, model, 1.0)
+    wva = WVA(model, 1.0)                           # unbound: consolidates all the same
     wva.consolidate(imp)
     assert wva.memory_bytes() == size               # Ω only
-    half = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 1.0, dtype=torch.bfloat16)
+    half = WVA(model, 1.0, dtype=torch.bfloat16)
     half.consolidate(imp)
     assert half.memory_bytes() == size // 4         # bf16 instead of float64
     l2 = L2(model, 1.0)
@@ -105,8 +104,8 @@ def test_wva_half_precision_keeps_small_attenuations():
     model = nn.Linear(4, 3)
     imp = Importance({n: torch.full_like(p, 1e-4) for n, p in model.named_parameters()})
     for curve in ("hyperbolic", "exponential"):
-        half = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 1.0, curve=curve,
-                   dtype=torch.bfloat16)
+        half = WVA(model, 1.0, curve=curve, dtype=torch.bfloat16).wrap(
+            torch.optim.SGD(model.parameters(), lr=0.1))
         half.consolidate(imp)
         half.consolidate(imp)
         assert torch.tensor(1 - 1e-4, dtype=torch.bfloat16) == 1      # why A is not stored
@@ -130,7 +129,7 @@ def test_wva_with_zero_omega_matches_inner_optimizer():
         ma, _ = model_and_importance()
         mb, _ = model_and_importance()
         oa = make(ma.parameters())
-        wva = WVA(make(mb.parameters()), mb, 5.0)
+        wva = WVA(mb, 5.0, optimizer=make(mb.parameters()))
         wva.consolidate(Importance({n: torch.zeros_like(p) for n, p in mb.named_parameters()}))
         x = torch.randn(16, 5, dtype=torch.float64)
         for _ in range(5):
@@ -145,7 +144,7 @@ def test_wva_with_zero_omega_matches_inner_optimizer():
 def test_wva_grad_and_step_agree_step_by_step_for_plain_sgd():
     models = [model_and_importance()[0] for _ in range(2)]
     _, imp = model_and_importance()
-    opts = [WVA(torch.optim.SGD(m.parameters(), lr=0.3), m, 2.0, on=on)
+    opts = [WVA(m, 2.0, on=on).wrap(torch.optim.SGD(m.parameters(), lr=0.3))
             for m, on in zip(models, ("step", "grad"))]
     for o in opts:
         o.consolidate(imp)
@@ -174,8 +173,8 @@ def test_wva_fused_sgd_step_matches_attenuated_reference(maximize, hooked, on, d
     first, second = list(model[0].parameters()), list(model[2].parameters())
     inner = torch.optim.SGD([{"params": first, "lr": 0.3}, {"params": second, "lr": 0.05}],
                             lr=0.1, maximize=maximize)
-    wva = WVA(inner, model, 2.0, on=on,
-              dtype=torch.bfloat16 if dtype == "bf16-state" else None)
+    wva = WVA(model, 2.0, on=on, dtype=torch.bfloat16 if dtype == "bf16-state" else None)
+    assert wva.wrap(inner) is wva
     wva.add_param_group({"params": [extra], "lr": 0.2})
     calls = []
     if hooked:                       # a step hook on the base optimizer: it must still run
@@ -210,7 +209,7 @@ def test_wva_fused_sgd_step_matches_attenuated_reference(maximize, hooked, on, d
 def test_wva_step_attenuation_formula():
     model, imp = model_and_importance()
     inner = torch.optim.Adam(model.parameters(), lr=1e-2)
-    wva = WVA(inner, model, 2.0, curve="exponential")
+    wva = WVA(model, 2.0, curve="exponential", optimizer=inner)
     wva.consolidate(imp)
     reference, _ = model_and_importance()
     ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-2)
@@ -228,7 +227,7 @@ def test_wva_step_attenuation_formula():
 def test_scheduler_moves_inner_lr_and_state_dict_roundtrip(tmp_path):
     model, imp = model_and_importance()
     inner = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
-    wva = WVA(inner, model, 3.0)
+    wva = WVA(model, 3.0).wrap(inner)
     sched = torch.optim.lr_scheduler.StepLR(wva, step_size=1, gamma=0.5)
     wva.consolidate(imp)
     model(torch.randn(4, 5, dtype=torch.float64)).sum().backward()
@@ -237,14 +236,14 @@ def test_scheduler_moves_inner_lr_and_state_dict_roundtrip(tmp_path):
     assert inner.param_groups[0]["lr"] == 0.5
     state = wva.state_dict()
     model2, _ = model_and_importance()
-    wva2 = WVA(torch.optim.SGD(model2.parameters(), lr=1.0, momentum=0.9), model2, 0.0)
+    wva2 = WVA(model2, 0.0).wrap(torch.optim.SGD(model2.parameters(), lr=1.0, momentum=0.9))
     wva2.load_state_dict(state)
     assert wva2.lam == 3.0 and wva2.base_optimizer.param_groups[0]["lr"] == 0.5
     assert all(torch.equal(wva2.factor[n], wva.factor[n]) for n in imp)
     assert all(torch.allclose(wva.omega[n], imp[n], rtol=1e-5) for n in imp)
     path = tmp_path / "wva.safetensors"
     wva.save(path)
-    wva3 = WVA(torch.optim.SGD(model2.parameters(), lr=1.0), model2, 0.0)
+    wva3 = WVA(model2, 0.0)                   # unbound: save/load need no optimizer
     wva3.load(path)
     assert wva3.lam == 3.0 and all(torch.equal(wva3.factor[n], wva.factor[n]) for n in imp)
 
@@ -270,6 +269,7 @@ def test_save_load_refuses_a_different_model(tmp_path):
 
 
 @pytest.mark.parametrize("make", [lambda m, lam: EWC(m, lam), lambda m, lam: L2(m, lam),
+                                  lambda m, lam: WVA(m, lam),
                                   lambda m, lam: WVA(torch.optim.SGD(m.parameters(), lr=0.1),
                                                      m, lam)])
 def test_bad_lambda(make):
@@ -305,15 +305,166 @@ def test_consolidation_errors():
 def test_wva_errors():
     model, _ = model_and_importance()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    other = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="curve"):
+        WVA(model, 1.0, curve="linear")
+    with pytest.raises(ValueError, match="'on'"):
+        WVA(model, 1.0, on="loss")
+    with pytest.raises(TypeError, match=r"needs a torch\.optim\.Optimizer"):
+        WVA(model, 1.0).wrap("sgd")
+    with pytest.raises(TypeError, match=r"needs a torch\.optim\.Optimizer"):
+        WVA(model, 1.0, optimizer="sgd")
+    with pytest.raises(ValueError, match="not optimized by the base optimizer"):
+        WVA(model, 1.0).wrap(torch.optim.SGD(other.parameters(), lr=0.1))
+    with pytest.raises(TypeError, match=r"WVA\(\) missing 1 required positional argument: 'lam'"):
+        WVA(model)
+    with pytest.raises(TypeError, match=r"WVA\(\) got an unexpected keyword argument 'cuve'"):
+        WVA(model, 1.0, cuve="exponential")
+    with pytest.raises(TypeError, match=r"optimizer=\.\.\.\) or bind it with \.wrap"):
+        WVA(model, 1.0, opt)                        # the optimizer goes by keyword
+    # the earlier form, a torch optimizer first, keeps its errors
     with pytest.raises(ValueError, match="curve"):
         WVA(opt, model, 1.0, curve="linear")
     with pytest.raises(ValueError, match="'on'"):
         WVA(opt, model, 1.0, on="loss")
     with pytest.raises(TypeError, match=r"needs a torch\.optim\.Optimizer"):
         WVA("sgd", model, 1.0)
-    other = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="not optimized by the base optimizer"):
         WVA(torch.optim.SGD(other.parameters(), lr=0.1), model, 1.0)
+    with pytest.raises(TypeError, match=r"WVA\(\) missing 1 required positional argument: 'lam'"):
+        WVA(opt, model)
+
+
+@pytest.mark.parametrize("optimizer, on", [("sgd", "step"), ("sgd", "grad"), ("adam", "step"),
+                                           ("sgd-momentum", "step")])
+def test_wva_wrap_is_the_earlier_form_bitwise(optimizer, on):
+    """WVA(model, λ).wrap(opt) ≡ WVA(model, λ, optimizer=opt) ≡ the earlier WVA(opt, model, λ)."""
+    def make_opt(m):
+        if optimizer == "adam":
+            return torch.optim.Adam(m.parameters(), lr=1e-2)
+        return torch.optim.SGD(m.parameters(), lr=0.1,
+                               momentum=0.9 if optimizer == "sgd-momentum" else 0)
+
+    builds = [lambda m: WVA(m, 2.0, on=on).wrap(make_opt(m)),
+              lambda m: WVA(m, 2.0, on=on, optimizer=make_opt(m)),
+              lambda m: WVA(make_opt(m), m, 2.0, on=on),
+              lambda m: WVA(make_opt(m), m, lam=2.0, on=on)]       # as the README wrote it
+    models, wvas = [], []
+    for build in builds:
+        model, _ = model_and_importance()
+        models.append(model)
+        wvas.append(build(model))
+    x = torch.randn(8, 5, dtype=torch.float64)
+    for task in range(3):
+        for _ in range(4):
+            for m, w in zip(models, wvas):
+                w.zero_grad()
+                m(x + task).pow(2).mean().backward()
+                w.step()
+        for m, w in zip(models, wvas):
+            w.consolidate(Importance({n: p.detach().abs() for n, p in m.named_parameters()}))
+    for m in models[1:]:
+        for p, q in zip(models[0].parameters(), m.parameters()):
+            assert torch.equal(p, q)
+    assert all(repr(w) == repr(wvas[0]) for w in wvas)
+    assert all(str(w.state_dict()) == str(wvas[0].state_dict()) for w in wvas)
+
+
+def test_unbound_wva():
+    """Consolidation state works before the optimizer is bound; the optimizer interface raises."""
+    model, imp = model_and_importance()
+    wva = WVA(model, 2.0)
+    assert wva.base_optimizer is None and "unbound" in repr(wva)
+    for use in (wva.step, wva.zero_grad, wva.state_dict):
+        with pytest.raises(RuntimeError, match=r"call wva\.wrap\(optimizer\) first"):
+            use()
+    wva.consolidate(imp)
+    assert wva.n_tasks == 1 and wva.memory_bytes() > 0
+    assert all(torch.allclose(wva.factor[n], attenuation(imp[n], 2.0)) for n in imp)
+    assert all(torch.allclose(wva.omega[n], imp[n]) for n in imp)
+    calls = []
+    wva.register_step_post_hook(lambda *_: calls.append(1))     # kept when it is bound
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert wva.wrap(opt) is wva and wva.base_optimizer is opt
+    assert wva.param_groups is opt.param_groups
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.randn(4, 5, dtype=torch.float64)).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    wva.step()
+    for (n, p), b, g in zip(model.named_parameters(), before, grads):
+        assert torch.allclose(p, b - 0.1 * wva.factor[n] * g, atol=1e-12)
+    assert calls == [1]
+    wva.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="already wraps"):
+        wva.wrap(torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="already wraps"):
+        WVA(model, 1.0, optimizer=opt).wrap(opt)
+
+
+def test_unbound_wva_saves_and_loads(tmp_path):
+    model, imp = model_and_importance()
+    wva = WVA(model, 2.0, curve="exponential")
+    wva.consolidate(imp)
+    wva.save(tmp_path / "wva.safetensors")
+    again = WVA(model, 0.0)
+    again.load(tmp_path / "wva.safetensors")
+    assert again.lam == 2.0 and again.curve == "exponential" and again.base_optimizer is None
+    assert all(torch.equal(again.factor[n], wva.factor[n]) for n in imp)
+
+
+def test_l2_is_ewc_with_uniform_importance():
+    model, imp = model_and_importance()
+    ones = Importance({n: torch.ones_like(v) for n, v in imp.items()})
+    l2, ewc = L2(model, 3.0), EWC(model, 3.0)
+    assert isinstance(l2, EWC) and not l2.needs_importance and l2.name == "l2"
+    l2.consolidate()
+    ewc.consolidate(ones)
+    l2.consolidate(imp)                               # any importance is ignored
+    ewc.consolidate(ones * 0.0)                       # Ω = Σ_t I_t stays 1
+    assert l2.omega == {} and repr(l2) == "L2(lam=3.0, tasks=2)"
+    params, coefs, _, factor = l2.penalty_terms()
+    assert coefs == [None] * len(params) and factor == 1.5
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert l2.memory_bytes() == size                 # θ* only
+    perturb(model)
+    diffs = {n: p.detach() - l2.anchor[n] for n, p in model.named_parameters()}
+    expected = sum((d ** 2).sum() for d in diffs.values()) * 1.5          # (λ/2) Σ (θ − θ*)²
+    assert torch.isclose(l2.penalty(), expected, rtol=1e-12)
+    assert torch.isclose(ewc.penalty(), expected, rtol=1e-12)
+    l2.penalty().backward()
+    autograd = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    l2.apply_to_grad()
+    for n, p in model.named_parameters():            # λ(θ − θ*), both ways
+        assert torch.allclose(p.grad, 3.0 * diffs[n], rtol=1e-12, atol=0)
+        assert torch.allclose(autograd[n], 3.0 * diffs[n], rtol=1e-12, atol=0)
+
+
+def test_l2_loads_a_file_saved_by_the_earlier_l2(tmp_path):
+    """Before L2 was built on EWC it saved anchor/<name> with the config {lam, n_tasks}."""
+    import json
+
+    from safetensors.torch import save_file
+
+    model, _ = model_and_importance()
+    anchors = {n: p.detach() + 1.0 for n, p in model.named_parameters()}
+    meta = {"class": "L2", "config": {"lam": 0.5, "n_tasks": 2},
+            "parameters": {n: list(p.shape) for n, p in model.named_parameters()}}
+    path = tmp_path / "old-l2.safetensors"
+    save_file({f"anchor/{n}": v.contiguous() for n, v in anchors.items()}, str(path),
+              metadata={"myelin.consolidation": json.dumps(meta)})
+    l2 = L2(model, 3.0)
+    l2.load(path)
+    assert l2.lam == 0.5 and l2.n_tasks == 2 and l2.omega == {}
+    assert all(torch.equal(l2.anchor[n], anchors[n]) for n in anchors)
+    count = sum(p.numel() for p in model.parameters())
+    assert l2.penalty().item() == pytest.approx(0.25 * count)     # (λ/2)·Σ 1²
+    l2.save(tmp_path / "new-l2.safetensors")                       # still the same layout
+    again = L2(model, 1.0)
+    again.load(tmp_path / "new-l2.safetensors")
+    assert again.lam == 0.5 and again.n_tasks == 2
+    assert sorted(again._tensors()) == sorted(f"anchor/{n}" for n in anchors)
 
 
 def test_negative_importances_are_clipped_with_a_warning():
@@ -328,7 +479,7 @@ def test_negative_importances_are_clipped_with_a_warning():
 @pytest.mark.parametrize("curve", ["hyperbolic", "exponential"])
 def test_wva_factor_update_equals_attenuation_of_summed_importance(curve):
     model, imp = model_and_importance()
-    wva = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 0.7, curve=curve)
+    wva = WVA(model, 0.7, curve=curve)
     for scale in (1.0, 2.5, 0.5):
         wva.consolidate(imp * scale)
     for n in imp:
@@ -347,7 +498,8 @@ def test_attenuation_curves():
 def test_wva_grad_attenuation_with_a_closure_optimizer():
     """Optimizers that recompute gradients in a closure (LBFGS) still see attenuated ones."""
     model, imp = model_and_importance()
-    wva = WVA(torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=3), model, 1e6, on="grad")
+    wva = WVA(model, 1e6, on="grad").wrap(torch.optim.LBFGS(model.parameters(), lr=0.5,
+                                                            max_iter=3))
     wva.consolidate(Importance({n: torch.ones_like(v) for n, v in imp.items()}))  # A ≈ 1e-6
     before = [p.detach().clone() for p in model.parameters()]
     x = torch.randn(16, 5, dtype=torch.float64)
@@ -366,8 +518,8 @@ def test_wva_grad_attenuation_with_a_closure_optimizer():
 def test_wva_stores_a_in_full_precision_b_in_half_and_converts_on_load(tmp_path):
     """A is kept as is in fp32/fp64 (one-op SGD step), as B = 1 − A in bf16; loads convert."""
     model, imp = model_and_importance()
-    full = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 2.0)
-    half = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 2.0, dtype=torch.bfloat16)
+    full = WVA(model, 2.0).wrap(torch.optim.SGD(model.parameters(), lr=0.1))
+    half = WVA(model, 2.0, dtype=torch.bfloat16)
     for wva in (full, half):
         wva.consolidate(imp)
     assert all(k.startswith("factor/") for k in full._tensors())
@@ -380,7 +532,7 @@ def test_wva_stores_a_in_full_precision_b_in_half_and_converts_on_load(tmp_path)
                                       (full, None, 1e-12)):
         path = tmp_path / "wva.safetensors"
         source.save(path)
-        again = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 0.0, dtype=target_dtype)
+        again = WVA(model, 0.0, dtype=target_dtype)
         again.load(path)
         for n in imp:
             assert again.factor[n].dtype == (target_dtype or torch.float64)
@@ -389,6 +541,6 @@ def test_wva_stores_a_in_full_precision_b_in_half_and_converts_on_load(tmp_path)
     old = full.state_dict()
     old["wva"] = {**old["wva"], "reduction": full.reduction}
     del old["wva"]["stored"]
-    again = WVA(torch.optim.SGD(model.parameters(), lr=0.1), model, 0.0)
+    again = WVA(model, 0.0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     again.load_state_dict(old)
     assert all(torch.allclose(again.factor[n], expected[n], rtol=1e-12) for n in imp)
