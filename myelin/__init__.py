@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import consolidation, data, importance, metrics, models, scenarios
+from . import consolidation, data, importance, losses, methods, metrics, models, scenarios
 from .consolidation import EWC, L2, WVA, Consolidator
 from .importance import Importance
-from .methods import make_method
-from .train import Result, fit
+from .methods import Method, make_method
+from .runner import Learner, Result, run
+from .train import fit
 
 try:
     __version__ = version("myelin")
@@ -25,15 +26,20 @@ __all__ = [
     "WVA",
     "Consolidator",
     "Importance",
+    "Learner",
+    "Method",
     "Result",
     "__version__",
     "consolidation",
     "data",
     "fit",
     "importance",
+    "losses",
     "make_method",
+    "methods",
     "metrics",
     "models",
+    "run",
     "scenarios",
     "snn",
 ]

@@ -1,134 +1,593 @@
-"""Continual-learning methods as the training loop sees them: a registry of small recipes.
+"""Continual-learning methods: one small protocol the training loop calls without knowing names.
 
-A method is a consolidator (or none) built around the model and optimizer, plus the name of the
-importance estimator run on the closing set after each task. The loop treats them all alike.
+A method is a little state plus a few hooks, each a no-op unless overridden (in the spirit of
+optax: small pieces that compose). The loop (`myelin.train`) runs, for every task::
+
+    method.setup(ctx)                        # once, before the first task
+    method.begin_task(ctx)                   # may replace ctx.train_data / ctx.loss (joint)
+    for each step:
+        batch = method.prepare_batch(ctx, batch)      # may change the batch (replay)
+        loss = method.train_step(ctx, batch)          # a method may own the whole step (MER)
+        if loss is None:                              # ... otherwise the standard step:
+            optimizer.zero_grad()
+            loss = ctx.loss(model, batch)
+            total = method.loss(ctx, batch, loss)     # may add a penalty
+            total.backward()
+            method.after_backward(ctx, batch)         # may transform gradients (A-GEM, GEM)
+            ctx.optimizer.step()                      # setup may have wrapped it (WVA, EWC)
+        method.after_step(ctx, batch)                 # online importance, memory update
+    method.end_task(ctx)                     # after the task's accuracy row: consolidate
+
+`ctx` is a `Context`: the model, the optimizer the loop steps, the current task's loss and
+training data, the task index, and helpers (`ctx.closing_set()`, `ctx.estimate(estimator)`).
+Methods compose: ``er(...) + ewc(...)`` (or ``Compose(a, b)``) calls each hook of `a`, then of
+`b`; the batch and the loss are threaded through in that order; at most one part may own the
+step.
+
+Registered factories (`METHODS`, ``myelin run --method NAME``) take keyword options with type
+annotations, defaults and an ``Args:`` docstring section: the command line builds its flags
+from them. `make_method` builds a method from a registered name, from ``"a+b"`` (composition)
+or from ``"package.module:factory"``.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
+import importlib
 import inspect
-from collections.abc import Callable
+import math
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.data import Subset
 
 from ._registry import Registry
 from .consolidation import EWC, L2, WVA, Consolidator
-from .importance import ESTIMATORS
+from .consolidation.base import check_lam
+from .consolidation.ewc import MODES
+from .consolidation.wva import CURVES, PLACEMENTS
+from .data.datasets import ArrayDataset
+from .importance import ESTIMATORS, Importance, SynapticIntelligence
+from .losses import CrossEntropy, LossFn
 
-__all__ = ["METHODS", "Method", "make_method"]
+if TYPE_CHECKING:
+    from .scenarios import Scenario, Task
 
-Build = Callable[[nn.Module, torch.optim.Optimizer],
-                 tuple["Consolidator | None", torch.optim.Optimizer]]
+__all__ = ["HOOKS", "METHODS", "Compose", "Context", "Estimated", "ImportanceSource", "Method",
+           "PathIntegral", "make_method"]
+
+HOOKS = ("setup", "begin_task", "prepare_batch", "train_step", "loss", "after_backward",
+         "after_step", "end_task")
+
+Estimator = Callable[..., Importance]
 
 
-@dataclass(frozen=True)
-class Method:
-    """A method ready for `myelin.fit`.
+@dataclass
+class Context:
+    """What a method sees of a run.
+
+    The loop fills it; methods read it and may replace `optimizer` (in `setup`), `train_data`
+    and `loss` (in `begin_task`).
 
     Attributes:
-        name: Registry name.
-        build: ``(model, optimizer) -> (consolidator or None, optimizer to step)``.
-        importance: Estimator run after each task ("fisher", "mas", "signal", ...), "si" for the
-            online SI tracker, or None.
+        model: The network being trained.
+        optimizer: The optimizer the loop steps (after `setup`: possibly a wrapper).
+        scenario: The task sequence.
+        loss: The current task's training loss, ``loss(model, batch) -> scalar``.
+        train_data: The dataset the loop draws this task's batches from.
+        task_index: Index k of the current task (0-based).
+        step: Optimizer steps taken so far over all tasks.
+        seed: The run's seed (batch order, sampled labels).
+        device: Where the model lives.
+        closing_samples: Size of the closing set importances are estimated on.
+        closing: How the closing set is chosen: "tail", "holdout" or "random".
+        importance_options: Keyword options for importance estimators.
+        generator: The loop's random generator (batch order); methods may draw from it.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scenario: Scenario
+    loss: LossFn
+    train_data: Any = None
+    task_index: int = 0
+    step: int = 0
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    closing_samples: int = 1000
+    closing: str = "tail"
+    importance_options: Mapping[str, Any] = field(default_factory=dict)
+    generator: torch.Generator | None = None
+
+    @property
+    def task(self) -> Task:
+        """The current task."""
+        return self.scenario.tasks[self.task_index]
+
+    @property
+    def is_last_task(self) -> bool:
+        """True while training the scenario's last task (nothing to protect after it)."""
+        return self.task_index == len(self.scenario.tasks) - 1
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the optimizer's first parameter group."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def held_out(self) -> int:
+        """Training samples of the current task kept out of training (the "holdout" set)."""
+        return self.closing_samples if self.closing == "holdout" else 0
+
+    def closing_set(self) -> Any:
+        """The current task's closing set: the samples importances are estimated on."""
+        ds = self.task.train
+        n = min(self.closing_samples, len(ds))
+        if self.closing in ("tail", "holdout"):   # the last n samples (2021), or held out (2020)
+            index = torch.arange(len(ds) - n, len(ds))
+        else:
+            index = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]
+        return ds.subset(index) if isinstance(ds, ArrayDataset) else Subset(ds, index.tolist())
+
+    def estimate(self, estimator: Estimator, **options: Any) -> Importance:
+        """Run `estimator` on the closing set under the current task's loss.
+
+        The estimator is called as ``estimator(model, (X, Y), loss=..., seed=..., progress=False,
+        **importance_options, **options)``.
+        """
+        kwargs = {"progress": False, "seed": self.seed, **self.importance_options, **options}
+        data = self.closing_set()
+        data = data.tensors() if isinstance(data, ArrayDataset) else data
+        return estimator(self.model, data, loss=self.loss, **kwargs)
+
+
+class Method:
+    """Base class of continual-learning methods: every hook does nothing.
+
+    Override the hooks you need (see the module docstring for when each runs). A subclass
+    defining a method whose name is close to a hook's but not equal (``end_tsk``) is refused,
+    so a misspelt hook cannot silently never run.
+
+    Attributes:
+        name: Short name, for the result JSON (default: the class name; the base class itself,
+            which adds nothing to the loop's step, is plain fine-tuning).
+        config: The method's options, for the result JSON.
+        importance: Name of the importance it uses, or None.
+    """
+
+    name: str = "finetune"          # the base class trains plainly; subclasses: their class name
+    config: Mapping[str, Any] = MappingProxyType({})
+    importance: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in vars(cls):
+            cls.name = cls.__name__
+        for attr in vars(cls):
+            if attr.startswith("_") or attr in HOOKS:
+                continue
+            close = difflib.get_close_matches(attr, HOOKS, n=1, cutoff=0.85)
+            if close:
+                raise TypeError(f"{cls.__name__}.{attr} looks like a misspelt hook "
+                                f"{close[0]!r}; hooks: {', '.join(HOOKS)}.")
+
+    def setup(self, ctx: Context) -> None:
+        """Once, before the first task: build state, wrap ``ctx.optimizer`` if needed."""
+
+    def begin_task(self, ctx: Context) -> None:
+        """Before task ``ctx.task_index`` is trained."""
+
+    def prepare_batch(self, ctx: Context, batch: Any) -> Any:
+        """The batch the step trains on (default: the incoming batch unchanged)."""
+        return batch
+
+    def train_step(self, ctx: Context, batch: Any) -> Tensor | None:
+        """Own the whole step and return its (detached) loss; None: the loop's standard step."""
+        return None
+
+    def loss(self, ctx: Context, batch: Any, loss: Tensor) -> Tensor:
+        """The loss to differentiate (default: the task loss unchanged)."""
+        return loss
+
+    def after_backward(self, ctx: Context, batch: Any) -> None:
+        """After ``backward()``, before the optimizer step (e.g. project the gradients)."""
+
+    def after_step(self, ctx: Context, batch: Any) -> None:
+        """After the optimizer step."""
+
+    def end_task(self, ctx: Context) -> None:
+        """After the task's accuracy row was measured (e.g. consolidate)."""
+
+    def __add__(self, other: Method) -> Compose:
+        return Compose(self, other)
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{self.name}({options})"
+
+
+class Compose(Method):
+    """Several methods as one: each hook runs the parts' hooks in order.
+
+    ``prepare_batch`` and ``loss`` are threaded through the parts; ``train_step`` is the first
+    part's that returns a loss (at most one part should own the step).
+    """
+
+    def __init__(self, *parts: Method):
+        flat: list[Method] = []
+        for p in parts:
+            if not isinstance(p, Method):
+                raise TypeError(f"Compose takes myelin.methods.Method objects; got {p!r}.")
+            flat.extend(p.parts if isinstance(p, Compose) else [p])
+        if not flat:
+            raise ValueError("Compose needs at least one method.")
+        self.parts = flat
+        self.name = "+".join(p.name for p in flat)
+        self.config = {p.name: dict(p.config) for p in flat}
+        self.importance = next((p.importance for p in flat if p.importance), None)
+
+    def setup(self, ctx: Context) -> None:
+        """Each part's setup, in order (wrappers nest: the last part's is outermost)."""
+        for p in self.parts:
+            p.setup(ctx)
+
+    def begin_task(self, ctx: Context) -> None:
+        """Each part's begin_task."""
+        for p in self.parts:
+            p.begin_task(ctx)
+
+    def prepare_batch(self, ctx: Context, batch: Any) -> Any:
+        """The batch threaded through every part."""
+        for p in self.parts:
+            batch = p.prepare_batch(ctx, batch)
+        return batch
+
+    def train_step(self, ctx: Context, batch: Any) -> Tensor | None:
+        """The first part that owns the step."""
+        for p in self.parts:
+            loss = p.train_step(ctx, batch)
+            if loss is not None:
+                return loss
+        return None
+
+    def loss(self, ctx: Context, batch: Any, loss: Tensor) -> Tensor:
+        """The loss threaded through every part."""
+        for p in self.parts:
+            loss = p.loss(ctx, batch, loss)
+        return loss
+
+    def after_backward(self, ctx: Context, batch: Any) -> None:
+        """Each part's after_backward."""
+        for p in self.parts:
+            p.after_backward(ctx, batch)
+
+    def after_step(self, ctx: Context, batch: Any) -> None:
+        """Each part's after_step."""
+        for p in self.parts:
+            p.after_step(ctx, batch)
+
+    def end_task(self, ctx: Context) -> None:
+        """Each part's end_task."""
+        for p in self.parts:
+            p.end_task(ctx)
+
+
+# importance sources --------------------------------------------------------------------------
+class ImportanceSource:
+    """Where a consolidating method gets a finished task's importance."""
+
+    name = "importance"
+
+    def setup(self, ctx: Context) -> None:
+        """Once, after the method wrapped the optimizer (online sources attach here)."""
+
+    def importance(self, ctx: Context) -> Importance:
+        """The importance of the task that just ended."""
+        raise TypeError(f"{type(self).__name__} must implement importance(ctx).")
+
+
+class Estimated(ImportanceSource):
+    """An estimator run on the task's closing set (`Context.estimate`).
+
+    Args:
+        estimator: A registered name ("fisher", "fisher-sampled", "mas", "signal", ...) or a
+            callable ``(model, data, *, loss, seed, progress, **options) -> Importance``.
+    """
+
+    def __init__(self, estimator: str | Estimator):
+        if isinstance(estimator, str):
+            self.name, self.estimator = estimator, ESTIMATORS.get(estimator)
+        elif callable(estimator):
+            self.name = getattr(estimator, "__name__", type(estimator).__name__)
+            self.estimator = estimator
+        else:
+            raise TypeError(f"importance must be a name or a callable; got {estimator!r}.")
+
+    def importance(self, ctx: Context) -> Importance:
+        """The estimator's importance on the closing set."""
+        return ctx.estimate(self.estimator)
+
+
+class PathIntegral(ImportanceSource):
+    """Synaptic Intelligence's online path integral, tracked after every optimizer step."""
+
+    name = "si"
+
+    def setup(self, ctx: Context) -> None:
+        """Track the path of every step of ``ctx.optimizer`` (attached to the outermost one)."""
+        self.tracker = SynapticIntelligence(ctx.model)
+        self.tracker.attach(ctx.optimizer)
+
+    def importance(self, ctx: Context) -> Importance:
+        """ω / ((Δθ)² + ξ) of the task, then a new window for the next one."""
+        importance = self.tracker.importance()
+        self.tracker.reset()
+        return importance
+
+
+ONLINE_SOURCES: dict[str, Callable[[], ImportanceSource]] = {"si": PathIntegral}
+
+
+def importance_source(spec: str | Estimator | ImportanceSource) -> ImportanceSource:
+    """An `ImportanceSource` from a name ("si" or an estimator's), a callable or a source."""
+    if isinstance(spec, ImportanceSource):
+        return spec
+    if isinstance(spec, str) and spec in ONLINE_SOURCES:
+        return ONLINE_SOURCES[spec]()
+    return Estimated(spec)
+
+
+def _importance_name(spec: str | Estimator | ImportanceSource) -> str:
+    return spec if isinstance(spec, str) else importance_source(spec).name
+
+
+# the built-in methods ----------------------------------------------------------------------
+class Consolidate(Method):
+    """Protect what was learned with a consolidator (EWC, L2, WVA) fed by an importance source.
+
+    `setup` builds the consolidator for the model and lets it wrap the optimizer (the penalty
+    or the attenuation is then applied by ``optimizer.step()``); `end_task` consolidates the
+    finished task's importance (not after the last task: nothing follows it).
+
+    Args:
+        name: Method name.
+        make: ``(model, lr) -> consolidator`` with a ``wrap(optimizer)`` method.
+        importance: Where the importance comes from (None: the consolidator needs none).
         config: The options, for the result JSON.
     """
 
-    name: str
-    build: Build
-    importance: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, name: str, make: Callable[[nn.Module, float], Any],
+                 importance: str | Estimator | ImportanceSource | None,
+                 config: Mapping[str, Any]):
+        self.name, self.make, self.config = name, make, dict(config)
+        self.source = None if importance is None else importance_source(importance)
+        self.importance = None if importance is None else _importance_name(importance)
+        self.consolidator: Consolidator | None = None
 
+    def setup(self, ctx: Context) -> None:
+        """Build the consolidator and wrap the optimizer with it."""
+        self.consolidator = self.make(ctx.model, ctx.lr)
+        ctx.optimizer = self.consolidator.wrap(ctx.optimizer)
+        if self.source is not None:
+            self.source.setup(ctx)
 
-def _lr(opt: torch.optim.Optimizer) -> float:
-    return float(opt.param_groups[0]["lr"])
-
-
-def _check_importance(name: str) -> str:
-    if name != "si":
-        ESTIMATORS.get(name)           # raises with suggestions
-    return name
+    def end_task(self, ctx: Context) -> None:
+        """Consolidate the finished task (skipped after the last task)."""
+        if ctx.is_last_task or self.consolidator is None:
+            return
+        importance = None if self.source is None else self.source.importance(ctx)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)      # SI's negatives are clipped
+            self.consolidator.consolidate(importance)
 
 
 METHODS: Registry[Callable[..., Method]] = Registry("method")
 
 
+def _check_importance(importance: str | Estimator) -> str | Estimator:
+    if isinstance(importance, str) and importance not in ONLINE_SOURCES:
+        ESTIMATORS.get(importance)            # raises with suggestions
+    elif not isinstance(importance, str) and not callable(importance):
+        raise TypeError(f"importance must be a name or a callable; got {importance!r}.")
+    return importance
+
+
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise ValueError(f"The {what!r} option must be one of {choices}. Got {value!r}.")
+
+
+def _importance_config(importance: str | Estimator) -> str:
+    return importance if isinstance(importance, str) else _importance_name(importance)
+
+
 @METHODS.register("finetune", "plain fine-tuning, no protection (the lower bound)")
 def finetune() -> Method:
-    """Plain fine-tuning."""
-    return Method("finetune", lambda model, opt: (None, opt))
+    """Plain fine-tuning: the loop's standard step, nothing else."""
+    return Method()
 
 
 @METHODS.register("ewc", "EWC: quadratic pull to the anchor, importance-weighted")
 def ewc(lam: float = 41.0, importance: str = "fisher", mode: str = "accumulate",
         gamma: float = 1.0, stabilized: bool = False) -> Method:
-    """EWC with any importance estimator (fisher, fisher-sampled, fisher-exact, mas, signal, si)."""
+    """EWC with any importance estimator, applied by the optimizer step.
+
+    Args:
+        lam: λ ≥ 0, the consolidation strength.
+        importance: fisher, fisher-sampled, fisher-exact, mas, signal, si (or a callable
+            estimator).
+        mode: EWC mode: accumulate, separate or online.
+        gamma: Online EWC's decay of the old importance, 0 < γ ≤ 1.
+        stabilized: Kutalev & Lapina's stabilized coefficient (λΩ/2)/(1 + lr·λΩ).
+    """
+    check_lam(lam, "ewc")
+    _check_choice(mode, MODES, "mode")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) \
+            or not math.isfinite(gamma) or not 0 < gamma <= 1:
+        raise ValueError(f"The 'gamma' option must be in (0, 1]. Got {gamma!r}.")
     _check_importance(importance)
-    EWC(nn.Linear(1, 1), lam, mode=mode, gamma=gamma)          # validate the options now
 
-    def build(model: nn.Module, opt: torch.optim.Optimizer):
-        penalty = EWC(model, lam, mode=mode, gamma=gamma, stabilized=stabilized,
-                      lr=_lr(opt) if stabilized else None)
-        return penalty, penalty.wrap(opt)        # the step applies it (fused for plain SGD)
+    def make(model: nn.Module, lr: float) -> EWC:
+        return EWC(model, lam, mode=mode, gamma=gamma, stabilized=stabilized,
+                   lr=lr if stabilized else None)
 
-    return Method("ewc", build, importance, {"lam": lam, "importance": importance, "mode": mode,
-                                             "gamma": gamma, "stabilized": stabilized})
+    return Consolidate("ewc", make, importance,
+                       {"lam": lam, "importance": _importance_config(importance), "mode": mode,
+                        "gamma": gamma, "stabilized": stabilized})
 
 
 @METHODS.register("si", "Synaptic Intelligence: EWC-style penalty with path-integral importance")
 def si(lam: float = 1.0, stabilized: bool = False) -> Method:
-    """SI (Zenke et al. 2017): the accumulated penalty with the online SI importance."""
+    """SI (Zenke et al. 2017): the accumulated penalty with the online SI importance.
+
+    Args:
+        lam: λ ≥ 0, the consolidation strength.
+        stabilized: Kutalev & Lapina's stabilized coefficient (λΩ/2)/(1 + lr·λΩ).
+    """
     method = ewc(lam=lam, importance="si", stabilized=stabilized)
-    return Method("si", method.build, "si", {"lam": lam, "stabilized": stabilized})
+    method.name, method.config = "si", {"lam": lam, "stabilized": stabilized}
+    return method
 
 
 @METHODS.register("mas", "MAS: EWC-style penalty with MAS importance")
 def mas(lam: float = 4.5, stabilized: bool = False) -> Method:
-    """MAS (Aljundi et al. 2018): the accumulated penalty with MAS importance."""
+    """MAS (Aljundi et al. 2018): the accumulated penalty with MAS importance.
+
+    Args:
+        lam: λ ≥ 0, the consolidation strength.
+        stabilized: Kutalev & Lapina's stabilized coefficient (λΩ/2)/(1 + lr·λΩ).
+    """
     method = ewc(lam=lam, importance="mas", stabilized=stabilized)
-    return Method("mas", method.build, "mas", {"lam": lam, "stabilized": stabilized})
+    method.name, method.config = "mas", {"lam": lam, "stabilized": stabilized}
+    return method
 
 
 @METHODS.register("l2", "uniform quadratic pull to the last anchor (baseline)")
 def l2(lam: float = 1.0) -> Method:
-    """The L2 baseline."""
-    L2(nn.Linear(1, 1), lam)
+    """The L2 baseline: EWC with uniform importance, anchored after the latest task.
 
-    def build(model: nn.Module, opt: torch.optim.Optimizer):
-        penalty = L2(model, lam)
-        return penalty, penalty.wrap(opt)
-
-    return Method("l2", build, None, {"lam": lam})
+    Args:
+        lam: λ ≥ 0, the consolidation strength.
+    """
+    check_lam(lam, "l2")
+    return Consolidate("l2", lambda model, lr: L2(model, lam), None, {"lam": lam})
 
 
 @METHODS.register("wva", "weight velocity attenuation: updates scaled by 1/(1 + lam*omega)")
 def wva(lam: float = 1000.0, importance: str = "signal", curve: str = "hyperbolic",
         on: str = "step") -> Method:
-    """WVA around the loop's optimizer."""
+    """WVA around the loop's optimizer: each update scaled by 1/(1 + λΩ) or exp(−λΩ).
+
+    Args:
+        lam: λ ≥ 0, the consolidation strength.
+        importance: signal, fisher, fisher-sampled, fisher-exact, mas, si (or a callable
+            estimator).
+        curve: WVA curve: hyperbolic or exponential.
+        on: WVA placement: step (after the optimizer's step) or grad (before it).
+    """
+    check_lam(lam, "wva")
+    _check_choice(curve, CURVES, "curve")
+    _check_choice(on, PLACEMENTS, "on")
     _check_importance(importance)
-    probe = nn.Linear(1, 1)
-    WVA(torch.optim.SGD(probe.parameters(), lr=0.1), probe, lam, curve=curve, on=on)
-
-    def build(model: nn.Module, opt: torch.optim.Optimizer):
-        wrapped = WVA(opt, model, lam, curve=curve, on=on)
-        return wrapped, wrapped
-
-    return Method("wva", build, importance, {"lam": lam, "importance": importance,
-                                             "curve": curve, "on": on})
+    return Consolidate("wva", lambda model, lr: WVA(model, lam, curve=curve, on=on), importance,
+                       {"lam": lam, "importance": _importance_config(importance),
+                        "curve": curve, "on": on})
 
 
-def make_method(name: str, **options: Any) -> Method:
-    """Build a registered method, e.g. ``make_method("ewc", lam=41, importance="fisher")``.
+class Joint(Method):
+    """Joint training: task k trains on the union of tasks 0..k (the offline upper bound).
+
+    With `restart` the model and optimizer go back to their initial state before each task,
+    so row k of the accuracy matrix is a model trained from scratch on all data seen so far;
+    without it, training continues from the previous task's weights ("cumulative"). The loss
+    allows the classes of every task seen (task-IL: trained over their union, evaluated per
+    task). Stores every training set: this is a reference point, not a continual method.
+    """
+
+    name = "joint"
+
+    def __init__(self, restart: bool = True):
+        self.restart = bool(restart)
+        self.config = {"restart": self.restart}
+
+    def setup(self, ctx: Context) -> None:
+        """Keep the initial weights and optimizer state."""
+        self._initial = (copy.deepcopy(ctx.model.state_dict()),
+                         copy.deepcopy(ctx.optimizer.state_dict()))
+
+    def begin_task(self, ctx: Context) -> None:
+        """Train on everything seen so far (from the initial state if `restart`)."""
+        if self.restart:
+            ctx.model.load_state_dict(self._initial[0])
+            ctx.optimizer.load_state_dict(copy.deepcopy(self._initial[1]))
+        seen = ctx.scenario.tasks[:ctx.task_index + 1]
+        ctx.train_data = ArrayDataset.concat([t.train for t in seen], name="joint")
+        masks = [ctx.scenario.train_mask(t) for t in seen]
+        classes = None if any(m is None for m in masks) else sorted({c for m in masks for c in m})
+        if isinstance(ctx.loss, CrossEntropy):
+            ctx.loss = ctx.loss.restrict(classes)
+
+
+@METHODS.register("joint", "joint training on all data seen so far (the offline upper bound)")
+def joint(restart: bool = True) -> Method:
+    """Joint training on the union of the tasks seen so far.
+
+    Args:
+        restart: Retrain from the initial weights for each task (False: continue training).
+    """
+    return Joint(restart)
+
+
+# building methods by name -------------------------------------------------------------------
+def method_factory(spec: str) -> Callable[..., Method]:
+    """The factory of a registered name or of ``"package.module:factory"``."""
+    if ":" not in spec:
+        return METHODS.get(spec)
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"Method {spec!r}: cannot import module {module_name!r} ({exc}).") \
+            from exc
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ValueError(f"Method {spec!r}: module {module_name!r} has no callable {attr!r}.")
+    return factory
+
+
+def factory_options(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """A method factory's keyword options (name -> parameter)."""
+    return {n: p for n, p in inspect.signature(factory).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def make_method(spec: str, **options: Any) -> Method:
+    """Build a method: ``make_method("ewc", lam=41, importance="fisher")``.
+
+    `spec` is a registered name, ``"package.module:factory"``, or several joined by ``+``
+    (``"er+ewc"``: composed in that order; each option goes to every part that takes it).
 
     Raises:
         ValueError: Unknown method or option, or a bad option value.
     """
-    factory = METHODS.get(name)
-    accepted = set(inspect.signature(factory).parameters)
-    unknown = sorted(set(options) - accepted)
+    parts = [s.strip() for s in spec.split("+")] if "+" in spec else [spec]
+    factories = [(s, method_factory(s)) for s in parts]
+    accepted = {s: factory_options(f) for s, f in factories}
+    unknown = sorted(set(options) - {o for opts in accepted.values() for o in opts})
     if unknown:
-        raise ValueError(f"Method {name!r} takes no option(s) {unknown}. "
-                         f"Its options: {sorted(accepted) or 'none'}.")
-    return factory(**options)
+        known = {s: sorted(o) for s, o in accepted.items()}
+        raise ValueError(f"Method {spec!r} takes no option(s) {unknown}. Its options: "
+                         f"{known if len(parts) > 1 else (known[spec] or 'none')}.")
+    built = []
+    for s, f in factories:
+        method = f(**{k: v for k, v in options.items() if k in accepted[s]})
+        if not isinstance(method, Method):
+            raise TypeError(f"Method factory {s!r} returned {type(method).__name__}, not a "
+                            "myelin.methods.Method.")
+        built.append(method)
+    return built[0] if len(built) == 1 else Compose(*built)

@@ -7,16 +7,7 @@ from myelin.methods import METHODS, make_method
 from myelin.models import mlp, small_cnn
 from myelin.scenarios import SCENARIOS
 from myelin.train import Result, fit
-
-
-@pytest.fixture(scope="module")
-def scenario():
-    return SCENARIOS.get("permuted-digits")(3, seed=0)
-
-
-def model_for(sc, seed=0):
-    torch.manual_seed(seed)
-    return mlp(sc.input_shape, sc.n_classes, (64,))
+from tests.conftest import model_for
 
 
 def test_fit_result_contents_and_json(scenario, tmp_path):

@@ -81,6 +81,20 @@ class ArrayDataset(Dataset):
         return ArrayDataset(self.images[index], self.targets[index], scale=self.scale,
                             classes=self.classes, name=name or self.name)
 
+    @classmethod
+    def concat(cls, parts: Sequence[ArrayDataset], name: str = "") -> ArrayDataset:
+        """One dataset holding every part's samples in order (same scale and sample shape)."""
+        if not parts:
+            raise ValueError("concat needs at least one dataset.")
+        if len({p.scale for p in parts}) != 1 or len({p.shape for p in parts}) != 1:
+            raise ValueError("concat needs datasets with the same scale and sample shape; got "
+                             f"{[(p.scale, p.shape) for p in parts]}.")
+        if len(parts) == 1:
+            return parts[0]
+        classes = max((p.classes for p in parts), key=len)
+        return cls(torch.cat([p.images for p in parts]), torch.cat([p.targets for p in parts]),
+                   scale=parts[0].scale, classes=classes, name=name)
+
     def with_images(self, images: Tensor, name: str) -> ArrayDataset:
         """Same labels, new images (e.g. permuted or rotated)."""
         return ArrayDataset(images, self.targets, scale=self.scale, classes=self.classes,

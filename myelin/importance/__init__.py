@@ -16,11 +16,12 @@ product), so any model works. `register_rule` adds a rule for a custom layer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from .._registry import Registry
 from ._rules import register_rule
-from .base import Importance, eval_mode, iter_batches, trainable_parameters
+from .base import Importance, eval_mode, iter_batches, loss_view, trainable_parameters
 from .fisher import fisher
 from .mas import mas
 from .si import SynapticIntelligence
@@ -33,19 +34,22 @@ __all__ = [
     "eval_mode",
     "fisher",
     "iter_batches",
+    "loss_view",
     "mas",
     "register_rule",
     "signal",
     "trainable_parameters",
 ]
 
+# Every entry is called as ``estimator(model, data, *, loss=None, seed=None, **options)``: the
+# training loop passes the task's loss (its class mask) and the run's seed to whichever it runs.
 ESTIMATORS: Registry[Callable[..., Importance]] = Registry("importance estimator")
+
+
 ESTIMATORS.add("fisher", fisher, "empirical Fisher: mean squared per-sample grad of log p(y|x)")
-ESTIMATORS.add("fisher-sampled", lambda model, data, **kw: fisher(model, data, empirical=False,
-                                                                   **kw),
+ESTIMATORS.add("fisher-sampled", functools.partial(fisher, empirical=False),
                "true Fisher, one label sampled from the model per sample")
-ESTIMATORS.add("fisher-exact", lambda model, data, **kw: fisher(model, data, empirical=False,
-                                                                 exact=True, **kw),
+ESTIMATORS.add("fisher-exact", functools.partial(fisher, empirical=False, exact=True),
                "true Fisher, exact expectation over all classes")
 ESTIMATORS.add("mas", mas, "MAS: mean |per-sample grad of sum of squared softmax outputs|")
 ESTIMATORS.add("signal", signal, "SIG: total absolute signal through each connection")

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from .._state import read_state, write_state
 
-__all__ = ["Importance", "all_finite", "eval_mode", "iter_batches", "trainable_parameters"]
+__all__ = ["Importance", "all_finite", "eval_mode", "iter_batches", "loss_view",
+           "trainable_parameters"]
 
 
 def all_finite(t: Tensor) -> bool:
@@ -220,6 +221,33 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+@contextlib.contextmanager
+def loss_view(model: nn.Module, loss: Any) -> Iterator[nn.Module]:
+    """Within the block, ``model(x)`` returns ``loss.logits(output)``: the loss's own view.
+
+    So an estimator sees the same predictive distribution the training loss uses (e.g. the
+    scenario's class mask of a `myelin.losses.CrossEntropy`). `loss` None: no change.
+
+    Raises:
+        TypeError: `loss` has no ``logits(output)`` (a plain callable loss gives a scalar, not
+            the per-sample log-likelihoods an estimator needs).
+    """
+    if loss is None:
+        yield model
+        return
+    from ..losses import LogitLoss
+
+    if not isinstance(loss, LogitLoss):
+        raise TypeError(f"An importance estimator needs per-sample logits; the loss {loss!r} is "
+                        "a plain callable. Pass a loss with a logits(output) method "
+                        "(myelin.losses.CrossEntropy, myelin.losses.ModelLoss).")
+    handle = model.register_forward_hook(lambda module, args, output: loss.logits(output))
+    try:
+        yield model
+    finally:
+        handle.remove()
 
 
 def _as_tensor(value: Any, what: str) -> Tensor:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._persample import per_sample_sum
-from .base import Importance
+from .base import Importance, loss_view
 
 __all__ = ["check_labels", "fisher"]
 
@@ -43,6 +43,7 @@ def fisher(
     max_samples: int | None = None,
     fallback: str = "functional",
     progress: bool | None = None,
+    loss: Any = None,
 ) -> Importance:
     """Estimate the diagonal Fisher information, F = mean_n (∂ log p(y_n | x_n) / ∂θ)².
 
@@ -64,6 +65,9 @@ def fisher(
         fallback: "functional" computes layers without a per-sample rule via torch.func;
             "error" raises for them instead.
         progress: Progress bar over batches (None: only on a terminal).
+        loss: The training loss whose predictive distribution to use (its
+            ``logits(output)``, e.g. a class-masked `myelin.losses.CrossEntropy`); None: the
+            model's output as logits.
 
     Returns:
         Importance with one tensor per trainable parameter, ``meta`` recording the variant.
@@ -100,9 +104,10 @@ def fisher(
             labels = labels.reshape(p.shape[:-1])
         return (F.one_hot(labels, c).to(p.dtype) - p).unsqueeze(0)
 
-    sums, n = per_sample_sum(model, data, cotangent, reduce="square", batch_size=batch_size,
-                             max_samples=max_samples, fallback=fallback, progress=progress,
-                             desc="fisher")
+    with loss_view(model, loss):
+        sums, n = per_sample_sum(model, data, cotangent, reduce="square",
+                                 batch_size=batch_size, max_samples=max_samples,
+                                 fallback=fallback, progress=progress, desc="fisher")
     variant = "empirical" if empirical else ("exact" if exact else "sampled")
     meta = {"estimator": "fisher", "labels": variant, "n_samples": n}
     if variant == "sampled":

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._persample import per_sample_sum
-from .base import Importance
+from .base import Importance, loss_view
 
 __all__ = ["mas"]
 
@@ -28,6 +28,8 @@ def mas(
     max_samples: int | None = None,
     fallback: str = "functional",
     progress: bool | None = None,
+    loss: Any = None,
+    seed: int | None = None,
 ) -> Importance:
     """Estimate MAS importance, mean_n |∂ ‖f(x_n)‖² / ∂θ| with f the softmax output.
 
@@ -46,6 +48,10 @@ def mas(
         max_samples: Use at most this many samples.
         fallback: "functional" (torch.func for layers without a rule) or "error".
         progress: Progress bar over batches (None: only on a terminal).
+        loss: The training loss whose view of the output to use (its ``logits(output)``,
+            e.g. a class-masked `myelin.losses.CrossEntropy`); None: the raw output.
+        seed: Unused (this estimator draws no random numbers); accepted so that every
+            registered estimator takes the same arguments.
 
     Returns:
         Importance with one non-negative tensor per trainable parameter.
@@ -64,9 +70,11 @@ def mas(
             (grad,) = torch.autograd.grad(objective.sum(), z)
         return grad.unsqueeze(0)
 
-    sums, n = per_sample_sum(model, data, cotangent, reduce="abs" if per_sample else "sum",
-                             batch_size=batch_size, max_samples=max_samples,
-                             fallback=fallback, progress=progress, desc="mas")
+    with loss_view(model, loss):
+        sums, n = per_sample_sum(model, data, cotangent,
+                                 reduce="abs" if per_sample else "sum", batch_size=batch_size,
+                                 max_samples=max_samples, fallback=fallback, progress=progress,
+                                 desc="mas")
     values = {k: (v if per_sample else v.abs()) / n for k, v in sums.items()}
     meta = {"estimator": "mas", "output": output, "norm": norm, "per_sample": per_sample,
             "n_samples": n}

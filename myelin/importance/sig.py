@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .._progress import progress_bar
 from ._rules import batchnorm_xhat, conv_patches, groupnorm_xhat, layernorm_xhat, lookup_by_type
-from .base import Importance, all_finite, eval_mode, iter_batches, trainable_parameters
+from .base import Importance, all_finite, eval_mode, iter_batches, loss_view, trainable_parameters
 
 __all__ = ["signal"]
 
@@ -220,6 +220,8 @@ def signal(
     batch_size: int = 512,
     max_samples: int | None = None,
     progress: bool | None = None,
+    loss: Any = None,
+    seed: int | None = None,
 ) -> Importance:
     """Estimate SIG, the mean total absolute signal through each weight and bias.
 
@@ -236,6 +238,10 @@ def signal(
         batch_size: Batch size for pairs, tensors and datasets.
         max_samples: Use at most this many samples.
         progress: Progress bar over batches (None: only on a terminal).
+        loss: The training loss whose view of the output to use (its ``logits(output)``,
+            e.g. a class-masked `myelin.losses.CrossEntropy`); None: the raw output.
+        seed: Unused (this estimator draws no random numbers); accepted so that every
+            registered estimator takes the same arguments.
 
     Returns:
         Importance with one non-negative tensor per trainable parameter.
@@ -298,7 +304,7 @@ def signal(
                 handles.append(module.register_forward_hook(
                     lambda m, a, o, act=act: act_hook(act, m, a, o)))
         n = 0
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), loss_view(model, loss):
             # NaN/inf inputs surface in the outputs, checked below: one pass fewer over x
             batches = iter_batches(data, batch_size=batch_size, max_samples=max_samples,
                                    device=first.device, dtype=first.dtype, check_finite=False)

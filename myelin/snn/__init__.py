@@ -9,7 +9,7 @@ from .colanet import (
     resource_for_weight,
     weight_of_resource,
 )
-from .continual import fit_scenario
+from .continual import CoLaNETLearner, fit_scenario
 
-__all__ = ["DEFAULTS", "PRESETS", "CoLaNET", "as_pixels", "encode", "fit_scenario",
-           "resource_for_weight", "weight_of_resource"]
+__all__ = ["DEFAULTS", "PRESETS", "CoLaNET", "CoLaNETLearner", "as_pixels", "encode",
+           "fit_scenario", "resource_for_weight", "weight_of_resource"]

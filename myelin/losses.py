@@ -1,0 +1,132 @@
+"""Losses as the training loop and the importance estimators both see them.
+
+A loss is any callable ``loss(model, batch) -> scalar tensor`` (the mean over the batch). The two
+built-in ones also say how to turn the model's output into logits, which is what an importance
+estimator needs (per-sample log-likelihoods), so "Fisher of this model on this data" means the
+same thing in training and in estimation:
+
+* `CrossEntropy` — a classifier on ``(x, y)`` batches, optionally restricted to some classes
+  (the scenario's class mask: other classes' logits are set to `MASKED_LOGIT`);
+* `ModelLoss` — the model's own ``.loss`` on dict batches (the Hugging Face form:
+  ``{"input_ids", "attention_mask", "labels"}``), logits from its ``.logits``.
+
+Example:
+    >>> def l1_loss(model, batch):                    # any callable works for training
+    ...     return (model(batch["x"]) - batch["y"]).abs().mean()
+    >>> myelin.fit(scenario, model, "ewc", loss=l1_loss)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["MASKED_LOGIT", "CrossEntropy", "LogitLoss", "LossFn", "ModelLoss", "call_model"]
+
+MASKED_LOGIT = -1e9      # logit given to classes a task may not use (finite: no NaN gradients)
+
+LossFn = Callable[[nn.Module, Any], Tensor]
+
+
+@runtime_checkable
+class LogitLoss(Protocol):
+    """A loss that also maps the model's output to logits (what importance estimators need)."""
+
+    def __call__(self, model: nn.Module, batch: Any) -> Tensor:
+        """Scalar loss (mean over the batch)."""
+        ...
+
+    def logits(self, output: Any) -> Tensor:
+        """Logits (N, C) or (N, ..., C) from the model's raw output."""
+        ...
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(**inputs)`` for a dict batch, else ``model(inputs)``."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
+class CrossEntropy:
+    """Mean cross-entropy of a classifier on ``(x, y)`` batches, over the allowed classes.
+
+    Args:
+        classes: The classes the prediction may use (the rest get `MASKED_LOGIT`); None: all.
+
+    Shapes: x (N, *input_shape) -> model -> logits (N, C); y (N,) integer classes.
+    """
+
+    def __init__(self, classes: Sequence[int] | None = None):
+        self.classes = None if classes is None else sorted(int(c) for c in classes)
+        self._blocked: dict[tuple[int, torch.device], Tensor] = {}
+
+    def restrict(self, classes: Sequence[int] | None) -> CrossEntropy:
+        """The same loss restricted to `classes` (None: all)."""
+        return CrossEntropy(classes)
+
+    def blocked(self, n_classes: int, device: torch.device) -> Tensor | None:
+        """Boolean (n_classes,) mask of the classes this loss excludes (None: none)."""
+        if self.classes is None:
+            return None
+        key = (n_classes, device)
+        if key not in self._blocked:
+            if self.classes and not 0 <= max(self.classes) < n_classes:
+                raise ValueError(f"classes {self.classes} are outside the model's "
+                                 f"{n_classes} outputs.")
+            mask = torch.ones(n_classes, dtype=torch.bool, device=device)
+            mask[torch.as_tensor(self.classes, device=device)] = False
+            self._blocked[key] = mask
+        return self._blocked[key]
+
+    def logits(self, output: Any) -> Tensor:
+        """The output with excluded classes set to `MASKED_LOGIT` (unchanged if none)."""
+        if not isinstance(output, Tensor):
+            raise TypeError("CrossEntropy needs a model returning a logits tensor; got "
+                            f"{type(output).__name__}. Use myelin.losses.ModelLoss or your own "
+                            "loss for other outputs.")
+        blocked = self.blocked(output.shape[-1], output.device)
+        return output if blocked is None else output.masked_fill(blocked, MASKED_LOGIT)
+
+    def __call__(self, model: nn.Module, batch: Any) -> Tensor:
+        """F.cross_entropy(logits(model(x)), y) for a batch ``(x, y)``."""
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError("CrossEntropy takes (x, y) batches; got "
+                            f"{type(batch).__name__}. For dict batches pass loss=ModelLoss() "
+                            "or a callable (model, batch) -> scalar.")
+        x, y = batch
+        return F.cross_entropy(self.logits(model(x)), y)
+
+    def __repr__(self) -> str:
+        return "CrossEntropy()" if self.classes is None else f"CrossEntropy(classes={self.classes})"
+
+
+class ModelLoss:
+    """The model's own loss on dict batches: ``model(**batch).loss`` (Hugging Face models).
+
+    The batch passes through untouched (``input_ids``, ``attention_mask``, ``labels``, ...);
+    the model computes its loss from the labels in it (for causal LMs: shifted, -100 ignored).
+    """
+
+    def __call__(self, model: nn.Module, batch: Any) -> Tensor:
+        """``model(**batch).loss``."""
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"ModelLoss takes dict batches; got {type(batch).__name__}.")
+        out = model(**batch)
+        loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
+        if loss is None:
+            raise ValueError("The model returned no .loss: does the batch hold 'labels'?")
+        return loss
+
+    def logits(self, output: Any) -> Tensor:
+        """``output.logits`` (or ``output["logits"]``)."""
+        logits = output.get("logits") if isinstance(output, Mapping) \
+            else getattr(output, "logits", output)
+        if not isinstance(logits, Tensor):
+            raise TypeError(f"The model's output has no logits tensor ({type(output).__name__}).")
+        return logits
+
+    def __repr__(self) -> str:
+        return "ModelLoss()"

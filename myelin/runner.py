@@ -1,0 +1,141 @@
+"""The continual-learning runner: a scenario and a learner -> an accuracy matrix and its metrics.
+
+A *learner* is anything that learns tasks one after another and can be scored on a task's test
+set: a network trained by gradients with a method (`myelin.train.GradientLearner`, what
+`myelin.fit` builds), CoLaNET (`myelin.snn`), or your own. The runner owns the protocol that
+makes their numbers comparable — accuracy on every task before training, then after each task
+the full row of the accuracy matrix, timings, metrics and the configuration — and writes it all
+into one `Result`.
+
+The `Learner` protocol (every hook but `learn` and `evaluate` may be omitted by subclassing
+`Learner`, whose defaults do nothing):
+
+* ``begin(scenario, result)`` — once, before anything is evaluated;
+* ``learn(k, task)`` — train on task k (may return extra numbers for ``Result.timings``);
+* ``evaluate(task, after)`` — accuracy in [0, 1] on ``task.test`` (``after``: index of the last
+  task trained, None before any training);
+* ``end_task(k, task, row)`` — after the row of task k was measured (e.g. consolidate);
+* ``config()`` — JSON-serialisable settings, merged into ``Result.config``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from . import metrics
+
+if TYPE_CHECKING:
+    from .scenarios import Scenario, Task
+
+__all__ = ["Learner", "Result", "run"]
+
+
+@dataclass
+class Result:
+    """Everything a run produced; `save` writes it as JSON.
+
+    Attributes:
+        accuracy: a[k][j], test accuracy on task j after training task k (T x T).
+        random_init: Accuracy on each task before any training (for forward transfer).
+        curves: One entry per evaluation: {"iteration", "task", "accuracies"} where
+            accuracies[j] is the accuracy on seen task j (the seeds' figures plot these).
+        losses: Mean training loss (without any consolidation penalty) per evaluation
+            window: {"iteration", "task", "loss"}.
+        timings: Seconds spent training, estimating importance and evaluating, per task.
+        metrics: AA, FM, BWT, FWT, LA, two-task FM (see `myelin.metrics`).
+        config: The full configuration, seeds included.
+    """
+
+    accuracy: list[list[float]]
+    random_init: list[float]
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[dict[str, Any]] = field(default_factory=list)
+    timings: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the result as JSON (atomically)."""
+        tmp = f"{os.fspath(path)}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(asdict(self), f, indent=1)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Result:
+        """Read a result written by `save`."""
+        with open(path) as f:
+            data = json.load(f)
+        missing = {"accuracy", "random_init"} - set(data)
+        if missing:
+            raise ValueError(f"{os.fspath(path)!r} is not a myelin result (missing {missing}).")
+        known = {f.name for f in fields(cls)}       # a record may carry more (e.g. its "spec")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def average_accuracy(self) -> float:
+        """AA: mean accuracy over all tasks after the last one."""
+        return metrics.average_accuracy(self.accuracy)
+
+
+class Learner:
+    """Base class of what `run` trains; override `learn` and `evaluate`, the rest is optional."""
+
+    def begin(self, scenario: Scenario, result: Result) -> None:
+        """Called once before the random-init evaluation (`result` receives curves, losses)."""
+
+    def learn(self, k: int, task: Task) -> dict[str, float] | None:
+        """Train on task `k`; may return extra per-task numbers for ``Result.timings``."""
+        raise TypeError(f"{type(self).__name__} must implement learn(k, task).")
+
+    def evaluate(self, task: Task, after: int | None) -> float:
+        """Accuracy on ``task.test`` after training task `after` (None: before any)."""
+        raise TypeError(f"{type(self).__name__} must implement evaluate(task, after).")
+
+    def end_task(self, k: int, task: Task, row: list[float]) -> None:
+        """After task `k`'s row of the accuracy matrix was measured (e.g. consolidate)."""
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable settings for ``Result.config``."""
+        return {}
+
+
+def _scenario_config(scenario: Scenario) -> dict[str, Any]:
+    return {"name": scenario.name, "setting": scenario.setting,
+            "n_classes": scenario.n_classes, "labels_trick": scenario.labels_trick,
+            "tasks": [t.name for t in scenario.tasks], **scenario.config}
+
+
+def run(scenario: Scenario, learner: Learner) -> Result:
+    """Train `learner` on the scenario's tasks in order and measure what it keeps.
+
+    Args:
+        scenario: The task sequence (see `myelin.scenarios`).
+        learner: What learns (see the module docstring).
+
+    Returns:
+        A `Result`: the accuracy matrix (T x T), random-init accuracies, per-task timings
+        ("train", "eval", and "importance" — the time of `end_task`), metrics and config.
+    """
+    tasks = scenario.tasks
+    result = Result(accuracy=[], random_init=[])
+    learner.begin(scenario, result)
+    result.random_init = [learner.evaluate(t, None) for t in tasks]
+    for k, task in enumerate(tasks):
+        t0 = time.perf_counter()
+        extra = learner.learn(k, task) or {}
+        t1 = time.perf_counter()
+        row = [learner.evaluate(t, k) for t in tasks]
+        t2 = time.perf_counter()
+        learner.end_task(k, task, row)
+        t3 = time.perf_counter()
+        result.accuracy.append(row)
+        result.timings.append({"train": t1 - t0, "importance": t3 - t2, "eval": t2 - t1,
+                               **extra})
+    result.metrics = metrics.summary(result.accuracy, result.random_init)
+    result.config = {"scenario": _scenario_config(scenario), **learner.config()}
+    return result
