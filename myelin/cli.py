@@ -1,17 +1,34 @@
-"""The ``myelin`` command line: info, run, sweep, report, demo."""
+"""The ``myelin`` command line: info, run, sweep, report, demo.
+
+The options of ``run`` and ``sweep`` are generated, not listed: one flag per keyword option of
+the named scenarios (`myelin.scenarios.SCENARIOS`, built from the scenario kinds), the methods
+(`myelin.methods.METHODS`, or a ``--method package.module:factory``) and the models
+(`myelin.models.MODELS`), plus the training options of `myelin.fit` (`TRAINING_OPTIONS`). Types
+come from the factories' annotations, defaults from their signatures and help from their
+docstrings' ``Args:`` sections, so a new method or option needs no edit here. Config-file keys
+and ``--grid`` keys are the same names (``--seen-classes`` is the key ``seen_classes``), checked
+against the same option set.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import itertools
 import json
 import math
 import os
 import platform
+import re
 import sys
+import textwrap
 import time
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,75 +37,335 @@ EXAMPLES = """examples:
   myelin run --scenario permuted-mnist --tasks 10 --method ewc --importance fisher --lam 41 \\
              --optimizer adam --lr 1e-3 --epochs 6 --model mlp --widths 300,150 --out runs/ewc
   myelin run --config experiment.toml
+  myelin run --method mymodule:freeze_first     # your own factory; its options become flags
   myelin sweep --scenario permuted-digits --tasks 3 --method ewc --grid lam=1,10,100 \\
                --seeds 0,1,2 --jobs 2 --out sweeps/ewc
   myelin report runs/ewc runs/wva --out report/
   myelin info
 """
 
-RUN_DEFAULTS: dict[str, Any] = {
-    "scenario": "permuted-digits", "tasks": None, "labels_trick": False, "seen_classes": False,
-    "per_task_samples": None,
-    "data_root": None, "method": "finetune", "lam": None, "importance": None, "mode": None,
-    "gamma": None, "stabilized": None, "curve": None, "on": None, "model": "mlp",
-    "widths": "100", "channels": "16,32", "activation": "relu", "optimizer": "sgd", "lr": 0.1,
-    "epochs": 1.0, "iterations": None, "batch_size": 100, "eval_every": None,
-    "eval_samples": None, "closing_samples": 1000, "closing": "tail", "seed": 0,
+#: The options of `myelin.fit` on the command line, with their help; their types and defaults
+#: come from `fit`'s signature.
+TRAINING_OPTIONS: dict[str, str] = {
+    "optimizer": "{optimizers}",
+    "lr": "learning rate",
+    "epochs": "passes over each task's training set",
+    "iterations": "optimizer steps per task (overrides --epochs)",
+    "batch_size": "training batch size",
+    "eval_every": "evaluate the seen tasks every N steps (the curves)",
+    "eval_samples": "test samples per task for the curves",
+    "closing_samples": "samples the importance is estimated on",
+    "closing": "tail (last training samples), holdout (last samples, not trained on) or random",
+    "seed": "seed of the run: the scenario (permutations, subsampling), the model's "
+            "initialisation and the batch order",
 }
-_METHOD_KEYS = ("lam", "importance", "mode", "gamma", "stabilized", "curve", "on")
+
+#: Which part of a run a key configures, and its default.
+SELECTORS: dict[str, str] = {"scenario": "permuted-digits", "method": "finetune", "model": "mlp"}
+
+#: Defaults of the command line that differ from the factories' (quick runs: one hidden layer).
+CLI_DEFAULTS: dict[str, Any] = {"widths": [100]}
+
+#: Scenario parameters whose command-line key differs from the parameter name.
+_SCENARIO_KEYS = {"n_tasks": "tasks", "root": "data_root"}
+#: Keys of the command line itself (a factory option of these names is refused).
+_RESERVED = {"config", "out", "grid", "seeds", "jobs", "quiet", "help", "version", "command",
+             "func", *SELECTORS}
+_GROUPS = ("scenario", "method", "model", "training")
 
 
 class CLIError(Exception):
     """A user error: printed without a traceback, exit code 2."""
 
 
-# shared option groups --------------------------------------------------------------------------
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("scenario")
-    g.add_argument("--config", help="TOML (or YAML) file with any of these options")
-    g.add_argument("--scenario", help="e.g. permuted-mnist, split-mnist-class, permuted-digits "
-                   "(see `myelin info`)")
-    g.add_argument("--tasks", type=int, help="number of tasks")
-    g.add_argument("--labels-trick", action="store_const", const=True, dest="labels_trick",
-                   help="class-IL: loss only on the current task's classes")
-    g.add_argument("--seen-classes", action="store_const", const=True, dest="seen_classes",
-                   help="class-IL: loss and prediction over the classes seen so far")
-    g.add_argument("--per-task-samples", type=int, help="training samples per task")
-    g.add_argument("--data-root", help="directory with the dataset files")
-    g = p.add_argument_group("method")
-    g.add_argument("--method", help="finetune, ewc, wva, l2, si, mas")
-    g.add_argument("--lam", type=float, help="λ, the consolidation strength")
-    g.add_argument("--importance", help="fisher, fisher-sampled, fisher-exact, mas, signal, si")
-    g.add_argument("--mode", help="EWC mode: accumulate, separate, online")
-    g.add_argument("--gamma", type=float, help="online EWC decay")
-    g.add_argument("--stabilized", action="store_const", const=True,
-                   help="stabilized EWC coefficient")
-    g.add_argument("--curve", help="WVA curve: hyperbolic or exponential")
-    g.add_argument("--on", help="WVA placement: step or grad")
-    g = p.add_argument_group("model and training")
-    g.add_argument("--model", help="mlp or cnn")
-    g.add_argument("--widths", help="MLP hidden widths, e.g. 300,150")
-    g.add_argument("--channels", help="CNN channels, e.g. 16,32")
-    g.add_argument("--activation", help="relu, leaky_relu, tanh, gelu, sigmoid")
-    g.add_argument("--optimizer", help="sgd, adam, adamw, rmsprop")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--epochs", type=float, help="passes over each task")
-    g.add_argument("--iterations", type=int, help="steps per task (overrides --epochs)")
-    g.add_argument("--batch-size", type=int, dest="batch_size")
-    g.add_argument("--eval-every", type=int, dest="eval_every",
-                   help="evaluate seen tasks every N steps (curves)")
-    g.add_argument("--eval-samples", type=int, dest="eval_samples",
-                   help="test samples per task for the curves")
-    g.add_argument("--closing-samples", type=int, dest="closing_samples",
-                   help="samples the importance is estimated on")
-    g.add_argument("--closing", help="tail (last training samples), holdout (last samples, not "
-                   "trained on) or random")
-    g.add_argument("--seed", type=int)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+# options from signatures and docstrings -------------------------------------------------------
+def _doc_args(func: Callable[..., Any]) -> dict[str, str]:
+    """The entries of a Google-style ``Args:`` section: name -> one-line help."""
+    doc = inspect.getdoc(func) or ""
+    out: dict[str, str] = {}
+    lines = doc.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Args:")
+    except StopIteration:
+        return out
+    indent, name = None, None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        width = len(line) - len(line.lstrip())
+        if width == 0:
+            break                                 # the next section ("Returns:", ...)
+        if indent is None:
+            indent = width
+        match = re.match(r"\s*\*{0,2}(\w+)\s*(\([^)]*\))?:\s*(.*)", line)
+        if width == indent and match:
+            name = match.group(1)
+            out[name] = match.group(3).strip()
+        elif width > indent and name:
+            out[name] += " " + line.strip()
+        elif width < indent:
+            break
+    return out
 
 
-def _read_config(path: str) -> dict[str, Any]:
-    text = Path(path).read_text()
+def _annotation(func: Callable[..., Any], param: inspect.Parameter) -> Any:
+    """The parameter's annotation, evaluated in the factory's module (None if unresolvable)."""
+    a = param.annotation
+    if a is inspect.Parameter.empty:
+        return None
+    if isinstance(a, str):
+        target = inspect.unwrap(func)
+        namespace = dict(getattr(target, "__globals__", None)
+                         or vars(sys.modules.get(getattr(target, "__module__", ""), typing)))
+        try:
+            return eval(a, namespace)           # "int | None" under `from __future__ import ...`
+        except Exception:
+            return None
+    return a
+
+
+_SCALARS = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def _type_of(annotation: Any, default: Any) -> tuple[str, tuple[Any, ...] | None]:
+    """(type name, choices) for an annotation; the default's type when there is none.
+
+    Type names: "bool", "int", "float", "str", "int list", "float list". Raises TypeError for
+    an annotation the command line cannot parse.
+    """
+    if annotation is None:
+        if type(default) in _SCALARS:
+            return _SCALARS[type(default)], None
+        raise TypeError("it has no type annotation (and its default does not tell the type)")
+    if annotation in _SCALARS:
+        return _SCALARS[annotation], None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [m for m in args if m is not type(None)]
+        if len(members) == 1:
+            return _type_of(members[0], default)
+        if str in members:                      # str | os.PathLike, str | Callable: a name
+            return "str", None
+        if set(members) <= {int, float}:
+            return "float", None
+    if origin is typing.Literal:
+        kinds = {type(a) for a in args}
+        if len(kinds) == 1 and next(iter(kinds)) in _SCALARS:
+            return _SCALARS[next(iter(kinds))], tuple(args)
+    if origin in (list, tuple, Sequence, typing.Sequence) and args \
+            and args[0] in (int, float) and (origin is not tuple or args[1:] in ((), (...,))):
+        return f"{_SCALARS[args[0]]} list", None
+    raise TypeError(f"its annotation {annotation!r} is not one the command line can parse "
+                    "(bool, int, float, str, a Literal, a sequence of int or float, or X | None)")
+
+
+def _keyword_params(factory: Callable[..., Any], skip: int = 0
+                    ) -> list[tuple[str, inspect.Parameter]]:
+    """The factory's options: keyword-capable parameters after the first `skip` positional."""
+    params = list(inspect.signature(factory).parameters.items())[skip:]
+    return [(n, p) for n, p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+@dataclass
+class Option:
+    """One command-line option (and config key), merged over every factory that takes it.
+
+    Attributes:
+        key: Config key, e.g. "lam"; the flag is ``--lam``.
+        type: "bool", "int", "float", "str", "int list" or "float list".
+        help: Help text (the docstring's, or `TRAINING_OPTIONS`').
+        groups: The parts of a run that take it: "scenario", "method", "model", "training".
+        takers: Per taker ("ewc", "split", "mlp", "fit"): its parameter name and default.
+        choices: Allowed values, from a ``Literal`` annotation.
+        universal: Every factory of its group takes it (set by `option_set`).
+    """
+
+    key: str
+    type: str
+    help: str = ""
+    groups: list[str] = field(default_factory=list)
+    takers: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    choices: tuple[Any, ...] | None = None
+    universal: bool = False
+
+    @property
+    def flag(self) -> str:
+        """``--key-with-dashes``."""
+        return "--" + self.key.replace("_", "-")
+
+    def parse(self, value: Any, where: str = "") -> Any:
+        """`value` (a string from the command line, or a TOML/YAML value) as this type."""
+        if value is None:
+            return None
+        try:
+            parsed = self._parse(value)
+        except (TypeError, ValueError):
+            raise CLIError(f"{where or self.flag}: expects {self._describe()}; got {value!r}."
+                           ) from None
+        if self.choices is not None and parsed not in self.choices:
+            raise CLIError(f"{where or self.flag}: must be one of {list(self.choices)}; got "
+                           f"{value!r}.")
+        return parsed
+
+    def _parse(self, value: Any) -> Any:
+        t = self.type
+        if t == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _BOOLS:
+                return _BOOLS[value.strip().lower()]
+            raise ValueError(value)
+        if t.endswith(" list"):
+            items = value.split(",") if isinstance(value, str) else \
+                list(value) if isinstance(value, (list, tuple)) else [value]
+            scalar = Option(self.key, t[:-5])
+            return [scalar._parse(v.strip() if isinstance(v, str) else v) for v in items
+                    if not (isinstance(v, str) and not v.strip())]
+        if isinstance(value, (bool, list, tuple, dict)):
+            raise TypeError(value)
+        if t == "int":
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(value)
+                return int(value)
+            return int(value.strip()) if isinstance(value, str) else int(value)
+        if t == "float":
+            return float(value.strip()) if isinstance(value, str) else float(value)
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
+
+    def _describe(self) -> str:
+        return {"bool": "true or false", "int": "an integer", "float": "a number",
+                "str": "a string", "int list": "comma-separated integers, e.g. 300,150",
+                "float list": "comma-separated numbers"}[self.type]
+
+    def describe_defaults(self) -> str:
+        """Who takes it with which default, for the help.
+
+        E.g. "(ewc: 41.0, wva: 1000.0)", "(split)", "(ewc; default: accumulate)" or
+        "(default: relu)".
+        """
+        defaults = {owner: d for owner, (_, d) in self.takers.items()}
+        if len({json.dumps(d, default=str) for d in defaults.values()}) > 1:
+            return "(" + ", ".join(f"{o}: {_show(d)}" for o, d in defaults.items()) + ")"
+        d = next(iter(defaults.values()))
+        default = "" if d is None or d is False else f"default: {_show(d)}"
+        who = "" if self.universal else ", ".join(defaults)
+        text = "; ".join(t for t in (who, default) if t)
+        return f"({text})" if text else ""
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True,
+          "false": False, "0": False, "no": False, "off": False}
+
+
+def _show(value: Any) -> str:
+    if value is inspect.Parameter.empty:
+        return "required"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _add(options: dict[str, Option], key: str, group: str, taker: str, factory: Callable,
+         param: inspect.Parameter, help_text: str | None = None) -> None:
+    """Merge `factory`'s parameter `param` as option `key`; a type clash is an error."""
+    where = f"option {param.name!r} of {group} {taker!r}"
+    if key in _RESERVED:
+        raise TypeError(f"{where}: {key!r} is a command-line option of its own; rename it.")
+    try:
+        type_, choices = _type_of(_annotation(factory, param), param.default)
+    except TypeError as exc:
+        raise TypeError(f"{where}: {exc}.") from None
+    opt = options.get(key)
+    if opt is None:
+        opt = options[key] = Option(key, type_, choices=choices)
+    elif opt.type != type_:
+        first = next(iter(opt.takers))
+        raise TypeError(f"Conflicting types for option {key!r}: {opt.groups[0]} {first!r} "
+                        f"says {opt.type}, {where} says {type_}. One option name has one "
+                        "type; rename one of them.")
+    elif opt.choices != choices:
+        opt.choices = None if opt.choices is None or choices is None \
+            else tuple(dict.fromkeys(opt.choices + choices))
+    if group not in opt.groups:
+        opt.groups.append(group)
+    default = param.default
+    if key in CLI_DEFAULTS and group != "training":
+        default = CLI_DEFAULTS[key]
+    opt.takers[taker] = (param.name, default)
+    if not opt.help:
+        opt.help = help_text if help_text is not None else _doc_args(factory).get(param.name, "")
+
+
+def _method_parts(spec: str) -> list[tuple[str, Callable[..., Any]]]:
+    """The factories of a method spec: a name, ``"a+b"`` or ``"package.module:factory"``."""
+    from .methods import method_factory
+
+    parts = [s.strip() for s in spec.split("+")] if "+" in spec else [spec]
+    out = []
+    for part in parts:
+        if ":" in part and os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())     # like `python -m`: the user's module from here
+        out.append((part, method_factory(part)))
+    return out
+
+
+def option_set(method: str | None = None) -> dict[str, Option]:
+    """Every option of ``run`` and ``sweep``, from the registries (and `method`'s factories).
+
+    Args:
+        method: A method spec whose factories are not registered (``"pkg.mod:factory"``): its
+            options are added too.
+
+    Raises:
+        TypeError: Two factories annotate one option name with different types, an option
+            has a type the command line cannot parse, or shadows a command-line option.
+    """
+    from .methods import METHODS
+    from .models import MODELS
+    from .scenarios import KINDS, SCENARIOS
+    from .train import OPTIMIZERS, fit
+
+    options: dict[str, Option] = {}
+    fit_params = dict(_keyword_params(fit))
+    for key, help_text in TRAINING_OPTIONS.items():
+        _add(options, key, "training", "fit", fit, fit_params[key],
+             help_text.format(optimizers=", ".join(OPTIMIZERS)))
+    for entry in sorted(SCENARIOS.entries(), key=lambda e: -len(e.factory.options())):
+        kind = entry.factory.kind
+        for name, param in _keyword_params(entry.factory):
+            _add(options, _SCENARIO_KEYS.get(name, name), "scenario", kind, KINDS.get(kind),
+                 param)
+    for entry in METHODS.entries():
+        for name, param in _keyword_params(entry.factory):
+            _add(options, name, "method", entry.name, entry.factory, param)
+    if method:
+        for part, factory in _method_parts(method):
+            if part not in METHODS:
+                for name, param in _keyword_params(factory):
+                    _add(options, name, "method", part, factory, param)
+    for entry in MODELS.entries():
+        for name, param in _keyword_params(entry.factory, skip=2):
+            _add(options, name, "model", entry.name, entry.factory, param)
+    everyone = {"training": {"fit"}, "scenario": set(KINDS.names()),
+                "method": set(METHODS.names()) | {p for opt in options.values()
+                                                  if "method" in opt.groups
+                                                  for p in opt.takers},
+                "model": set(MODELS.names())}
+    for opt in options.values():
+        opt.universal = set(opt.takers) >= everyone[opt.groups[0]]
+    return options
+
+
+# configuration: defaults < config file < flags ------------------------------------------------
+def _read_config(path: str, options: Mapping[str, Option]) -> dict[str, Any]:
+    """A TOML/YAML config: option keys (checked and typed), plus grid, seeds and jobs."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CLIError(f"cannot read the config {path!r}: {exc.strerror}.") from exc
     if path.endswith((".yaml", ".yml")):
         try:
             import yaml
@@ -106,63 +383,159 @@ def _read_config(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CLIError(f"{path}: expected a table of options.")
     data = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - set(RUN_DEFAULTS) - {"grid", "seeds", "jobs"})
+    _check_keys(data, options, path, extra=("grid", "seeds", "jobs"))
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "grid":
+            if not isinstance(value, dict):
+                raise CLIError(f"{path}: [grid] must be a table of key = [values].")
+            value = {k.replace("-", "_"): v if isinstance(v, list) else [v]
+                     for k, v in value.items()}
+            _check_keys(value, options, f"{path} [grid]")
+            out["grid"] = value                 # typed and checked by `_parse_grid`
+        elif key in ("seeds", "jobs"):
+            out[key] = value
+        elif key in SELECTORS:
+            if not isinstance(value, str):
+                raise CLIError(f"{path}: {key} must be a string; got {value!r}.")
+            out[key] = value
+        else:
+            out[key] = options[key].parse(value, f"{path}: {key}")
+    return out
+
+
+def _check_keys(keys: Iterable[str], options: Mapping[str, Option], where: str,
+                extra: Sequence[str] = ()) -> None:
+    known = set(options) | set(SELECTORS) | set(extra)
+    unknown = sorted(set(keys) - known)
     if unknown:
-        raise CLIError(f"{path}: unknown option(s) {unknown}. Known: {sorted(RUN_DEFAULTS)}.")
-    return data
+        import difflib
+
+        close = {k: difflib.get_close_matches(k, list(known), n=1) for k in unknown}
+        hint = "".join(f" Did you mean {c[0]!r} for {k!r}?" for k, c in close.items() if c)
+        raise CLIError(f"{where}: unknown option(s) {unknown}.{hint} Known: {sorted(known)}.")
 
 
-def _resolve(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults < config file < command-line flags."""
-    cfg = dict(RUN_DEFAULTS)
-    if getattr(args, "config", None):
-        cfg.update({k: v for k, v in _read_config(args.config).items() if k in RUN_DEFAULTS})
-    for key in RUN_DEFAULTS:
+def _given(args: argparse.Namespace, options: Mapping[str, Option],
+           file_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options set in the config file and on the command line (flags win)."""
+    if file_cfg is None:
+        file_cfg = _read_config(args.config, options) if getattr(args, "config", None) else {}
+    given = {k: v for k, v in file_cfg.items() if k not in ("grid", "seeds", "jobs")}
+    for key in (*SELECTORS, *options):
         value = getattr(args, key, None)
         if value is not None:
-            cfg[key] = value
-    return cfg
+            given[key] = value
+    return given
 
 
-def _ints(text: Any, what: str) -> list[int]:
-    if isinstance(text, (list, tuple)):
-        return [int(v) for v in text]
-    try:
-        return [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError as exc:
-        raise CLIError(f"{what} must be comma-separated integers, e.g. 300,150. "
-                       f"Got {text!r}.") from exc
+def _components(selected: Mapping[str, str]) -> dict[str, list[tuple[str, dict[str, str]]]]:
+    """Per group, the chosen factories as (taker, {key: parameter name})."""
+    from .models import MODELS
+    from .scenarios import SCENARIOS
+    from .train import fit
+
+    scenario = SCENARIOS.get(selected["scenario"])
+    model = MODELS.get(selected["model"])
+    return {
+        "scenario": [(scenario.kind, {_SCENARIO_KEYS.get(n, n): n
+                                      for n, _ in _keyword_params(scenario)})],
+        "method": [(part, {n: n for n, _ in _keyword_params(f)})
+                   for part, f in _method_parts(selected["method"])],
+        "model": [(selected["model"], {n: n for n, _ in _keyword_params(model, skip=2)})],
+        "training": [("fit", {k: k for k, _ in _keyword_params(fit) if k in TRAINING_OPTIONS})],
+    }
 
 
-def build_and_fit(cfg: dict[str, Any], progress: bool | None = None):
-    """Build scenario, model and method from a resolved config, and run `myelin.fit`."""
+def _not_taken(key: str, selected: Mapping[str, str], parts: Mapping[str, Any],
+               options: Mapping[str, Option]) -> str:
+    opt = options[key]
+    group = opt.groups[0]
+    name = selected.get(group, "")
+    own = sorted({options[k].flag for _, m in parts[group] for k in m if k in options})
+    return (f"{group} {name!r} takes no option {opt.flag} (it applies to "
+            f"{', '.join(opt.takers)}). Its options: {', '.join(own) or 'none'}.")
+
+
+def resolve(given: Mapping[str, Any], options: Mapping[str, Option]) -> dict[str, Any]:
+    """The full configuration of a run (its spec), from the options given.
+
+    The spec holds the scenario, method and model, every option they take (given, or the
+    default) and the training options. An option given that the chosen scenario, method and
+    model do not take is an error. A composed method whose parts default one option
+    differently records the defaults per part.
+    """
+    selected = {k: given.get(k) or v for k, v in SELECTORS.items()}
+    parts = _components(selected)
+    if any(k not in options for _, m in parts["method"] for k in m):   # e.g. --grid method=
+        options = option_set(selected["method"])
+    taken = {k for group in parts.values() for _, m in group for k in m}
+    for key, value in given.items():
+        if key not in SELECTORS and value is not None and key not in taken:
+            raise CLIError(_not_taken(key, selected, parts, options))
+    spec: dict[str, Any] = dict(selected)
+    for group in ("training", *_GROUPS[:3]):
+        for _, mapping in parts[group]:
+            for key in mapping:
+                if key in spec:
+                    continue
+                opt = options[key]
+                if given.get(key) is not None:
+                    spec[key] = opt.parse(given[key], opt.flag)
+                    continue
+                defaults = {t: d for t, (_, d) in opt.takers.items()
+                            if any(t == taker for taker, _ in parts[group])}
+                if "fit" in opt.takers:
+                    defaults = {"fit": opt.takers["fit"][1]}
+                values = [opt.parse(d, opt.flag) if d is not inspect.Parameter.empty else None
+                          for d in defaults.values()]
+                same = len({json.dumps(v, default=str) for v in values}) <= 1
+                spec[key] = values[0] if same else dict(zip(defaults, values))
+    return spec
+
+
+def _kwargs(spec: Mapping[str, Any], parts: Mapping[str, Any], group: str) -> dict[str, Any]:
+    """Keyword arguments of a group's factories (per-part defaults left to the parts)."""
+    return {param: spec[key] for _, mapping in parts[group] for key, param in mapping.items()
+            if not isinstance(spec.get(key), dict) and spec.get(key) is not None}
+
+
+def _check_point(spec: Mapping[str, Any]) -> None:
+    """Validate a run's options without running it (cheap: no data, no model)."""
+    from .methods import make_method
+    from .scenarios import SCENARIOS
+
+    parts = _components(spec)
+    SCENARIOS.get(spec["scenario"]).check(**_kwargs(spec, parts, "scenario"))
+    make_method(spec["method"], **_kwargs(spec, parts, "method"))
+
+
+def build_and_fit(spec: Mapping[str, Any], progress: bool | None = None):
+    """Build the scenario, model and method of a resolved spec (`resolve`) and run `myelin.fit`.
+
+    Returns the `Result`; its ``config["cli"]`` is the spec.
+    """
     import torch
 
     from .models import MODELS
     from .scenarios import SCENARIOS
     from .train import fit
 
-    scenario = SCENARIOS.get(cfg["scenario"])(
-        n_tasks=cfg["tasks"], seed=cfg["seed"], root=cfg["data_root"],
-        per_task_samples=cfg["per_task_samples"], labels_trick=bool(cfg["labels_trick"]),
-        seen_classes=bool(cfg["seen_classes"]))
-    torch.manual_seed(cfg["seed"])
-    factory = MODELS.get(cfg["model"])
-    if cfg["model"] == "mlp":
-        model = factory(scenario.input_shape, scenario.n_classes,
-                        _ints(cfg["widths"], "--widths"), activation=cfg["activation"])
-    else:
-        model = factory(scenario.input_shape, scenario.n_classes,
-                        _ints(cfg["channels"], "--channels"), activation=cfg["activation"])
-    options = {k: cfg[k] for k in _METHOD_KEYS if cfg.get(k) is not None}
-    result = fit(scenario, model, cfg["method"], cfg["optimizer"], lr=cfg["lr"],
-                 epochs=cfg["epochs"], iterations=cfg["iterations"],
-                 batch_size=cfg["batch_size"], eval_every=cfg["eval_every"],
-                 eval_samples=cfg["eval_samples"], closing_samples=cfg["closing_samples"],
-                 closing=cfg["closing"], method_options=options, seed=cfg["seed"],
-                 progress=progress)
-    result.config["cli"] = cfg
+    parts = _components(spec)
+    scenario = SCENARIOS.get(spec["scenario"])(**_kwargs(spec, parts, "scenario"))
+    torch.manual_seed(spec["seed"])
+    model = MODELS.get(spec["model"])(scenario.input_shape, scenario.n_classes,
+                                      **_kwargs(spec, parts, "model"))
+    training = {k: spec[k] for k in TRAINING_OPTIONS if k != "optimizer"}
+    result = fit(scenario, model, spec["method"], spec["optimizer"],
+                 method_options=_kwargs(spec, parts, "method"), progress=progress, **training)
+    result.config["cli"] = dict(spec)
     return result
+
+
+# output -----------------------------------------------------------------------------------------
+def _safe(text: str) -> str:
+    return re.sub(r"[^\w.,=+-]", "_", text)
 
 
 def _write_run(result: Any, out: Path, title: str) -> None:
@@ -184,6 +557,24 @@ def _print_matrix(label: str, accuracy: list[list[float]]) -> None:
         print(f"  after task {k + 1}: " + " ".join(f"{v:.3f}" for v in row))
 
 
+def _signature_line(factory: Callable[..., Any], skip: int = 0) -> str:
+    """"key: type = default, ..." with the command line's keys and defaults."""
+    items = []
+    for name, param in _keyword_params(factory, skip):
+        key = _SCENARIO_KEYS.get(name, name) if skip == 1 else name
+        if key in CLI_DEFAULTS and skip == 2:
+            param = param.replace(default=CLI_DEFAULTS[key])
+        try:
+            type_, _ = _type_of(_annotation(factory, param), param.default)
+        except TypeError:
+            type_ = "?"
+        if param.default is None:
+            type_ += " | None"
+        default = "" if param.default is inspect.Parameter.empty else f" = {param.default!r}"
+        items.append(f"{key}: {type_}{default}")
+    return ", ".join(items) or "no options"
+
+
 # commands --------------------------------------------------------------------------------------
 def _cmd_info(args: argparse.Namespace) -> int:
     import torch
@@ -192,163 +583,250 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .data.datasets import DATASETS
     from .importance import ESTIMATORS
     from .methods import METHODS
-    from .scenarios import SCENARIOS
+    from .models import MODELS
+    from .scenarios import KINDS, SCENARIOS
 
     print(f"myelin {__version__}")
     print(f"python {platform.python_version()} ({sys.executable})")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"cuda {'available' if torch.cuda.is_available() else 'not available'}")
-    for title, reg in (("importance estimators", ESTIMATORS), ("methods", METHODS),
-                       ("scenarios", SCENARIOS), ("datasets", DATASETS)):
+    wrap = textwrap.TextWrapper(width=100, initial_indent=" " * 4, subsequent_indent=" " * 6)
+    print("importance estimators:")
+    for entry in ESTIMATORS.entries():
+        print(f"  {entry.name:<26} {entry.summary}")
+    for title, reg, skip in (("methods", METHODS, 0), ("models", MODELS, 2),
+                             ("scenario kinds", KINDS, 1)):
+        print(f"{title} (options: name: type = default):")
+        for entry in reg.entries():
+            summary = re.sub(r"\{(\w+)\}", r"<\1>", entry.summary)   # a kind's template
+            print(f"  {entry.name:<26} {summary}")
+            print(wrap.fill(_signature_line(entry.factory, skip)))
+    for title, reg in (("scenarios", SCENARIOS), ("datasets", DATASETS)):
         print(f"{title}:")
         for entry in reg.entries():
-            print(f"  {entry.name:<24} {entry.summary}")
+            print(f"  {entry.name:<26} {entry.summary}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    cfg = _resolve(args)
+    options = args.options
+    spec = resolve(_given(args, options), options)
     start = time.perf_counter()
-    result = build_and_fit(cfg, progress=False if args.quiet else None)
+    result = build_and_fit(spec, progress=False if args.quiet else None)
     result.config["wall_seconds"] = time.perf_counter() - start
-    out = Path(args.out or f"runs/{cfg['scenario']}-{cfg['method']}-seed{cfg['seed']}")
-    _write_run(result, out, f"{cfg['method']} on {cfg['scenario']}")
-    _print_matrix(cfg["method"], result.accuracy)
+    out = Path(args.out or f"runs/{_safe(spec['scenario'])}-{_safe(spec['method'])}"
+               f"-seed{spec['seed']}")
+    _write_run(result, out, f"{spec['method']} on {spec['scenario']}")
+    _print_matrix(spec["method"], result.accuracy)
     print(f"wrote {out}/ (result.json, config.json, accuracy.png, curves.png) in "
           f"{result.config['wall_seconds']:.1f}s")
     return 0
 
 
-def _parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+def _parse_grid(items: Mapping[str, Sequence[Any]], options: Mapping[str, Option],
+                where: str) -> dict[str, list[Any]]:
+    """Typed, de-duplicated grid values per key; unknown keys and ``seed`` are refused."""
+    if "seed" in items:
+        raise CLIError(f"{where}: seeds are not a grid axis; use --seeds (or seeds = [...]) "
+                       "instead: every grid point runs for each seed and the summary reports "
+                       "the mean ± 95% CI over them.")
+    _check_keys(items, options, where)
     grid: dict[str, list[Any]] = {}
+    for key, values in items.items():
+        parsed = [v if key in SELECTORS else options[key].parse(v, f"{where}: {key}")
+                  for v in values]
+        unique = list({json.dumps(v, sort_keys=True): v for v in parsed}.values())
+        if len(unique) < len(parsed):
+            print(f"note: {where}: {key}: duplicate value(s) dropped; running {unique}",
+                  file=sys.stderr)
+        if not unique:
+            raise CLIError(f"{where}: {key} has no values.")
+        grid[key] = unique
+    return grid
+
+
+def _grid_args(items: Sequence[str], options: Mapping[str, Option]) -> dict[str, list[Any]]:
+    raw: dict[str, list[str]] = {}
     for item in items:
         if "=" not in item:
             raise CLIError(f"--grid takes key=v1,v2,...; got {item!r}.")
         key, values = item.split("=", 1)
         key = key.strip().replace("-", "_")
-        if key not in RUN_DEFAULTS:
-            raise CLIError(f"--grid: unknown option {key!r}. Known: {sorted(RUN_DEFAULTS)}.")
-        parsed: list[Any] = []
-        for v in values.split(","):
-            v = v.strip()
-            try:
-                parsed.append(int(v) if v.lstrip("-").isdigit() else float(v))
-            except ValueError:
-                parsed.append(v)
-        grid[key] = parsed
-    return grid
+        opt = options.get(key)
+        sep = ";" if opt is not None and opt.type.endswith(" list") and ";" in values else ","
+        raw.setdefault(key, []).extend(v.strip() for v in values.split(sep) if v.strip())
+    return _parse_grid(raw, options, "--grid")
 
 
-def _point_dir(root: Path, params: dict[str, Any], seed: int) -> Path:
-    name = ",".join(f"{k}={v}" for k, v in sorted(params.items())) or "default"
-    return root / name / f"seed={seed}"
+def _seeds(value: Any) -> list[int]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        seeds = [int(v) if not isinstance(v, str) else int(v.strip()) for v in items
+                 if not (isinstance(v, str) and not v.strip())]
+    except ValueError:
+        raise CLIError(f"--seeds must be comma-separated integers, e.g. 0,1,2. Got {value!r}."
+                       ) from None
+    unique = list(dict.fromkeys(seeds))
+    if len(unique) < len(seeds):
+        print(f"note: --seeds: duplicate seed(s) dropped; running {unique}", file=sys.stderr)
+    if not unique:
+        raise CLIError("--seeds lists no seed.")
+    return unique
 
 
-def _sweep_point(cfg: dict[str, Any], out: str) -> dict[str, Any]:
+def _point_name(params: Mapping[str, Any]) -> str:
+    """The directory of a grid point, e.g. "lam=10.0,widths=300x150"."""
+    return ",".join(f"{k}={_safe('x'.join(map(str, v)) if isinstance(v, list) else str(v))}"
+                    for k, v in sorted(params.items())) or "default"
+
+
+def _sweep_point(spec: dict[str, Any], root: str, key: str) -> dict[str, Any]:
     import torch
+
+    from .records import RecordStore
 
     torch.set_num_threads(1)          # parallel processes: one thread each
     start = time.perf_counter()
-    result = build_and_fit(cfg, progress=False)
+    result = build_and_fit(spec, progress=False)
     result.config["wall_seconds"] = time.perf_counter() - start
-    path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    result.save(path / "result.json")
-    return {"dir": out, "metrics": result.metrics}
+    RecordStore(root).put(key, spec, dataclasses.asdict(result))
+    return result.metrics
 
 
-def _ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % Student-t confidence interval."""
-    from statistics import mean, stdev
+def _cell(stats: Mapping[str, Any] | None) -> str:
+    if not stats:
+        return "—"
+    ci = stats["ci95"]
+    return f"{stats['mean']:.4f} ± {'—' if math.isnan(ci) else f'{ci:.4f}'}"
 
-    n = len(values)
-    if n < 2:
-        return mean(values), float("nan")
-    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306,
-         10: 2.262, 20: 2.093}.get(n)
-    if t is None:
-        from scipy.stats import t as student  # scikit-learn brings scipy
 
-        t = float(student.ppf(0.975, n - 1))
-    return mean(values), t * stdev(values) / math.sqrt(n)
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from . import metrics
     from .plots import sweep_plot
+    from .records import RecordStore
 
-    cfg = _resolve(args)
-    file_cfg = _read_config(args.config) if args.config else {}
-    grid = _parse_grid(args.grid or []) if args.grid else {
-        k: (v if isinstance(v, list) else [v]) for k, v in file_cfg.get("grid", {}).items()}
+    options = args.options
+    file_cfg = _read_config(args.config, options) if args.config else {}
+    given = _given(args, options, file_cfg)
+    grid = _grid_args(args.grid, options) if args.grid else \
+        _parse_grid(file_cfg.get("grid", {}), options, f"{args.config} [grid]")
     if not grid:
         raise CLIError("sweep needs at least one --grid key=v1,v2,... (e.g. lam=1,10,100).")
-    seeds = _ints(args.seeds or file_cfg.get("seeds", "0"), "--seeds")
-    out = Path(args.out or f"sweeps/{cfg['scenario']}-{cfg['method']}")
+    seeds_given = args.seeds if args.seeds is not None else file_cfg.get("seeds")
+    if seeds_given is not None and "seed" in given:
+        raise CLIError("give the seeds of a sweep as --seeds (or seeds = [...]), not --seed.")
+    seeds = _seeds(seeds_given if seeds_given is not None else given.pop("seed", 0))
+    jobs = args.jobs if args.jobs is not None else int(file_cfg.get("jobs", os.cpu_count() or 1))
+    if jobs < 1:
+        raise CLIError(f"--jobs must be at least 1; got {jobs}.")
+    name = {k: str(given.get(k) or v) for k, v in SELECTORS.items()}
+    out = Path(args.out or f"sweeps/{_safe(name['scenario'])}-{_safe(name['method'])}")
     keys = sorted(grid)
     points = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
-    todo, done = [], []
+    runs = []                                  # (params, seed, record key, spec)
     for params in points:
         for seed in seeds:
-            d = _point_dir(out, params, seed)
-            if (d / "result.json").exists():
-                done.append((params, seed, d))
-            else:
-                todo.append((params, seed, d))
+            try:
+                spec = resolve({**given, **params, "seed": seed}, options)
+                _check_point(spec)
+            except (CLIError, ValueError, TypeError) as exc:
+                raise CLIError(f"grid point {params}: {exc}") from exc
+            runs.append((params, seed, f"{_point_name(params)}/seed={seed}/result", spec))
+    store = RecordStore(out)
+    records = {key: store.get(key, spec) for _, _, key, spec in runs}
+    todo = [r for r in runs if records[r[2]] is None]
     print(f"sweep: {len(points)} grid point(s) x {len(seeds)} seed(s); "
-          f"{len(done)} already done, {len(todo)} to run with {args.jobs} process(es)")
+          f"{len(runs) - len(todo)} already done, {len(todo)} to run with {jobs} process(es)")
+    reasons: dict[str, int] = {}
+    for _, _, key, _ in todo:
+        if key in store.stale:
+            reasons[store.stale[key]] = reasons.get(store.stale[key], 0) + 1
+    if reasons:
+        print(f"  {sum(reasons.values())} of them stale (their record was made for another "
+              "configuration; re-running):")
+        for why, n in reasons.items():
+            print(f"    {n} x {why}")
+    failed = 0
     if todo:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(_sweep_point, {**cfg, **params, "seed": seed}, str(d)):
-                       (params, seed, d) for params, seed, d in todo}
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(_sweep_point, spec, str(out), key): (params, seed, key)
+                       for params, seed, key, spec in todo}
             for i, fut in enumerate(as_completed(futures), 1):
-                params, seed, d = futures[fut]
+                params, seed, key = futures[fut]
                 try:
-                    r = fut.result()
+                    m = fut.result()
                 except Exception as exc:  # report which point failed, keep the others
+                    failed += 1
                     print(f"  [{i}/{len(todo)}] {params} seed {seed}: FAILED: {exc}")
                     continue
                 print(f"  [{i}/{len(todo)}] {params} seed {seed}: "
-                      f"AA {r['metrics']['average_accuracy']:.3f}", flush=True)
-    from .train import Result
-
+                      f"AA {m['average_accuracy']:.3f}", flush=True)
+        records = {key: store.get(key, spec) for _, _, key, spec in runs}
     rows = []
     for params in points:
         values: dict[str, list[float]] = {}
-        for seed in seeds:
-            path = _point_dir(out, params, seed) / "result.json"
-            if path.exists():
-                for k, v in Result.load(path).metrics.items():
+        for p, _, key, _ in runs:
+            if p is params and records[key] is not None:
+                for k, v in records[key]["metrics"].items():
                     values.setdefault(k, []).append(v)
         if values:
-            row: dict[str, Any] = {"params": params, "n_seeds": len(values["average_accuracy"])}
+            spec = next(s for p, _, _, s in runs if p is params)
+            row: dict[str, Any] = {"params": params, "n_seeds": len(values["average_accuracy"]),
+                                   "spec": {k: v for k, v in spec.items() if k != "seed"}}
             for k, vs in values.items():
-                m, ci = _ci95(vs)
+                m, ci = metrics.ci95(vs)
                 row[k] = {"mean": m, "ci95": ci, "values": vs}
             rows.append(row)
-    (out / "summary.json").write_text(json.dumps({"config": cfg, "grid": grid, "seeds": seeds,
-                                                  "rows": rows}, indent=1) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(_json_safe(
+        {"config": given, "grid": grid, "seeds": seeds, "rows": rows}), indent=1) + "\n")
     lines = ["| " + " | ".join(keys) + " | seeds | AA (mean ± 95% CI) | FM (mean ± 95% CI) |",
              "|" + "---|" * (len(keys) + 3)]
     for r in rows:
-        fm = r.get("forgetting")
-        fm_text = f"{fm['mean']:.4f} ± {fm['ci95']:.4f}" if fm else "—"
-        aa = r["average_accuracy"]
-        lines.append("| " + " | ".join(str(r["params"][k]) for k in keys)
-                     + f" | {r['n_seeds']} | {aa['mean']:.4f} ± {aa['ci95']:.4f} | {fm_text} |")
+        lines.append("| " + " | ".join(_show(r["params"][k]) for k in keys)
+                     + f" | {r['n_seeds']} | {_cell(r['average_accuracy'])} | "
+                     f"{_cell(r.get('forgetting'))} |")
     table = "\n".join(lines)
     (out / "summary.md").write_text(table + "\n")
     print(table)
     param = "lam" if "lam" in grid else keys[0]
-    if rows and all(isinstance(r["params"][param], (int, float)) for r in rows):
+    if rows and all(isinstance(r["params"][param], (int, float))
+                    and not isinstance(r["params"][param], bool) for r in rows):
         others = [k for k in keys if k != param]
         sweep_plot(rows, param, out / f"{param}-vs-aa.png", group=others[0] if others else None)
         print(f"wrote {out}/summary.md, summary.json, {param}-vs-aa.png")
+    else:
+        print(f"wrote {out}/summary.md, summary.json")
+    if failed:
+        print(f"myelin sweep: {failed} of {len(todo)} run(s) failed (see above); they are "
+              "missing from the summary.", file=sys.stderr)
+        return 1
     return 0
+
+
+def _load_result(path: Path):
+    """A `Result` from a run's result.json (a sweep's also holds its ``spec``)."""
+    from .train import Result
+
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or {"accuracy", "random_init"} - set(data):
+        raise ValueError(f"{str(path)!r} is not a myelin result.")
+    names = {f.name for f in dataclasses.fields(Result)}
+    return Result(**{k: v for k, v in data.items() if k in names})
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .plots import accuracy_heatmap, average_accuracy_plot, markdown_table, task_curves
-    from .train import Result
 
     runs: dict[str, Any] = {}
     for d in args.runs:
@@ -357,7 +835,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise CLIError(f"No result.json in {d!r} (give run directories written by "
                            "`myelin run`).")
         try:
-            result = Result.load(path)
+            result = _load_result(path)
         except (ValueError, json.JSONDecodeError) as exc:
             raise CLIError(f"{path}: {exc}") from exc
         label = Path(d).name if Path(d).is_dir() else path.stem
@@ -384,8 +862,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .plots import average_accuracy_plot, markdown_table
 
     out = Path(args.out or "myelin-demo")
-    base = {**RUN_DEFAULTS, "scenario": "permuted-digits", "tasks": 3, "widths": "128",
-            "epochs": 8, "batch_size": 32, "lr": 0.1, "eval_every": 45, "seed": args.seed,
+    options = option_set()
+    base = {"scenario": "permuted-digits", "tasks": 3, "widths": [128], "epochs": 8.0,
+            "batch_size": 32, "lr": 0.1, "eval_every": 45, "seed": args.seed,
             "closing_samples": 500}
     methods = {"finetune": {}, "ewc": {"lam": 100.0, "importance": "fisher"},
                "wva": {"lam": 100.0, "importance": "signal"}}
@@ -393,9 +872,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           "SGD lr 0.1, 8 epochs per task")
     runs = {}
     start = time.perf_counter()
-    for name, options in methods.items():
-        cfg = {**base, "method": name, **options}
-        result = build_and_fit(cfg, progress=False if args.quiet else None)
+    for name, method_options in methods.items():
+        spec = resolve({**base, "method": name, **method_options}, options)
+        result = build_and_fit(spec, progress=False if args.quiet else None)
         _write_run(result, out / name, f"{name} on permuted digits")
         _print_matrix(name, result.accuracy)
         runs[name] = {"accuracy": result.accuracy}
@@ -413,31 +892,81 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every sub-command."""
+# the parser -----------------------------------------------------------------------------------
+def _argparse_type(opt: Option) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return opt.parse(text)
+        except CLIError as exc:
+            raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+    convert.__name__ = opt.type
+    return convert
+
+
+def _add_run_options(p: argparse.ArgumentParser, options: Mapping[str, Option]) -> None:
+    from .methods import METHODS
+    from .models import MODELS
+
+    groups = {g: p.add_argument_group(title) for g, title in (
+        ("scenario", "scenario"), ("method", "method"), ("model", "model"),
+        ("training", "training"))}
+    groups["scenario"].add_argument("--config",
+                                    help="TOML (or YAML) file with any of these options")
+    groups["scenario"].add_argument(
+        "--scenario", help=f"e.g. permuted-mnist, split-mnist-class, permuted-digits (see "
+        f"`myelin info`; default {SELECTORS['scenario']})")
+    groups["method"].add_argument(
+        "--method", help=f"{', '.join(METHODS.names())}; a+b (composed) or "
+        f"package.module:factory (default {SELECTORS['method']})")
+    groups["model"].add_argument("--model", help=f"{' or '.join(MODELS.names())} "
+                                 f"(default {SELECTORS['model']})")
+    order = {g: i for i, g in enumerate(_GROUPS)}
+    for opt in sorted(options.values(), key=lambda o: order[o.groups[0]]):
+        group = groups["training" if "training" in opt.groups else opt.groups[0]]
+        text = " ".join(t for t in (opt.help.rstrip("."), opt.describe_defaults()) if t)
+        text = text.replace("%", "%%")
+        if opt.type == "bool":
+            if any(d is True for _, d in opt.takers.values()):
+                group.add_argument(opt.flag, dest=opt.key, action=argparse.BooleanOptionalAction,
+                                   default=None, help=text)
+            else:
+                group.add_argument(opt.flag, dest=opt.key, action="store_const", const=True,
+                                   help=text)
+        else:
+            metavar = {"int list": "N,N", "float list": "X,X"}.get(opt.type)
+            group.add_argument(opt.flag, dest=opt.key, type=_argparse_type(opt), help=text,
+                               metavar=metavar or opt.key.upper())
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(options=options)
+
+
+def build_parser(method: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every sub-command; `method` adds a custom factory's options."""
     from . import __version__
 
+    options = option_set(method)
     parser = argparse.ArgumentParser(
         prog="myelin", description="Stop neural networks from forgetting.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"myelin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("info", help="versions, estimators, methods, scenarios, datasets")
+    p = sub.add_parser("info", help="versions, estimators, methods and their options, scenarios")
     p.set_defaults(func=_cmd_info)
     p = sub.add_parser("run", help="one continual-learning run", epilog=EXAMPLES,
                        formatter_class=fmt)
-    _add_run_options(p)
+    _add_run_options(p, options)
     p.add_argument("--out", help="run directory (default runs/<scenario>-<method>-seed<seed>)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("sweep", help="grid x seeds in parallel, mean ± 95%% CI, resumable",
                        epilog=EXAMPLES, formatter_class=fmt)
-    _add_run_options(p)
-    p.add_argument("--grid", action="append", help="key=v1,v2,... (repeatable)")
+    _add_run_options(p, options)
+    p.add_argument("--grid", action="append",
+                   help="key=v1,v2,... (repeatable; any option above but seed; a list option "
+                   "takes v1;v2, e.g. widths=300,150;100)")
     p.add_argument("--seeds", help="comma-separated seeds (default 0)")
-    p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)),
-                   help="parallel processes")
-    p.add_argument("--out", help="sweep directory")
+    p.add_argument("--jobs", type=int, help=f"parallel processes (default {os.cpu_count()})")
+    p.add_argument("--out", help="sweep directory (default sweeps/<scenario>-<method>)")
     p.set_defaults(func=_cmd_sweep)
     p = sub.add_parser("report", help="plots and a table from run directories")
     p.add_argument("runs", nargs="+", help="run directories (or result.json files)")
@@ -451,9 +980,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _custom_method(argv: Sequence[str]) -> str | None:
+    """The ``--method`` of `argv` (or of its ``--config``) if it names unregistered factories."""
+    from .methods import METHODS
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    method = known.method
+    if method is None and known.config:
+        try:
+            data = _read_config(known.config, option_set())
+        except CLIError:
+            return None                         # reported when the command reads it
+        method = data.get("method")
+    if not method:
+        return None
+    parts = [s.strip() for s in method.split("+")]
+    return method if any(p not in METHODS for p in parts) else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with `argv` (default: sys.argv[1:]); returns the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), "myelin")
+    try:
+        parser = build_parser(_custom_method(argv))
+    except (ValueError, TypeError) as exc:
+        print(f"myelin {command}: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -2,15 +2,17 @@
 
 ``a[k, j]`` is the test accuracy on task j after training task k (0-based here; T tasks, shape
 (T, T)). Entries above the diagonal (tasks not yet trained) are used only by forward transfer.
+`ci95` summarises one metric over seeds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["average_accuracy", "average_accuracy_curve", "backward_transfer", "forgetting",
+__all__ = ["average_accuracy", "average_accuracy_curve", "backward_transfer", "ci95", "forgetting",
            "forward_transfer", "learning_accuracy", "summary", "two_task_forgetting"]
 
 Matrix = Sequence[Sequence[float]] | np.ndarray
@@ -84,3 +86,30 @@ def summary(a: Matrix, random_init: Sequence[float] | None = None) -> dict[str, 
         if random_init is not None:
             out["forward_transfer"] = forward_transfer(m, random_init)
     return out
+
+
+def ci95(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95 % Student-t confidence interval of the mean.
+
+    The half-width is t₀.₉₇₅(n−1) · s / √n with s the sample standard deviation (ddof 1) and
+    t from ``scipy.stats.t.ppf``. For a single value it is NaN: one run says nothing about the
+    spread (it is undefined, not 0). Report ``mean ± half``.
+
+    Args:
+        values: One value per run (e.g. the average accuracy of each seed).
+
+    Returns:
+        ``(mean, half_width)``.
+
+    Raises:
+        ValueError: No values.
+    """
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.ndim != 1 or len(v) == 0:
+        raise ValueError(f"ci95 needs a non-empty list of numbers. Got shape {v.shape}.")
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, math.nan
+    from scipy.stats import t as student  # scipy comes with scikit-learn; imported on use
+
+    return mean, float(student.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))

@@ -33,6 +33,12 @@ def mlp(input_shape: Sequence[int], n_classes: int, widths: Sequence[int] = (300
 
     E.g. ``mlp((1, 28, 28), 10, (300, 150), activation="leaky_relu")`` is the seeds'
     784-300-150-10 network. Input (N, *input_shape) -> logits (N, n_classes).
+
+    Args:
+        input_shape: Shape of one input sample, e.g. (1, 28, 28).
+        n_classes: Number of output logits.
+        widths: Hidden layer widths, e.g. 300,150.
+        activation: relu, leaky_relu, tanh, gelu or sigmoid.
     """
     act = _activation(activation)
     layers: list[nn.Module] = [nn.Flatten()]
@@ -49,6 +55,12 @@ def small_cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int
     """Conv(3x3)+activation+MaxPool(2) per entry of `channels`, then a Linear classifier.
 
     Input (N, C, H, W) -> logits (N, n_classes).
+
+    Args:
+        input_shape: Shape of one input sample (C, H, W).
+        n_classes: Number of output logits.
+        channels: Output channels of each convolution, e.g. 16,32.
+        activation: relu, leaky_relu, tanh, gelu or sigmoid.
     """
     act = _activation(activation)
     c, h, w = input_shape

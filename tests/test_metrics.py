@@ -61,3 +61,25 @@ def test_raising_the_last_row_never_raises_forgetting(a, bump):
     b = a.copy()
     b[-1] = np.minimum(1.0, b[-1] + bump)
     assert metrics.forgetting(b) <= metrics.forgetting(a) + 1e-12
+
+
+def test_ci95():
+    from scipy.stats import t
+
+    mean, half = metrics.ci95([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(t.ppf(0.975, 2) * 1.0 / np.sqrt(3))
+    assert metrics.ci95([0.5, 0.7]) == pytest.approx((0.6, 12.7062047 * 0.1414213562 / np.sqrt(2)))
+    mean, half = metrics.ci95([0.8])                  # one run: the spread is undefined
+    assert mean == 0.8 and np.isnan(half)
+    assert metrics.ci95(np.array([0.3, 0.3, 0.3])) == (0.3, 0.0)
+    assert metrics.ci95(v for v in (1, 3)) == pytest.approx((2.0, 12.7062047))
+    with pytest.raises(ValueError, match="non-empty"):
+        metrics.ci95([])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=30))
+def test_ci95_contains_the_mean_and_shrinks_with_agreement(values):
+    mean, half = metrics.ci95(values)
+    assert half >= 0 and mean == pytest.approx(np.mean(values), abs=1e-9)
+    assert metrics.ci95(values * 2)[1] <= half + 1e-9          # more runs, same spread
