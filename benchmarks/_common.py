@@ -1,13 +1,13 @@
-"""Shared helpers for benchmarks: data location, timing, environment record."""
+"""Shared helpers for the benchmarks: data location, seeds, timing, environment record."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,20 +16,22 @@ import numpy as np
 import torch
 
 from myelin.data import read_idx
+from myelin.models import mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % Student-t interval (0 for one value)."""
-    n = len(values)
-    mean = float(np.mean(values))
-    if n < 2:
-        return mean, 0.0
-    from scipy.stats import t as student
-
-    return mean, float(student.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
+def parse_seeds(text: str) -> list[int]:
+    """A --seeds argument as a list: "0-4" -> 0..4, "0,2,5" -> [0, 2, 5] (both may mix)."""
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out += list(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
 
 
 def seed_range(seeds: list[int]) -> str:
@@ -53,6 +55,11 @@ def find_mnist(explicit: str | None = None) -> Path:
                             "Pass --mnist DIR or set MYELIN_DATA.")
 
 
+def mnist_root() -> str:
+    """The data root holding the MNIST directory (the `root` of `myelin.data.load`)."""
+    return str(find_mnist().parent)
+
+
 def load_mnist(directory: Path, split: str = "train", n: int | None = None):
     """(X float32 (N, 784) in [0, 1], y int64 (N,)) from the gzipped IDX files."""
     prefix = "train" if split == "train" else "t10k"
@@ -60,6 +67,11 @@ def load_mnist(directory: Path, split: str = "train", n: int | None = None):
     y = read_idx(directory / f"{prefix}-labels-idx1-ubyte.gz")[:n]
     return (torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0),
             torch.from_numpy(y.astype(np.int64)))
+
+
+def make_mlp() -> torch.nn.Module:
+    """The 784-300-150-10 ReLU MLP of the seeds' experiments (PyTorch default init)."""
+    return mlp((784,), 10, (300, 150))
 
 
 def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
@@ -116,11 +128,10 @@ def environment() -> dict[str, object]:
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def command(script: str, argv: list[str] | None) -> str:
-    """The command line that reproduces this run."""
-    import sys
-
-    return f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+def command(module: str, argv: list[str] | None) -> str:
+    """The command line that reproduces this run of ``benchmarks.<module>``."""
+    return " ".join(["python", "-m", f"benchmarks.{module}",
+                     *(argv if argv is not None else sys.argv[1:])])
 
 
 def write_json(name: str, payload: dict[str, object], out: str | None = None) -> Path:

@@ -1,37 +1,48 @@
 """CoLaNET benchmarks (issue 6): accuracy, continual learning, α and silent-synapse sweeps, speed.
 
-    python benchmarks/colanet.py single --seeds 0-2             # (a) one pass over MNIST
-    python benchmarks/colanet.py permuted --config mc15-a0.005 --seeds 0-2   # (b)
-    python benchmarks/colanet.py alpha --seeds 0                 # (c) α sweep, 15 mc
-    python benchmarks/colanet.py emnist --seeds 0                # (d) E/MNIST, or its stand-in
-    python benchmarks/colanet.py report                          # markdown for docs/results.md
+    python -m benchmarks.colanet single --seeds 0-2             # (a) one pass over MNIST
+    python -m benchmarks.colanet permuted --config mc15-a0.005 --seeds 0-2   # (b)
+    python -m benchmarks.colanet alpha --seeds 0                 # (c) α sweep, 15 mc
+    python -m benchmarks.colanet emnist --seeds 0                # (d) E/MNIST, or its stand-in
+    python -m benchmarks.colanet report                          # markdown for docs/results.md
 
-Each run writes ``benchmarks/results/colanet/<experiment>/<key>-seed<k>.json`` when it ends
-(resumable). Runs print progress to stdout; start long ones in the background with a log.
+Each run is a record (`myelin.records.RecordStore`) written when it ends,
+``benchmarks/results/colanet/<experiment>/<key>-seed<k>.json``; a rerun skips every record
+made for the same spec (`spec`: the experiment, its settings, the preset's values, the seed),
+so a stopped session resumes. Runs print progress to stdout; start long ones in the background
+with a log.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._common import RESULTS, ci95, environment, seed_range
-from benchmarks.reproduce import _mnist_root, _parse_seeds
+from benchmarks._common import (
+    RESULTS,
+    ROOT,
+    command,
+    environment,
+    mnist_root,
+    parse_seeds,
+    seed_range,
+)
+from myelin import metrics
 from myelin.data import DataNotFoundError, load
+from myelin.records import RecordStore
 from myelin.scenarios import Scenario, Task, permuted, sequence
 from myelin.snn import PRESETS, CoLaNET, as_pixels, fit_scenario
 
 OUT = RESULTS / "colanet"
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+FIGURES = ROOT / "docs" / "results"
 PRESET = "myelin"          # the parameter set every run below uses (see myelin.snn.PRESETS)
 
 # (b): Larionov's three permuted-MNIST configurations and his numbers (seed 001 / 2506.17169)
@@ -64,13 +75,6 @@ SILENT = (0, 1000, 10000, 100000)
 LETTERS_BALANCED = [10, 11, 13, 14, 16, 17, 23, 26, 27, 28]
 
 
-def _write(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
-
-
 def _net(microcolumns: int, alpha: float, seed: int, silent: float | None = None,
          preset: str = PRESET) -> CoLaNET:
     params = dict(PRESETS[preset])
@@ -82,7 +86,7 @@ def _net(microcolumns: int, alpha: float, seed: int, silent: float | None = None
 
 def run_single(seed: int, n_train: int | None, quick: bool = False) -> dict[str, Any]:
     """(a) One online pass over MNIST train (in a seeded random order), test accuracy, speed."""
-    root = _mnist_root()
+    root = mnist_root()
     tr, te = load("mnist", "train", root=root), load("mnist", "test", root=root)
     order = np.random.RandomState(seed).permutation(len(tr))[:n_train]
     x, y = as_pixels(tr)[order], tr.targets.numpy()[order]
@@ -108,7 +112,7 @@ def run_single(seed: int, n_train: int | None, quick: bool = False) -> dict[str,
 def run_permuted(config: dict[str, Any], seed: int, n_tasks: int = 10,
                  quick: bool = False) -> dict[str, Any]:
     """(b)/(c) 10-task permuted MNIST, one pass per task, evaluation after each task."""
-    scenario = permuted("mnist", n_tasks, seed=seed, root=_mnist_root(),
+    scenario = permuted("mnist", n_tasks, seed=seed, root=mnist_root(),
                         per_task_samples=300 if quick else None)
     preset = config.get("preset", PRESET)
     net = _net(config["microcolumns"], config["alpha"], seed, preset=preset)
@@ -146,7 +150,7 @@ def run_two_datasets(second: str, silent: float, alpha: float, seed: int, permut
     classes = [None, LETTERS_BALANCED if second == "emnist-balanced" else None]
     per_class = (30, 20) if quick else (2400, 400)
     scenario = sequence("mnist", second, relabel="shared", classes=classes,
-                        per_class=per_class, seed=seed, root=_mnist_root())
+                        per_class=per_class, seed=seed, root=mnist_root())
     if permute:
         scenario = _permute_each(scenario, seed)
     net = _net(15, alpha, seed, silent)
@@ -159,22 +163,72 @@ def run_two_datasets(second: str, silent: float, alpha: float, seed: int, permut
             "permuted": permute}
 
 
-def _record(path: Path, fn, *args, preset: str = PRESET, **kwargs) -> dict[str, Any]:
-    """Run fn unless `path` holds a result of the same preset values; write it; return it."""
-    if path.exists():
-        old = json.loads(path.read_text())
-        if _current(old):
-            return old["measured"]
-        print(f"{path}: made with {old.get('preset')} = {old.get('params')}, now "
-              f"{PRESETS[preset]}; re-running", flush=True)
-    measured = fn(*args, **kwargs)
-    _write(path, {"measured": measured, "preset": preset, "params": PRESETS[preset],
-                  "command": " ".join(["python", "benchmarks/colanet.py", *sys.argv[1:]]),
-                  "environment": _ENV or environment()})
-    return measured
+@dataclass
+class Run:
+    """One planned run: its record key, its spec, and how to run it."""
+
+    key: str
+    spec: dict[str, Any]
+    run: Callable[[], dict[str, Any]]
+    show: Callable[[dict[str, Any]], str]
 
 
-_ENV: dict[str, Any] = {}
+def spec(experiment: str, seed: int, preset: str = PRESET, quick: bool = False,
+         **settings: Any) -> dict[str, Any]:
+    """What determines a run: the experiment and its settings, the preset and its values, the
+    seed; a record is reused only for the same spec (so a changed preset re-runs it)."""
+    return {"experiment": experiment, **settings, "preset": preset, "params": PRESETS[preset],
+            "seed": seed, "quick": quick}
+
+
+def _aa_fm(m: dict[str, Any]) -> str:
+    return f"AA {m['aa']:.4f} FM {m['fm']:.4f}"
+
+
+def planned(experiment: str, seeds: list[int], config: str = "all", tasks: int = 10,
+            preset: str = PRESET, second: str = "emnist-balanced", alpha: float = 0.00238,
+            quick: bool = False) -> Iterator[Run]:
+    """The runs of `experiment` (single, permuted, alpha, emnist) for the command line's options,
+    seed by seed."""
+    q = "-quick" if quick else ""
+    for seed in seeds:
+        if experiment == "single":
+            yield Run(f"single{q}/mc15-seed{seed}", spec("single", seed, quick=quick),
+                      lambda seed=seed: run_single(seed, None, quick),
+                      lambda m, seed=seed: f"single seed {seed}: {m['accuracy']:.4f}, "
+                      f"{m['train_images_per_s']:.0f} train img/s, "
+                      f"{m['test_images_per_s']:.0f} test img/s")
+        elif experiment == "permuted":
+            for key in list(PERMUTED) if config == "all" else config.split(","):
+                cfg = PERMUTED[key]
+                yield Run(f"permuted{q}/{key}-seed{seed}",
+                          spec("permuted", seed, cfg.get("preset", PRESET), quick,
+                               microcolumns=cfg["microcolumns"], alpha=cfg["alpha"], tasks=10),
+                          lambda cfg=cfg, seed=seed: run_permuted(cfg, seed, 10, quick),
+                          lambda m, key=key, seed=seed: f"permuted {key} seed {seed}: "
+                          f"{_aa_fm(m)} ({m['wall_seconds']:.0f} s)")
+        elif experiment == "alpha":
+            for a in ALPHAS:
+                cfg = {"microcolumns": 15, "alpha": a, "preset": preset}
+                yield Run(f"alpha{q}/{preset}-t{tasks}-a{a}-seed{seed}",
+                          spec("alpha", seed, preset, quick, microcolumns=15, alpha=a,
+                               tasks=tasks),
+                          lambda cfg=cfg, seed=seed: run_permuted(cfg, seed, tasks, quick),
+                          lambda m, a=a, seed=seed: f"alpha {a} seed {seed}: {_aa_fm(m)}")
+        elif experiment == "emnist":
+            for permute in (False, True):
+                for silent in (SILENT if not permute else (100000,)):
+                    key = f"{second}-a{alpha}-ns{silent}" + ("-perm" if permute else "")
+                    yield Run(f"emnist{q}/{key}-seed{seed}",
+                              spec("emnist", seed, quick=quick, second=second, alpha=alpha,
+                                   silent_synapses=silent, permuted=permute),
+                              lambda silent=silent, seed=seed, permute=permute: run_two_datasets(
+                                  second, silent, alpha, seed, permute, quick),
+                              lambda m, key=key, seed=seed: f"{key} seed {seed}: "
+                              f"{m['task1_after_1']:.4f} -> {m['task2_after_2']:.4f}, task 1 "
+                              f"after 2 {m['task1_after_2']:.4f}, FM {m['fm']:.4f}")
+        else:
+            raise ValueError(f"Unknown CoLaNET experiment {experiment!r}.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,45 +250,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.experiment == "report":
         print(markdown_section(out))
         return 0
-    _ENV.update(environment())
-    q = "-quick" if args.quick else ""
-    for seed in _parse_seeds(args.seeds):
-        if args.experiment == "single":
-            m = _record(out / f"single{q}" / f"mc15-seed{seed}.json", run_single, seed, None,
-                        args.quick)
-            print(f"single seed {seed}: {m['accuracy']:.4f}, {m['train_images_per_s']:.0f} "
-                  f"train img/s, {m['test_images_per_s']:.0f} test img/s", flush=True)
-        elif args.experiment == "permuted":
-            keys = list(PERMUTED) if args.config == "all" else args.config.split(",")
-            for key in keys:
-                m = _record(out / f"permuted{q}" / f"{key}-seed{seed}.json", run_permuted,
-                            PERMUTED[key], seed, 10, args.quick,
-                            preset=PERMUTED[key].get("preset", PRESET))
-                print(f"permuted {key} seed {seed}: AA {m['aa']:.4f} FM {m['fm']:.4f} "
-                      f"({m['wall_seconds']:.0f} s)", flush=True)
-        elif args.experiment == "alpha":
-            for alpha in ALPHAS:
-                cfg = {"microcolumns": 15, "alpha": alpha, "preset": args.preset}
-                m = _record(out / f"alpha{q}" / f"{args.preset}-t{args.tasks}-a{alpha}-seed{seed}"
-                            ".json", run_permuted, cfg, seed, args.tasks, args.quick,
-                            preset=args.preset)
-                print(f"alpha {alpha} seed {seed}: AA {m['aa']:.4f} FM {m['fm']:.4f}",
-                      flush=True)
-        else:
-            for permute in (False, True):
-                for silent in (SILENT if not permute else (100000,)):
-                    key = f"{args.second}-a{args.alpha}-ns{silent}" + ("-perm" if permute else "")
-                    try:
-                        m = _record(out / f"emnist{q}" / f"{key}-seed{seed}.json",
-                                    run_two_datasets, args.second, silent, args.alpha, seed,
-                                    permute, args.quick)
-                    except DataNotFoundError as exc:
-                        print(f"{args.second} is not available here: {exc}\nRun the stand-in "
-                              "with --second fashion-mnist.", file=sys.stderr)
-                        return 2
-                    print(f"{key} seed {seed}: {m['task1_after_1']:.4f} -> "
-                          f"{m['task2_after_2']:.4f}, task 1 after 2 {m['task1_after_2']:.4f}, "
-                          f"FM {m['fm']:.4f}", flush=True)
+    store = RecordStore(out)
+    env, cmd = environment(), command("colanet", argv)
+    for run in planned(args.experiment, parse_seeds(args.seeds), args.config, args.tasks,
+                       args.preset, args.second, args.alpha, args.quick):
+        record, ran = store.get(run.key, run.spec), False
+        if record is None:
+            if run.key in store:
+                print(f"{store.path(run.key)}: {store.stale[run.key]}; re-running", flush=True)
+            try:
+                measured = run.run()
+            except DataNotFoundError as exc:
+                print(f"{args.second} is not available here: {exc}\nRun the stand-in "
+                      "with --second fashion-mnist.", file=sys.stderr)
+                return 2
+            record, ran = store.put(run.key, run.spec, {
+                "measured": measured, "preset": run.spec["preset"],
+                "params": run.spec["params"], "command": cmd, "environment": env}), True
+        print(run.show(record["measured"]) + ("" if ran else " (recorded)"), flush=True)
     return 0
 
 
@@ -244,15 +277,20 @@ def _current(record: dict[str, Any]) -> bool:
     return preset in PRESETS and record.get("params") == PRESETS[preset]
 
 
-def _group(paths: list[Path], stale: list[Path]) -> dict[str, list[dict[str, Any]]]:
-    """Results by run key (seeds together); those of an older preset go to `stale` instead."""
+def _group(store: RecordStore, experiment: str, stale: list[str]
+           ) -> dict[str, list[dict[str, Any]]]:
+    """The records of `experiment` by run key (seeds together); those of an older preset go to
+    `stale` instead."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for path in paths:
-        record = json.loads(path.read_text())
-        if not _current(record):
-            stale.append(path)
+    for name in store.keys():        # noqa: SIM118 (a RecordStore is not iterable)
+        folder, _, stem = name.partition("/")
+        record = store.read(name) if folder == experiment else None
+        if record is None:
             continue
-        key, seed = path.stem.rsplit("-seed", 1)
+        if not _current(record):
+            stale.append(name)
+            continue
+        key, seed = stem.rsplit("-seed", 1)
         record["seed"] = int(seed)
         groups.setdefault(key, []).append(record)
     return groups
@@ -261,7 +299,7 @@ def _group(paths: list[Path], stale: list[Path]) -> dict[str, list[dict[str, Any
 def permuted_commands(seeds: dict[str, list[int]]) -> str:
     """The commands that made the (b) table: the seeds every config ran, then the extra ones."""
     common = set.intersection(*(set(v) for v in seeds.values())) if seeds else set()
-    base = "python benchmarks/colanet.py permuted"
+    base = "python -m benchmarks.colanet permuted"
     cmds = [f"`{base} --config all --seeds {seed_range(list(common))}`"] if common else []
     cmds += [f"`{base} --config {key} --seeds {seed_range(sorted(set(v) - common))}`"
              for key, v in seeds.items() if set(v) - common]
@@ -269,8 +307,9 @@ def permuted_commands(seeds: dict[str, list[int]]) -> str:
 
 
 def _pm(values: list[float], scale: float = 100) -> str:
-    mean, half = ci95(values)
-    return f"{mean * scale:.2f} ± {half * scale:.2f}" + ("" if len(values) > 1 else " (1 run)")
+    mean, half = metrics.ci95(values)
+    return f"{mean * scale:.2f} ± {half * scale:.2f}" if len(values) > 1 \
+        else f"{mean * scale:.2f} (1 run)"
 
 
 def _alpha_plot(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -305,25 +344,27 @@ def _alpha_plot(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
-def markdown_section(out: Path = OUT) -> str:
-    """The CoLaNET part of docs/results.md, from whatever results exist."""
-    stale: list[Path] = []
+def markdown_section(out: Path = OUT, figures: Path = FIGURES) -> str:
+    """The CoLaNET part of docs/results.md, from whatever results exist (the α-sweep figure is
+    written to `figures`)."""
+    store = RecordStore(out)
+    stale: list[str] = []
     lines = ["## CoLaNET (issue 6)", "",
              f"Parameter preset `{PRESET}` (`myelin.snn.PRESETS`) unless a row names another "
              "(`knp-default`: the first KNP port without renormalisation, as KNP runs it); see "
              "`myelin/snn/colanet.py` for the table of values and why. Accuracies in %, "
              "mean ± 95 % CI over seeds.", ""]
-    single = _group(sorted((out / "single").glob("*.json")), stale)
+    single = _group(store, "single", stale)
     if single:
         recs = [r["measured"] for r in single.get("mc15", [])]
         lines += ["### (a) One pass over MNIST, 15 microcolumns", "",
-                  "`python benchmarks/colanet.py single --seeds 0-2`", "",
+                  "`python -m benchmarks.colanet single --seeds 0-2`", "",
                   "| n | accuracy | published (Spiffy) | train img/s | test img/s |",
                   "|---|---|---|---|---|",
                   f"| {len(recs)} | {_pm([r['accuracy'] for r in recs])} | 92 | "
                   f"{np.mean([r['train_images_per_s'] for r in recs]):.0f} | "
                   f"{np.mean([r['test_images_per_s'] for r in recs]):.0f} |", ""]
-    perm = _group(sorted((out / "permuted").glob("*.json")), stale)
+    perm = _group(store, "permuted", stale)
     if perm:
         ran = {key: [r["seed"] for r in perm[key]] for key in PERMUTED if perm.get(key)}
         lines += ["### (b) 10-task permuted MNIST, one pass per task", "",
@@ -351,10 +392,10 @@ def markdown_section(out: Path = OUT) -> str:
                           f"{np.mean([r['wall_seconds'] for r in recs]) / 60:.1f} |")
         lines += ["", "Issue 6's targets: AA within 1.5 points and FM within 1 point of the "
                   "published value.", ""]
-    alpha = _group(sorted((out / "alpha").glob("*.json")), stale)
+    alpha = _group(store, "alpha", stale)
     if alpha:
         lines += ["### (c) α sweep, 15 microcolumns", "",
-                  "`python benchmarks/colanet.py alpha --preset P --tasks T --seeds 0`", "",
+                  "`python -m benchmarks.colanet alpha --preset P --tasks T --seeds 0`", "",
                   "| preset | tasks | α | n | AA | FM | diagonal (mean) |",
                   "|---|---|---|---|---|---|---|"]
         runs = sorted(([r["measured"] for r in recs] for recs in alpha.values()),
@@ -365,9 +406,9 @@ def markdown_section(out: Path = OUT) -> str:
                          f"{len(recs)} | {_pm([r['aa'] for r in recs])} | "
                          f"{_pm([r['fm'] for r in recs])} | "
                          f"{' '.join(f'{v:.1f}' for v in diag)} |")
-        _alpha_plot(alpha, DOCS / "results" / "colanet-alpha.png")
+        _alpha_plot(alpha, figures / "colanet-alpha.png")
         lines += ["", "![alpha sweep](results/colanet-alpha.png)", ""]
-    two = _group(sorted((out / "emnist").glob("*.json")), stale)
+    two = _group(store, "emnist", stale)
     if two:
         lines += ["### (d) Two datasets in sequence, 2400/400 per class", "",
                   "EMNIST is not available on this machine; the same protocol runs MNIST → "
@@ -375,7 +416,7 @@ def markdown_section(out: Path = OUT) -> str:
                   "(E/MNIST, seed 001): headline α 0.00238 / ns 100k: 92.9 → 84.3, task 1 "
                   "after 2 49.5, FM 43.4; with one permutation per dataset: 92.14 → 86.96, "
                   "90.87 ± 0.32, FM 1.27 ± 0.37.", "",
-                  "`python benchmarks/colanet.py emnist --second fashion-mnist --seeds 0-2`", "",
+                  "`python -m benchmarks.colanet emnist --second fashion-mnist --seeds 0-2`", "",
                   "| run | n | task 1 after 1 | task 2 after 2 | task 1 after 2 | FM |",
                   "|---|---|---|---|---|---|"]
         for key, recs in two.items():
@@ -386,7 +427,8 @@ def markdown_section(out: Path = OUT) -> str:
         lines.append("")
     if stale:
         lines += [f"Left out until re-run ({len(stale)} file(s) made with an older version of "
-                  "their preset): " + ", ".join(f"`{p.relative_to(out)}`" for p in stale), ""]
+                  "their preset): " + ", ".join(f"`{store.path(k).relative_to(out)}`"
+                                                for k in stale), ""]
     return "\n".join(lines)
 
 

@@ -7,8 +7,8 @@ DiagGGNExact and DiagGGNMC on the same model and batches. Also the squared mini-
 that several libraries call "Fisher" (Avalanche's EWC): its cost, scale and shape against the
 exact empirical Fisher.
 
-    python benchmarks/importance.py                 # full run, writes results/importance.json
-    python benchmarks/importance.py --n 256 --quick --out /tmp/x.json   # smoke test
+    python -m benchmarks.importance                 # full run, writes results/importance.json
+    python -m benchmarks.importance --n 256 --quick --out /tmp/x.json   # smoke test
 
 BackPACK is optional (``pip install --no-deps backpack-for-pytorch einops unfoldNd``; without
 --no-deps pip may replace the CPU torch).
@@ -20,23 +20,24 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, command, environment, find_mnist, load_mnist, paired, timed, write_json
-
+from benchmarks._common import (
+    RESULTS,
+    command,
+    environment,
+    find_mnist,
+    load_mnist,
+    make_mlp,
+    paired,
+    timed,
+    write_json,
+)
 from myelin.importance import fisher, mas, signal
-from myelin.models import mlp
-
-
-def make_mlp() -> nn.Module:
-    """The 784-300-150-10 ReLU MLP of the seeds' experiments (PyTorch default init)."""
-    return mlp((784,), 10, (300, 150))
 
 
 class Reshape(nn.Module):
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="mlp,cnn")
     ap.add_argument("--out", default=None, help="JSON path (default results/importance.json)")
     args = ap.parse_args(argv)
-    env, cmd = environment(), command("importance.py", argv)   # the code as it is at the start
+    env, cmd = environment(), command("importance", argv)   # the code as it is at the start
     torch.manual_seed(0)
     x, y = load_mnist(find_mnist(args.mnist), "train", args.n)
     rows = []

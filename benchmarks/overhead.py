@@ -11,31 +11,29 @@ each of 10 consolidations (importance: empirical Fisher on 1000 images), each me
 step is divided by a plain SGD step's, timing the two alternately (median of per-round ratios).
 Also the extra memory each method keeps, in parameter-sized tensors.
 
-    python benchmarks/overhead.py              # batches of 100 and 256 → results/overhead.json
-    python benchmarks/overhead.py --tasks 2 --steps 5 --repeats 1 --batch 20 --out /tmp/o.json
+    python -m benchmarks.overhead              # batches of 100 and 256 → results/overhead.json
+    python -m benchmarks.overhead --tasks 2 --steps 5 --repeats 1 --batch 20 --out /tmp/o.json
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ci95, command, environment, find_mnist, load_mnist, paired, write_json
-
-from myelin import EWC, WVA
+from benchmarks._common import (
+    command,
+    environment,
+    find_mnist,
+    load_mnist,
+    make_mlp,
+    paired,
+    write_json,
+)
+from myelin import EWC, WVA, metrics
 from myelin.importance import fisher
-from myelin.models import mlp
-
-
-def make_mlp() -> nn.Module:
-    """The 784-300-150-10 ReLU MLP of the seeds' experiments (PyTorch default init)."""
-    return mlp((784,), 10, (300, 150))
 
 
 def make_runner(model, opt, x, y, steps, batch, penalty=None, closed=None):
@@ -91,9 +89,9 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int,
         "ewc_closed_form": EWC(models["ewc_closed_form"], 41.0),
         "ewc_wrap": EWC(models["ewc_wrap"], 41.0),
         "ewc_stabilized": EWC(models["ewc_stabilized"], 41.0, stabilized=True, lr=0.01),
-        "wva_step": WVA(opts["wva_step"], models["wva_step"], 1000.0),
-        "wva_grad": WVA(opts["wva_grad"], models["wva_grad"], 1000.0, on="grad"),
-        "wva_step_adam": WVA(opts["wva_step_adam"], models["wva_step_adam"], 1000.0),
+        "wva_step": WVA(models["wva_step"], 1000.0, optimizer=opts["wva_step"]),
+        "wva_grad": WVA(models["wva_grad"], 1000.0, optimizer=opts["wva_grad"], on="grad"),
+        "wva_step_adam": WVA(models["wva_step_adam"], 1000.0, optimizer=opts["wva_step_adam"]),
     }
     penalties = {"ewc_autograd": methods["ewc_autograd"].penalty,
                  "ewc_stabilized": methods["ewc_stabilized"].penalty}
@@ -123,8 +121,10 @@ def measure(x, y, batch: int, tasks: int, steps: int, repeats: int,
         rows.append(row)
         print(f"batch {batch}, after {task} task(s): " + ", ".join(
             f"{n} {row[n]['ratio']:.3f}x" for n in timed), flush=True)
-    spread = {name: ci95([r[name]["ratio"] for r in rows]) for name in timed}
-    summary = {name: {"mean_ratio": spread[name][0], "ci95_over_tasks": spread[name][1],
+    spread = {name: metrics.ci95([r[name]["ratio"] for r in rows]) for name in timed}
+    summary = {name: {"mean_ratio": spread[name][0],
+                      # the interval over tasks needs two of them (tables show it where recorded)
+                      **({"ci95_over_tasks": spread[name][1]} if len(rows) > 1 else {}),
                       "max_ratio": max(r[name]["ratio"] for r in rows),
                       "ratio_after_last_task": rows[-1][name]["ratio"],
                       "plain_ms_per_step": sum(r[name]["plain_ms_per_step"] for r in rows)
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mnist", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    env, cmd = environment(), command("overhead.py", argv)   # the code as it is at the start
+    env, cmd = environment(), command("overhead", argv)   # the code as it is at the start
     batches = [int(b) for b in args.batch.split(",")]
     chosen = tuple(m for m in args.methods.split(",") if m)
     unknown = [m for m in chosen if m not in METHODS]

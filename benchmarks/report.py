@@ -1,11 +1,12 @@
 """Turn the reproduction results into a summary JSON, plots and ``docs/results.md``.
 
-    python benchmarks/reproduce.py report
+    python -m benchmarks.reproduce report
 
-Reads every ``<experiment>/<row>/seed<k>.json`` under the results folder (quick smoke runs
-are ignored), computes mean ± 95 % Student-t CI per row and metric, and writes
-``summary.json`` beside them, the figures under ``docs/results/`` and the markdown page.
-Sections for CoLaNET come from ``benchmarks/results/colanet/*.json`` when present.
+Reads every ``<experiment>/<row>/seed<k>`` record under the results folder (quick smoke runs
+are ignored), computes mean ± 95 % Student-t CI per row and metric (`myelin.metrics.ci95`; no
+interval for a single run), and writes ``summary.json`` beside them, the figures under
+``docs/results/`` and the markdown page. Sections for CoLaNET come from
+``benchmarks/results/colanet/`` (`benchmarks.colanet.markdown_section`) when present.
 """
 
 from __future__ import annotations
@@ -19,25 +20,36 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import ci95, seed_range
-from benchmarks.reproduce import EXPERIMENTS, S3_E4_LAMS, S3_IMPORTANCE_LAMS, S3_LAMS
+from benchmarks._common import RESULTS, seed_range
+from benchmarks.catalogue import EXPERIMENTS, S3_E4_LAMS, S3_IMPORTANCE_LAMS, S3_LAMS
 from myelin import metrics
+from myelin.records import RecordStore
 
 GRID_SEED = 0     # seed003-wva: every λ of every grid ran for this seed; picks use it
 
 
 def _load(out: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The records (not quick ones) by experiment and row, seeds in key order."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for path in sorted(out.glob("*/*/seed*.json")):
-        rec = json.loads(path.read_text())
-        if not rec.get("quick"):
-            runs[rec["experiment"]][rec["row"]].append(rec)
+    store = RecordStore(out)
+    for key in sorted(store.keys(), key=lambda k: k.split("/")):     # by experiment, row, seed
+        if key.count("/") == 2 and key.rsplit("/", 1)[1].startswith("seed"):
+            rec = store.read(key)
+            if rec is not None and not rec.get("quick"):
+                runs[rec["experiment"]][rec["row"]].append(rec)
     return runs
 
 
-def _fmt(mean: float, half: float, n: int, pct: bool = True) -> str:
+def _stats(values: list[float]) -> dict[str, float | None]:
+    """Mean and 95 % CI half-width (None for a single value)."""
+    mean, half = metrics.ci95(values)
+    return {"mean": mean, "ci95": None if math.isnan(half) else half}
+
+
+def _fmt(mean: float, half: float | None, n: int, pct: bool = True) -> str:
+    """mean ± half in % (`pct`); a single run has no interval."""
     s = 100 if pct else 1
-    return f"{mean * s:.2f} ± {half * s:.2f}" + ("" if n > 1 else " (1 run)")
+    return f"{mean * s:.2f} ± {half * s:.2f}" if n > 1 else f"{mean * s:.2f} (1 run)"
 
 
 def summarize(out: Path) -> dict[str, Any]:
@@ -56,8 +68,7 @@ def summarize(out: Path) -> dict[str, Any]:
             if not recs:
                 continue
             keys = recs[0]["measured"].keys()
-            stats = {k: dict(zip(("mean", "ci95"), ci95([r["measured"][k] for r in recs])))
-                     for k in keys}
+            stats = {k: _stats([r["measured"][k] for r in recs]) for k in keys}
             walls = [r["wall_seconds"] for r in recs]
             summary[name][row.key] = {
                 "label": recs[-1].get("label", row.label), "n": len(recs),
@@ -178,7 +189,7 @@ def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) 
         for lam, key in keys:
             recs = rows.get(key, [])
             if len(recs) > 1:
-                mean, half = ci95([r["measured"]["aa"] for r in recs])
+                mean, half = metrics.ci95([r["measured"]["aa"] for r in recs])
                 ax.errorbar([lam], [mean], yerr=[half], color=color, capsize=3, marker="s",
                             ms=4, alpha=0.7)
 
@@ -359,9 +370,9 @@ def _pub(value: Any, key: str) -> str:
 
 def walltime_lines(path: Path | None = None) -> list[str]:
     """The timed whole-run comparison of benchmarks/walltime.py, if it has been run."""
-    path = path or Path(__file__).resolve().parent / "results" / "walltime.json"
+    path = path or RESULTS / "walltime.json"
     if not path.exists():
-        return ["Timed run: `python benchmarks/walltime.py` has not been run yet."]
+        return ["Timed run: `python -m benchmarks.walltime` has not been run yet."]
     d = json.loads(path.read_text())
     med, ratio = d["median_seconds"], d["ratio_to_plain"]
     text = (f"Timed whole run (`{d['command'].strip()}`, {d['environment']['threads']} "
@@ -383,7 +394,7 @@ def walltime_lines(path: Path | None = None) -> list[str]:
 
 def warm_adam_lines(results: Path | None = None) -> list[str]:
     """benchmarks/warm_adam.py: the 2021 rows with Adam's state carried from run to run."""
-    results = results or Path(__file__).resolve().parent / "results"
+    results = results or RESULTS
     lines = []
     rows = EXPERIMENTS["kutalev2021-fc"].rows
     for path in sorted(results.glob("warm-adam-*.json")):
@@ -392,7 +403,7 @@ def warm_adam_lines(results: Path | None = None) -> list[str]:
         warm = [r for r in runs if r["warm"]]
         if d.get("quick") or not warm:
             continue
-        mean, half = ci95([r["aa"] for r in runs])
+        mean, half = metrics.ci95([r["aa"] for r in runs])
         pub = next((r.published["aa"] for r in rows if r.method == "ewc" and r.options ==
                     {"lam": d["lam"], "importance": d["importance"]}
                     and isinstance(r.published, dict)), None)
@@ -426,7 +437,7 @@ def run_commands(name: str, rows: dict[str, Any]) -> list[str]:
     of some rows (``--rows``), so that nobody is told to run a grid 5× that ran once."""
     seeds = {key: set(row["seeds"]) for key, row in rows.items()}
     common = set.intersection(*seeds.values())
-    base = f"python benchmarks/reproduce.py run {name}"
+    base = f"python -m benchmarks.reproduce run {name}"
     cmds = [f"`{base} --seeds {seed_range(sorted(common))}`"] if common else []
     extra: dict[tuple[int, ...], list[str]] = defaultdict(list)
     for key, s in seeds.items():
@@ -447,7 +458,7 @@ def markdown(summary: dict[str, Any], figures: dict[str, list[str]],
         "2 CPU cores; per-run JSON (accuracy matrix, curves, timings, config, commit) lives "
         "in `benchmarks/results/reproduce/`. Ours: mean ± 95 % Student-t CI over the seeds "
         "listed (n runs); published: the authors' numbers (SPEC / ANCHORS). Accuracies in %.",
-        "Regenerate this page with `python benchmarks/reproduce.py report`.",
+        "Regenerate this page with `python -m benchmarks.reproduce report`.",
         "",
     ]
     for name, exp in EXPERIMENTS.items():
@@ -494,12 +505,9 @@ def write_report(out: Path, docs: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     figures = _plots(out, docs / "results")
-    colanet = ""
-    try:
-        from benchmarks.colanet import markdown_section
-        colanet = markdown_section()
-    except ImportError:
-        pass
+    # imported here: benchmarks.colanet brings numba, which running experiments does not need
+    from benchmarks.colanet import markdown_section
+    colanet = markdown_section(figures=docs / "results")
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "results.md").write_text(markdown(summary, figures, colanet))
     print(f"wrote {out / 'summary.json'}, {docs / 'results.md'} and "

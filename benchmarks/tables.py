@@ -1,7 +1,7 @@
 """Render the committed benchmark JSON as the markdown tables shown in README.md.
 
-    python benchmarks/tables.py                  # prints the tables for results/*.json
-    python benchmarks/tables.py --write-readme   # replaces them between markers in README.md
+    python -m benchmarks.tables                  # prints the tables for results/*.json
+    python -m benchmarks.tables --write-readme   # replaces them between markers in README.md
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks._common import RESULTS, ROOT
 
 
 def _fmt(v: object, digits: int = 2) -> str:
@@ -151,7 +151,7 @@ def write_readme(readme: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--write-readme" in argv:
-        write_readme(RESULTS.parent.parent / "README.md")
+        write_readme(ROOT / "README.md")
         print("README.md tables updated")
         return 0
     for name, table in rendered().items():

@@ -16,8 +16,8 @@ step of this MLP takes 1.3 ms or 2.3 ms), so each run is bracketed by a probe �
 on fixed random batches, ms per step — recorded with its wall time: a run is comparable with
 another only at equal probe speed.
 
-    python benchmarks/walltime.py                     # → results/walltime.json
-    python benchmarks/walltime.py --tasks 2 --iterations 20 --repeats 1 --out /tmp/w.json
+    python -m benchmarks.walltime                     # → results/walltime.json
+    python -m benchmarks.walltime --tasks 2 --iterations 20 --repeats 1 --out /tmp/w.json
 """
 
 from __future__ import annotations
@@ -26,15 +26,11 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import command, environment, find_mnist, write_json
-
+from benchmarks._common import command, environment, find_mnist, write_json
 from myelin import fit
 from myelin.models import mlp, truncated_normal_init_
 from myelin.scenarios import Scenario, permuted
@@ -87,7 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mnist", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    env, cmd = environment(), command("walltime.py", argv)
+    env, cmd = environment(), command("walltime", argv)
     s = permuted("mnist", args.tasks, seed=args.seed, root=str(find_mnist(args.mnist).parent))
     fit_kw = {"optimizer": "sgd", "lr": 0.1, "batch_size": 100,
               "iterations": args.iterations, "closing_samples": 5000, "closing": "holdout",

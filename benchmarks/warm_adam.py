@@ -10,30 +10,47 @@ This script runs a chain of seeds on the `kutalev2021-fc` protocol: the first se
 later seed with the Adam state its predecessor ended with (as the 2021 code does), and records
 AA per seed next to the cold harness result of the same seed when one exists.
 
-    python benchmarks/warm_adam.py --importance signal --lam 0.2 --seeds 0-19 --threads 1
-    python benchmarks/warm_adam.py --importance fisher --lam 82 --seeds 0-19 --threads 1
-    python benchmarks/warm_adam.py --quick --out /tmp/w.json      # smoke run
+    python -m benchmarks.warm_adam --importance signal --lam 0.2 --seeds 0-19 --threads 1
+    python -m benchmarks.warm_adam --importance fisher --lam 82 --seeds 0-19 --threads 1
+    python -m benchmarks.warm_adam --quick --out /tmp/w.json      # smoke run
+
+The chain is one record (`myelin.records.RecordStore`), rewritten after every run: a complete
+chain with the same spec (protocol, options, seeds) is not run again; an incomplete one is run
+again from its first seed (the next run needs its predecessor's Adam state, not kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import RESULTS, command, environment, write_json
-
-from benchmarks.reproduce import EXPERIMENTS, _parse_seeds, _small
+from benchmarks._common import RESULTS, command, environment, parse_seeds
+from benchmarks.catalogue import EXPERIMENTS, Row, small
+from benchmarks.runner import OUT, record_key, run_spec
 from myelin import fit
+from myelin.records import RecordStore
 
 EXPERIMENT = EXPERIMENTS["kutalev2021-fc"]     # the protocol: scenario, model, fit settings
+
+
+def _row(importance: str, lam: float) -> Row:
+    """The experiment's cold EWC row with these options, or one made for them."""
+    options = {"lam": lam, "importance": importance}
+    return next((r for r in EXPERIMENT.rows if r.method == "ewc" and r.options == options),
+                Row(f"ewc-{importance}-{lam:g}", "", "ewc", options))
+
+
+def chain_spec(importance: str, lam: float, seeds: list[int], quick: bool = False
+               ) -> dict[str, Any]:
+    """What determines a chain: the protocol, the EWC options and the seeds in order."""
+    return {"experiment": EXPERIMENT.name, "importance": importance, "lam": lam,
+            "seeds": list(seeds), "fit": EXPERIMENT.fit_options(_row(importance, lam), quick),
+            "quick": quick}
 
 
 def run_chain(importance: str, lam: float, seeds: list[int], quick: bool = False,
@@ -44,18 +61,16 @@ def run_chain(importance: str, lam: float, seeds: list[int], quick: bool = False
     can be saved as it goes).
     """
     options = {"lam": lam, "importance": importance}
-    cold_row = next((r.key for r in EXPERIMENT.rows
-                     if r.method == "ewc" and r.options == options), None)
-    kw = {k: v for k, v in EXPERIMENT.fit.items() if k not in ("optimizer", "lr")}
-    if quick:
-        kw.update(EXPERIMENT.quick_fit, closing_samples=50)
-        kw.pop("epochs")
+    row = _row(importance, lam)
+    kw = {k: v for k, v in EXPERIMENT.fit_options(row, quick).items()
+          if k not in ("optimizer", "lr")}
+    cold = RecordStore(OUT)         # the harness's cold runs of the same row, where they exist
     runs: list[dict[str, Any]] = []
     warm: dict[str, Any] | None = None
     for seed in seeds:
         scenario = EXPERIMENT.scenario(seed)
         if quick:
-            scenario = _small(scenario)
+            scenario = small(scenario)
         torch.manual_seed(seed)
         model = EXPERIMENT.model(scenario)
         made: list[torch.optim.Optimizer] = []
@@ -70,12 +85,12 @@ def run_chain(importance: str, lam: float, seeds: list[int], quick: bool = False
         t0 = time.perf_counter()
         res = fit(scenario, model, "ewc", adam, method_options=options, seed=seed,
                   progress=False, **kw)
-        cold = RESULTS / "reproduce" / EXPERIMENT.name / str(cold_row) / f"seed{seed}.json"
+        harness = None if quick else cold.get(record_key(EXPERIMENT, row, seed),
+                                              run_spec(EXPERIMENT, row, seed))
         record = {"seed": seed, "warm": warm is not None,
                   "aa": res.metrics["average_accuracy"], "wall_seconds":
                   time.perf_counter() - t0,
-                  "cold_harness_aa": (json.loads(cold.read_text())["measured"]["aa"]
-                                      if cold_row and cold.exists() and not quick else None)}
+                  "cold_harness_aa": harness["measured"]["aa"] if harness else None}
         runs.append(record)
         log(json.dumps(record))
         if each is not None:
@@ -91,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lam", type=float, default=0.2)
     p.add_argument("--seeds", default="0-4")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out")
+    p.add_argument("--out", help="the record's file (default results/warm-adam-<importance>"
+                                 ".json)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: all cores); 1 when running chains in parallel")
     args = p.parse_args(argv)
@@ -99,12 +115,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             raise SystemExit(f"--threads must be ≥ 1. Got {args.threads}.")
         torch.set_num_threads(args.threads)
-    seeds = _parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
+    path = Path(args.out or RESULTS / f"warm-adam-{args.importance}.json")
+    store, key = RecordStore(path.parent, suffix=""), path.name
+    spec = chain_spec(args.importance, args.lam, seeds, args.quick)
+    done = store.get(key, spec)
+    if done is not None and done.get("complete"):
+        print(f"{path}: this chain is complete (mean AA {done['mean_chain_aa']:.4f})")
+        return 0
+    if key in store:
+        print(f"{path}: {store.stale.get(key, 'the chain is incomplete')}; running the chain "
+              "from its first seed", flush=True)
+    env, cmd = environment(), command("warm_adam", argv)
 
     def save(runs: list[dict[str, Any]]) -> None:
         warm = [r["aa"] for r in runs if r["warm"]]
         cold = [r["cold_harness_aa"] for r in runs if r["warm"] and r["cold_harness_aa"]]
-        write_json(f"warm-adam-{args.importance}", {
+        store.put(key, spec, {
             "protocol": f"{EXPERIMENT.name}: {EXPERIMENT.title}", "fit": EXPERIMENT.fit,
             "importance": args.importance, "lam": args.lam, "runs": runs,
             "complete": len(runs) == len(seeds),
@@ -112,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             "mean_chain_aa": sum(r["aa"] for r in runs) / len(runs),
             "mean_warm_aa": sum(warm) / len(warm) if warm else None,
             "mean_cold_aa_same_seeds": sum(cold) / len(cold) if cold else None,
-            "command": command("warm_adam.py", argv), "environment": environment(),
-            "quick": args.quick}, args.out)
+            "command": cmd, "environment": env, "quick": args.quick})
 
     run_chain(args.importance, args.lam, seeds, args.quick,
               log=lambda s: print(s, flush=True), each=save)
+    print(f"wrote {path}")
     return 0
 
 

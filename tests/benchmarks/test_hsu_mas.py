@@ -1,30 +1,73 @@
-"""Hsu et al.'s MAS form (benchmarks/reproduce.py) against a direct per-batch computation."""
+"""Hsu et al.'s MAS form (benchmarks.catalogue.hsu_mas) against a direct per-batch computation."""
 
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from benchmarks.reproduce import hsu_mas
+from benchmarks.catalogue import BENCHMARK_ESTIMATORS, hsu_mas
 
 
-def test_hsu_mas_is_the_mean_over_batches_of_abs_grad_of_batch_mean():
+def _model():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4)).double()
-    x = torch.randn(10, 6, dtype=torch.float64)
-    blocked = torch.tensor([False, True, False, True])
-    hook = model.register_forward_hook(lambda m, a, out: out.masked_fill(blocked, -1e9))
-    imp = hsu_mas(model, (x, None), batch_size=4)             # batches of 4, 4, 2
-    hook.remove()
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4)).double()
+
+
+def _expected(model, x, columns):
     expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     for xb in (x[:4], x[4:8], x[8:]):
         model.zero_grad()
-        model(xb)[:, [0, 2]].pow(2).mean().backward()         # the task's outputs only
+        model(xb)[:, columns].pow(2).mean().backward()       # the task's outputs only
         for n, p in model.named_parameters():
             expected[n] += p.grad.abs() / 3
+    return expected
+
+
+def test_hsu_mas_is_the_mean_over_batches_of_abs_grad_of_batch_mean():
+    model = _model()
+    x = torch.randn(10, 6, dtype=torch.float64)
+    loss = SimpleNamespace(classes=[2, 0])           # the loss's classes: the task's outputs
+    imp = hsu_mas(model, (x, None), loss=loss, seed=3, batch_size=4)   # batches of 4, 4, 2
+    expected = _expected(model, x, [0, 2])
     for n in expected:
         assert torch.allclose(imp[n], expected[n], atol=1e-12), n
     assert imp.meta["estimator"] == "mas-hsu"
+    assert BENCHMARK_ESTIMATORS["mas-hsu"] is hsu_mas
+
+
+@pytest.mark.parametrize("loss", [None, SimpleNamespace(classes=None)])
+def test_hsu_mas_uses_every_output_without_a_class_restriction(loss):
+    model = _model()
+    x = torch.randn(10, 6, dtype=torch.float64)
+    imp = hsu_mas(model, (x, None), loss=loss, batch_size=4)
+    expected = _expected(model, x, [0, 1, 2, 3])
+    for n in expected:
+        assert torch.allclose(imp[n], expected[n], atol=1e-12), n
+
+
+@pytest.mark.parametrize("classes", [[1, 3], [0, 1, 2, 3], None])
+def test_selecting_the_loss_classes_equals_dropping_the_masked_outputs_bitwise(classes):
+    """The former contract: the runner masked the other classes' outputs to -1e9 with a forward
+    hook and hsu_mas dropped the columns holding -1e9. Selecting `loss.classes` of the unmasked
+    output gives the same numbers to the last bit (float32, as the benchmarks run)."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4))
+    x = torch.randn(300, 6)
+    new = hsu_mas(model, (x, None), loss=SimpleNamespace(classes=classes))
+    if classes is not None:
+        blocked = torch.ones(4, dtype=torch.bool)
+        blocked[classes] = False
+        hook = model.register_forward_hook(lambda m, a, out: out.masked_fill(blocked, -1e9))
+    old = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    chunks = torch.split(x, 128)
+    for xb in chunks:
+        z = model(xb)
+        z = z[:, (z != -1e9).all(0)]
+        grads = torch.autograd.grad(z.pow(2).mean(), list(model.parameters()))
+        for (n, _), g in zip(model.named_parameters(), grads):
+            old[n] += g.abs() / len(chunks)
+    if classes is not None:
+        hook.remove()
+    for n in old:
+        assert torch.equal(new[n], old[n]), n

@@ -1,11 +1,6 @@
 """Report lines built from benchmark JSON (benchmarks/report.py)."""
 
 import json
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from benchmarks.report import walltime_lines, warm_adam_lines
 
@@ -15,7 +10,7 @@ def test_warm_adam_lines_skip_quick_runs_and_report_the_whole_chain(tmp_path):
             {"seed": 1, "warm": True, "aa": 0.92, "cold_harness_aa": 0.88},
             {"seed": 2, "warm": True, "aa": 0.94, "cold_harness_aa": None}]
     record = {"importance": "signal", "lam": 0.2, "runs": runs, "mean_warm_aa": 0.93,
-              "mean_cold_aa_same_seeds": 0.88, "command": "python benchmarks/warm_adam.py",
+              "mean_cold_aa_same_seeds": 0.88, "command": "python -m benchmarks.warm_adam",
               "quick": False, "complete": True}
     (tmp_path / "warm-adam-signal.json").write_text(json.dumps(record))
     (tmp_path / "warm-adam-fisher.json").write_text(json.dumps({**record, "quick": True}))
@@ -52,15 +47,14 @@ def test_curve_gap_table_shows_ours_and_the_difference_for_rows_with_a_published
 
 
 def _s3_row(by_seed):
-    from benchmarks._common import ci95
-    mean, half = ci95(list(by_seed.values()))
-    return {"n": len(by_seed), "measured": {"aa": {"mean": mean, "ci95": half}},
+    from benchmarks.report import _stats
+    return {"n": len(by_seed), "measured": {"aa": _stats(list(by_seed.values()))},
             "by_seed": {str(s): {"aa": v, "aa_curve": [v] * 3} for s, v in by_seed.items()}}
 
 
 def test_seed003_answers_pick_lambda_on_seed_0_and_show_all_seeds_there():
+    from benchmarks.catalogue import S3_LAMS
     from benchmarks.report import seed003_answers
-    from benchmarks.reproduce import S3_LAMS
     rows = {}
     for (opt, on), lams in S3_LAMS.items():
         for lam in lams:
@@ -83,7 +77,7 @@ def test_seed003_answers_pick_lambda_on_seed_0_and_show_all_seeds_there():
     assert any("averaged over seeds 0, from" in line and "): 2: 100, 3: 100." in line
                for line in lines)                           # seed 0 is the only common one
     assert not any("4 epochs" in line for line in lines)      # no 4-epoch rows yet
-    from benchmarks.reproduce import S3_E4_LAMS
+    from benchmarks.catalogue import S3_E4_LAMS
     for on, lams in S3_E4_LAMS.items():
         for lam in lams:
             rows[f"adam-{on}-{lam}-e4"] = _s3_row({0: (0.5 if on == "grad" else 0.8) + lam / 1e6})
@@ -97,11 +91,11 @@ def test_run_commands_name_the_seeds_each_row_ran():
     from benchmarks.report import run_commands
     rows = {"a": {"seeds": [0, 1, 2, 3, 4]}, "b": {"seeds": [0, 1, 2, 3, 4]}}
     assert run_commands("x", rows) == [
-        "Command: `python benchmarks/reproduce.py run x --seeds 0-4`"]
+        "Command: `python -m benchmarks.reproduce run x --seeds 0-4`"]
     rows["c"] = {"seeds": [0]}
     rows["d"] = {"seeds": [0, 2, 5]}
     (line,) = run_commands("x", rows)
-    assert line.startswith("Commands: `python benchmarks/reproduce.py run x --seeds 0`; then ")
+    assert line.startswith("Commands: `python -m benchmarks.reproduce run x --seeds 0`; then ")
     assert "--seeds 1-4 --rows a,b`" in line and "--seeds 2,5 --rows d`" in line
 
 
@@ -110,7 +104,7 @@ def test_walltime_lines_report_the_best_run_with_its_probe_and_judge_only_the_fu
     walls = {"plain": [50.0, 30.0], "myelin-finetune": [52.0, 31.0],
              "myelin-ewc-f": [55.0, 34.0]}
     probes = {k: [[2.3, 2.2], [1.3, 1.35]] for k in walls}
-    record = {"command": "python benchmarks/walltime.py", "environment": {"threads": 2},
+    record = {"command": "python -m benchmarks.walltime", "environment": {"threads": 2},
               "setup": {"repeats": 2, "tasks": 10, "iterations": 2000},
               "wall_seconds": walls, "probe_ms_per_step": probes,
               "median_seconds": {k: sum(v) / 2 for k, v in walls.items()},
@@ -133,7 +127,18 @@ def test_walltime_lines_report_the_best_run_with_its_probe_and_judge_only_the_fu
 def test_colanet_permuted_commands_name_the_common_seeds_then_each_configs_extra_ones():
     from benchmarks.colanet import permuted_commands
     text = permuted_commands({"a": [0, 1, 2], "b": [0, 1, 2, 3, 4, 5], "c": [2, 1, 0, 7]})
-    assert text == ("`python benchmarks/colanet.py permuted --config all --seeds 0-2`; then "
-                    "`python benchmarks/colanet.py permuted --config b --seeds 3-5`; then "
-                    "`python benchmarks/colanet.py permuted --config c --seeds 7`")
+    assert text == ("`python -m benchmarks.colanet permuted --config all --seeds 0-2`; then "
+                    "`python -m benchmarks.colanet permuted --config b --seeds 3-5`; then "
+                    "`python -m benchmarks.colanet permuted --config c --seeds 7`")
     assert permuted_commands({}) == ""
+
+
+def test_a_single_run_shows_no_interval():
+    from benchmarks.colanet import _pm
+    from benchmarks.report import _fmt, _stats
+    assert _stats([0.5]) == {"mean": 0.5, "ci95": None}
+    assert _fmt(0.5, None, 1) == "50.00 (1 run)" and _pm([0.5]) == "50.00 (1 run)"
+    assert _fmt(0.5, 0.01, 2) == "50.00 ± 1.00"
+    stats = _stats([0.5, 0.6])
+    assert abs(stats["mean"] - 0.55) < 1e-12 and stats["ci95"] > 0
+    assert _pm([0.5, 0.6]).startswith("55.00 ± ")

@@ -3,14 +3,10 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from _common import find_mnist  # noqa: E402
+from benchmarks._common import ROOT, find_mnist
 
 try:
     find_mnist()
@@ -22,8 +18,9 @@ needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason="MNIST IDX files not fou
                                  "(../shared/data/mnist or $MYELIN_DATA/mnist)")
 
 
-def run(script, *args, check=True):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+def run(module, *args, check=True):
+    """``python -m benchmarks.<module> args`` from the repository root."""
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -33,7 +30,7 @@ def run(script, *args, check=True):
 @needs_mnist
 def test_importance_benchmark_smoke(tmp_path):
     out = tmp_path / "imp.json"
-    run("importance.py", "--n", "64", "--batch-size", "32", "--cnn-batch-size", "32",
+    run("importance", "--n", "64", "--batch-size", "32", "--cnn-batch-size", "32",
         "--repeats", "1", "--quick",
         "--out", str(out))
     data = json.loads(out.read_text())
@@ -45,7 +42,7 @@ def test_importance_benchmark_smoke(tmp_path):
 @needs_mnist
 def test_overhead_benchmark_smoke(tmp_path):
     out = tmp_path / "over.json"
-    run("overhead.py", "--tasks", "2", "--steps", "3", "--repeats", "1", "--batch", "20,40",
+    run("overhead", "--tasks", "2", "--steps", "3", "--repeats", "1", "--batch", "20,40",
         "--out", str(out))
     data = json.loads(out.read_text())
     assert len(data["per_task"]) == 2 and sorted(data["by_batch"]) == ["20", "40"]
@@ -54,16 +51,20 @@ def test_overhead_benchmark_smoke(tmp_path):
     assert data["summary"]["ewc_autograd"]["extra_tensors_per_parameter"] == 2.0
     assert data["summary"]["wva_step"]["extra_tensors_per_parameter"] == 1.0
     assert all(r["ci95_over_tasks"] >= 0 for r in data["summary"].values())
+    one = tmp_path / "one.json"                 # one task: no interval over tasks recorded
+    run("overhead", "--tasks", "1", "--steps", "2", "--repeats", "1", "--batch", "20",
+        "--methods", "sgd_bare", "--out", str(one))
+    assert "ci95_over_tasks" not in json.loads(one.read_text())["summary"]["sgd_bare"]
 
 
 @needs_mnist
 def test_overhead_benchmark_times_only_the_chosen_methods(tmp_path):
     out = tmp_path / "over.json"
-    run("overhead.py", "--tasks", "1", "--steps", "2", "--repeats", "1", "--batch", "20",
+    run("overhead", "--tasks", "1", "--steps", "2", "--repeats", "1", "--batch", "20",
         "--methods", "ewc_wrap,sgd_bare", "--out", str(out))
     data = json.loads(out.read_text())
     assert sorted(data["summary"]) == ["ewc_wrap", "sgd_bare"]
-    from tables import overhead_table
+    from benchmarks.tables import overhead_table
     table = overhead_table(data)
     assert "`ewc.wrap(opt)`" in table and "apply_to_grad" not in table
 
@@ -71,7 +72,7 @@ def test_overhead_benchmark_times_only_the_chosen_methods(tmp_path):
 @needs_mnist
 def test_walltime_benchmark_smoke(tmp_path):
     out = tmp_path / "wall.json"
-    run("walltime.py", "--tasks", "2", "--iterations", "3", "--repeats", "1", "--out", str(out))
+    run("walltime", "--tasks", "2", "--iterations", "3", "--repeats", "1", "--out", str(out))
     data = json.loads(out.read_text())
     assert set(data["median_seconds"]) == {"plain", "myelin-finetune", "myelin-ewc-f"}
     assert all(0 <= v <= 1 for v in data["aa"].values())
@@ -79,7 +80,7 @@ def test_walltime_benchmark_smoke(tmp_path):
 
 
 def test_tables_render_committed_results():
-    proc = run("tables.py")
+    proc = run("tables")
     assert "### importance" in proc.stdout and "### overhead" in proc.stdout
 
 
@@ -91,7 +92,7 @@ def test_reproduction_smoke(tmp_path, experiment):
     rows = {"seed000-fig5": "sgd,wva-s-lt", "kutalev2021-fc": "si,fisher-stab",
             "hsu2018-domain": "ewc,mas,offline", "seed003-wva": "adam-step-100,sgd-exp-10",
             }.get(experiment, "ewc-f,wva-s")
-    run("reproduce.py", "run", experiment, "--seeds", "0", "--quick", "--rows", rows,
+    run("reproduce", "run", experiment, "--seeds", "0", "--quick", "--rows", rows,
         "--out", str(tmp_path))
     files = sorted(tmp_path.glob(f"{experiment}/*/seed0.json"))
     assert len(files) == len(rows.split(","))
@@ -103,59 +104,67 @@ def test_reproduction_smoke(tmp_path, experiment):
 
 @needs_mnist
 def test_reproduction_report(tmp_path):
-    run("reproduce.py", "run", "seed000-fig1", "--seeds", "0,1", "--rows", "sgd",
+    run("reproduce", "run", "seed000-fig1", "--seeds", "0,1", "--rows", "sgd",
         "--quick", "--threads", "1", "--out", str(tmp_path / "res"))
     for f in (tmp_path / "res").glob("*/*/*.json"):     # the report skips quick runs
         rec = json.loads(f.read_text())
         assert rec["environment"]["threads"] == 1
         rec["quick"] = False
         f.write_text(json.dumps(rec))
-    run("reproduce.py", "report", "--out", str(tmp_path / "res"), "--docs", str(tmp_path / "d"))
+    run("reproduce", "report", "--out", str(tmp_path / "res"), "--docs", str(tmp_path / "d"))
     text = (tmp_path / "d" / "results.md").read_text()
     assert "| SGD | 2 |" in text and "80.80" in text
     assert (tmp_path / "d" / "results" / "seed000-fig1-curves.png").exists()
 
 
 @needs_mnist
-def test_a_result_recorded_with_other_options_is_run_again(tmp_path):
-    args = ("reproduce.py", "run", "seed000-fig1", "--seeds", "0", "--rows", "ewc-s", "--quick",
+def test_a_result_recorded_for_another_spec_is_run_again(tmp_path):
+    args = ("reproduce", "run", "seed000-fig1", "--seeds", "0", "--rows", "ewc-s", "--quick",
             "--out", str(tmp_path))
     run(*args)
     path = tmp_path / "seed000-fig1" / "ewc-s" / "seed0.json"
-    assert "re-running" not in run(*args).stdout          # same options: kept
     rec = json.loads(path.read_text())
-    rec["options"]["lam"] = 123.0                         # as if the row had changed since
+    assert rec["spec"] == {"experiment": "seed000-fig1", "row": "ewc-s", "seed": 0,
+                           "method": "ewc", "options": {"lam": 1, "importance": "signal"},
+                           "fit": rec["fit"], "scenario": {}, "quick": True}
+    assert rec["fit"]["iterations"] == 3 and rec["fit"]["closing_samples"] == 50
+    assert "(recorded)" in run(*args).stdout              # same spec: kept, not run
+    rec["spec"]["options"]["lam"] = 123.0                 # as if the row had changed since
     path.write_text(json.dumps(rec))
-    assert "re-running" in run(*args).stdout
-    assert json.loads(path.read_text())["options"]["lam"] != 123.0
+    out = run(*args).stdout
+    assert "re-running" in out and "options: {'importance': 'signal', 'lam': 123.0}" in out
+    assert json.loads(path.read_text())["spec"]["options"]["lam"] == 1
+    del rec["spec"]                                       # a record from before specs
+    path.write_text(json.dumps(rec))
+    assert "holds no spec; re-running" in run(*args).stdout
 
 
 @needs_mnist
 def test_beyond_runs_the_best_tuned_configuration(tmp_path):
     """Experiment 7: `beyond` refuses to run before tuning, then runs the best tuned row."""
-    proc = run("reproduce.py", "run", "beyond", "--seeds", "0", "--quick", "--out",
+    proc = run("reproduce", "run", "beyond", "--seeds", "0", "--quick", "--out",
                str(tmp_path), check=False)
     assert proc.returncode != 0 and "beyond-tune" in proc.stderr
-    run("reproduce.py", "run", "beyond-tune", "--seeds", "0", "--quick", "--rows",
+    run("reproduce", "run", "beyond-tune", "--seeds", "0", "--quick", "--rows",
         "none,fisher-30,exact-30", "--out", str(tmp_path))
     tuned = {json.loads(f.read_text())["row"]: json.loads(f.read_text())["measured"]["aa"]
              for f in tmp_path.glob("beyond-tune/*/seed0.json")}
     best = max((v, k) for k, v in tuned.items() if k != "none")[1]
-    run("reproduce.py", "run", "beyond", "--seeds", "0", "--quick", "--out", str(tmp_path))
+    run("reproduce", "run", "beyond", "--seeds", "0", "--quick", "--out", str(tmp_path))
     rec = json.loads((tmp_path / "beyond" / "tuned" / "seed0.json").read_text())
     def expected_of(key):
         return {"fisher-30": {"lam": 30, "importance": "fisher"},
                 "exact-30": {"lam": 30, "importance": "fisher-exact"}}[key]
     expected = expected_of(best)
     assert rec["options"] == expected and rec["measured"]["aa"] > 0
-    assert rec["resolved_from"] == best
+    assert rec["resolved_from"] == best == rec["spec"]["resolved_from"]
     # a later tuning result that beats it: `beyond` re-runs with the new best, not the stale one
     other = "exact-30" if best == "fisher-30" else "fisher-30"
     path = tmp_path / "beyond-tune" / other / "seed0.json"
     tuned_rec = json.loads(path.read_text())
     tuned_rec["measured"]["aa"] = 1.0
     path.write_text(json.dumps(tuned_rec))
-    proc = run("reproduce.py", "run", "beyond", "--seeds", "0", "--quick", "--out",
+    proc = run("reproduce", "run", "beyond", "--seeds", "0", "--quick", "--out",
                str(tmp_path))
     assert "re-running" in proc.stdout
     rec = json.loads((tmp_path / "beyond" / "tuned" / "seed0.json").read_text())
@@ -165,18 +174,22 @@ def test_beyond_runs_the_best_tuned_configuration(tmp_path):
 @needs_mnist
 @pytest.mark.parametrize("experiment", ["single", "permuted", "alpha"])
 def test_colanet_benchmark_smoke(tmp_path, experiment):
-    run("colanet.py", experiment, "--quick", "--seeds", "0", "--tasks", "2",
+    run("colanet", experiment, "--quick", "--seeds", "0", "--tasks", "2",
         "--config", "mc15-a0.005", "--out", str(tmp_path))
     files = list(tmp_path.glob("*/*.json"))
     assert files
-    assert all(json.loads(f.read_text())["measured"] for f in files)
+    records = [json.loads(f.read_text()) for f in files]
+    assert all(r["measured"] and r["spec"]["experiment"] == experiment and r["spec"]["quick"]
+               for r in records)
+    again = run("colanet", experiment, "--quick", "--seeds", "0", "--tasks", "2", "--config",
+                "mc15-a0.005", "--out", str(tmp_path)).stdout
+    assert "re-running" not in again and again.count("(recorded)") == len(files)
+    assert [json.loads(f.read_text()) for f in files] == records      # resumed: nothing re-run
 
 
 @needs_mnist
 def test_colanet_two_dataset_smoke(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "colanet.py"), "emnist",
-                           "--quick", "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=600)
+    proc = run("colanet", "emnist", "--quick", "--out", str(tmp_path), check=False)
     if proc.returncode == 2:                              # no EMNIST here: the stand-in
         assert "not available" in proc.stderr
         from myelin.data import DataNotFoundError, load
@@ -184,7 +197,7 @@ def test_colanet_two_dataset_smoke(tmp_path):
             load("fashion-mnist", "test")
         except DataNotFoundError:
             pytest.skip("neither EMNIST nor Fashion-MNIST is installed")
-        run("colanet.py", "emnist", "--quick", "--second", "fashion-mnist",
+        run("colanet", "emnist", "--quick", "--second", "fashion-mnist",
             "--out", str(tmp_path))
     files = list(tmp_path.glob("*/*.json"))
     assert len(files) == 5
@@ -195,10 +208,13 @@ def test_colanet_two_dataset_smoke(tmp_path):
 @needs_mnist
 def test_warm_adam_smoke(tmp_path):
     out = tmp_path / "warm.json"
-    run("warm_adam.py", "--quick", "--seeds", "0-1", "--out", str(out))
+    run("warm_adam", "--quick", "--seeds", "0-1", "--out", str(out))
     data = json.loads(out.read_text())
     assert [r["warm"] for r in data["runs"]] == [False, True]
     assert all(0 <= r["aa"] <= 1 for r in data["runs"])
     assert data["mean_warm_aa"] == data["runs"][1]["aa"]
     assert data["complete"] and data["mean_chain_aa"] == pytest.approx(
         (data["runs"][0]["aa"] + data["runs"][1]["aa"]) / 2)
+    assert data["spec"]["seeds"] == [0, 1] and data["spec"]["quick"]
+    again = run("warm_adam", "--quick", "--seeds", "0-1", "--out", str(out))
+    assert "this chain is complete" in again.stdout and json.loads(out.read_text()) == data
