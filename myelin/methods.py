@@ -441,6 +441,13 @@ def ewc(lam: float = 41.0, importance: str = "fisher", mode: str = "accumulate",
                         "gamma": gamma, "stabilized": stabilized})
 
 
+def _ewc_named(name: str, importance: str, lam: float, stabilized: bool) -> Method:
+    """EWC's accumulated penalty with a fixed importance, under its own name and options."""
+    method = ewc(lam=lam, importance=importance, stabilized=stabilized)
+    method.name, method.config = name, {"lam": lam, "stabilized": stabilized}
+    return method
+
+
 @METHODS.register("si", "Synaptic Intelligence: EWC-style penalty with path-integral importance")
 def si(lam: float = 1.0, stabilized: bool = False) -> Method:
     """SI (Zenke et al. 2017): the accumulated penalty with the online SI importance.
@@ -449,9 +456,7 @@ def si(lam: float = 1.0, stabilized: bool = False) -> Method:
         lam: λ ≥ 0, the consolidation strength.
         stabilized: Kutalev & Lapina's stabilized coefficient (λΩ/2)/(1 + lr·λΩ).
     """
-    method = ewc(lam=lam, importance="si", stabilized=stabilized)
-    method.name, method.config = "si", {"lam": lam, "stabilized": stabilized}
-    return method
+    return _ewc_named("si", "si", lam, stabilized)
 
 
 @METHODS.register("mas", "MAS: EWC-style penalty with MAS importance")
@@ -462,9 +467,7 @@ def mas(lam: float = 4.5, stabilized: bool = False) -> Method:
         lam: λ ≥ 0, the consolidation strength.
         stabilized: Kutalev & Lapina's stabilized coefficient (λΩ/2)/(1 + lr·λΩ).
     """
-    method = ewc(lam=lam, importance="mas", stabilized=stabilized)
-    method.name, method.config = "mas", {"lam": lam, "stabilized": stabilized}
-    return method
+    return _ewc_named("mas", "mas", lam, stabilized)
 
 
 @METHODS.register("l2", "uniform quadratic pull to the last anchor (baseline)")
