@@ -301,15 +301,11 @@ def _add(options: dict[str, Option], key: str, group: str, taker: str, factory: 
 
 def _method_parts(spec: str) -> list[tuple[str, Callable[..., Any]]]:
     """The factories of a method spec: a name, ``"a+b"`` or ``"package.module:factory"``."""
-    from .methods import method_factory
+    from .methods import method_parts
 
-    parts = [s.strip() for s in spec.split("+")] if "+" in spec else [spec]
-    out = []
-    for part in parts:
-        if ":" in part and os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.insert(0, os.getcwd())     # like `python -m`: the user's module from here
-        out.append((part, method_factory(part)))
-    return out
+    if ":" in spec and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())         # like `python -m`: the user's module from here
+    return method_parts(spec)
 
 
 def option_set(method: str | None = None) -> dict[str, Option]:

@@ -11,9 +11,9 @@ same thing in training and in estimation:
   ``{"input_ids", "attention_mask", "labels"}``), logits from its ``.logits``.
 
 Example:
-    >>> def l1_loss(model, batch):                    # any callable works for training
-    ...     return (model(batch["x"]) - batch["y"]).abs().mean()
-    >>> myelin.fit(scenario, model, "ewc", loss=l1_loss)
+    >>> def loss(model, batch):          # any callable trains; batches {"x": ..., "labels": ...}
+    ...     return F.cross_entropy(model(batch["x"]), batch["labels"], label_smoothing=0.1)
+    >>> myelin.fit(scenario, model, "l2", loss=loss)    # estimators need a loss with logits()
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Subset
+from torch.utils.data import ConcatDataset, Subset
 
 from ._registry import Registry
 from .consolidation import EWC, L2, WVA, Consolidator
@@ -54,7 +54,7 @@ from .consolidation.ewc import MODES
 from .consolidation.wva import CURVES, PLACEMENTS
 from .data.datasets import ArrayDataset
 from .importance import ESTIMATORS, Importance, SynapticIntelligence
-from .losses import CrossEntropy, LossFn
+from .losses import CrossEntropy, LogitLoss, LossFn
 
 if TYPE_CHECKING:
     from .scenarios import Scenario, Task
@@ -308,6 +308,14 @@ class Estimated(ImportanceSource):
         else:
             raise TypeError(f"importance must be a name or a callable; got {estimator!r}.")
 
+    def setup(self, ctx: Context) -> None:
+        """Refuse, before any training, a loss an estimator cannot use (no per-sample logits)."""
+        if not isinstance(ctx.loss, LogitLoss):
+            raise TypeError(f"Importance {self.name!r} needs per-sample logits, but the loss "
+                            f"{ctx.loss!r} is a plain callable. Pass a loss with a "
+                            "logits(output) method (myelin.losses.CrossEntropy, ModelLoss), or "
+                            "a method that estimates no importance.")
+
     def importance(self, ctx: Context) -> Importance:
         """The estimator's importance on the closing set."""
         return ctx.estimate(self.estimator)
@@ -378,7 +386,7 @@ class Consolidate(Method):
 
     def end_task(self, ctx: Context) -> None:
         """Consolidate the finished task (skipped after the last task)."""
-        if ctx.is_last_task or self.consolidator is None:
+        if ctx.is_last_task:
             return
         importance = None if self.source is None else self.source.importance(ctx)
         with warnings.catch_warnings():
@@ -509,7 +517,8 @@ class Joint(Method):
     so row k of the accuracy matrix is a model trained from scratch on all data seen so far;
     without it, training continues from the previous task's weights ("cumulative"). The loss
     allows the classes of every task seen (task-IL: trained over their union, evaluated per
-    task). Stores every training set: this is a reference point, not a continual method.
+    task). Stores every training set: this is a reference point, not a continual method. With
+    ``closing="holdout"`` only the current task's tail is held out of the union.
     """
 
     name = "joint"
@@ -529,7 +538,10 @@ class Joint(Method):
             ctx.model.load_state_dict(self._initial[0])
             ctx.optimizer.load_state_dict(copy.deepcopy(self._initial[1]))
         seen = ctx.scenario.tasks[:ctx.task_index + 1]
-        ctx.train_data = ArrayDataset.concat([t.train for t in seen], name="joint")
+        parts = [t.train for t in seen]
+        ctx.train_data = (ArrayDataset.concat(parts, name="joint")
+                          if all(isinstance(p, ArrayDataset) for p in parts)
+                          else ConcatDataset(parts))
         masks = [ctx.scenario.train_mask(t) for t in seen]
         classes = None if any(m is None for m in masks) else sorted({c for m in masks for c in m})
         if isinstance(ctx.loss, CrossEntropy):
@@ -563,6 +575,11 @@ def method_factory(spec: str) -> Callable[..., Method]:
     return factory
 
 
+def method_parts(spec: str) -> list[tuple[str, Callable[..., Method]]]:
+    """The factories of a method spec: a name, ``"a+b"`` (composed) or ``"package.module:f"``."""
+    return [(s, method_factory(s)) for s in (p.strip() for p in spec.split("+"))]
+
+
 def factory_options(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
     """A method factory's keyword options (name -> parameter)."""
     return {n: p for n, p in inspect.signature(factory).parameters.items()
@@ -578,8 +595,8 @@ def make_method(spec: str, **options: Any) -> Method:
     Raises:
         ValueError: Unknown method or option, or a bad option value.
     """
-    parts = [s.strip() for s in spec.split("+")] if "+" in spec else [spec]
-    factories = [(s, method_factory(s)) for s in parts]
+    factories = method_parts(spec)
+    parts = [s for s, _ in factories]
     accepted = {s: factory_options(f) for s, f in factories}
     unknown = sorted(set(options) - {o for opts in accepted.values() for o in opts})
     if unknown:

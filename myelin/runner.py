@@ -45,7 +45,8 @@ class Result:
             accuracies[j] is the accuracy on seen task j (the seeds' figures plot these).
         losses: Mean training loss (without any consolidation penalty) per evaluation
             window: {"iteration", "task", "loss"}.
-        timings: Seconds spent training, estimating importance and evaluating, per task.
+        timings: Seconds per task: "train" (`learn`), "eval" (the accuracy-matrix row) and
+            "importance" (`end_task`: consolidation, and for `fit` the end-of-task curve point).
         metrics: AA, FM, BWT, FWT, LA, two-task FM (see `myelin.metrics`).
         config: The full configuration, seeds included.
     """
