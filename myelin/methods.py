@@ -284,7 +284,7 @@ class ImportanceSource:
     name = "importance"
 
     def setup(self, ctx: Context) -> None:
-        """Once, after the method wrapped the optimizer (online sources attach here)."""
+        """Once, before the first task, after every method wrapped the optimizer."""
 
     def importance(self, ctx: Context) -> Importance:
         """The importance of the task that just ended."""
@@ -381,8 +381,17 @@ class Consolidate(Method):
         """Build the consolidator and wrap the optimizer with it."""
         self.consolidator = self.make(ctx.model, ctx.lr)
         ctx.optimizer = self.consolidator.wrap(ctx.optimizer)
-        if self.source is not None:
+        self._source_ready = False
+
+    def begin_task(self, ctx: Context) -> None:
+        """Set the importance source up before the first task.
+
+        By then every part of a composition has wrapped the optimizer, so an online source
+        (SI) attaches to the outermost one and sees the step actually taken.
+        """
+        if self.source is not None and not self._source_ready:
             self.source.setup(ctx)
+            self._source_ready = True
 
     def end_task(self, ctx: Context) -> None:
         """Consolidate the finished task (skipped after the last task)."""

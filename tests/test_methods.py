@@ -171,6 +171,21 @@ def test_make_method_composition_and_module_factories():
         make_method("tests.test_methods:not_a_method")
 
 
+def test_online_importance_tracks_the_outermost_optimizer(scenario):
+    seen = []
+
+    class Last(Method):
+        def end_task(self, ctx):
+            seen.append(ctx.optimizer)
+
+    si_then_wva = make_method("si+wva", lam=1.0) + Last()
+    myelin.fit(scenario, model_for(scenario), si_then_wva, iterations=3, progress=False)
+    outermost = seen[0]
+    assert type(outermost).__name__ == "WVA" and len(outermost._optimizer_step_post_hooks) == 1
+    tracker = si_then_wva.parts[0].source.tracker
+    assert tracker.steps_ == 3          # the last task's steps (reset after each earlier task)
+
+
 def test_joint_is_the_upper_bound(scenario):
     aa = {m: myelin.fit(scenario, model_for(scenario), m, epochs=3, batch_size=32,
                         progress=False).metrics["average_accuracy"]
