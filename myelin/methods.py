@@ -18,6 +18,9 @@ optax: small pieces that compose). The loop (`myelin.train`) runs, for every tas
         method.after_step(ctx, batch)                 # online importance, memory update
     method.end_task(ctx)                     # after the task's accuracy row: consolidate
 
+and ``method.before_eval(ctx, j)`` before the model is evaluated on task j's test set (a
+task-aware model, such as CTN's, selects task j's context there).
+
 `ctx` is a `Context`: the model, the optimizer the loop steps, the current task's loss and
 training data, the task index, and helpers (`ctx.closing_set()`, `ctx.estimate(estimator)`).
 Methods compose: ``er(...) + ewc(...)`` (or ``Compose(a, b)``) calls each hook of `a`, then of
@@ -63,7 +66,7 @@ __all__ = ["HOOKS", "METHODS", "Compose", "Context", "Estimated", "ImportanceSou
            "PathIntegral", "make_method"]
 
 HOOKS = ("setup", "begin_task", "prepare_batch", "train_step", "loss", "after_backward",
-         "after_step", "end_task")
+         "after_step", "end_task", "before_eval")
 
 Estimator = Callable[..., Importance]
 
@@ -203,6 +206,9 @@ class Method:
     def end_task(self, ctx: Context) -> None:
         """After the task's accuracy row was measured (e.g. consolidate)."""
 
+    def before_eval(self, ctx: Context, task_index: int) -> None:
+        """Before the model is evaluated on task `task_index`'s test set."""
+
     def __add__(self, other: Method) -> Compose:
         return Compose(self, other)
 
@@ -228,8 +234,12 @@ class Compose(Method):
             raise ValueError("Compose needs at least one method.")
         self.parts = flat
         self.name = "+".join(p.name for p in flat)
-        self.config = {p.name: dict(p.config) for p in flat}
         self.importance = next((p.importance for p in flat if p.importance), None)
+
+    @property
+    def config(self) -> dict[str, Any]:         # type: ignore[override]
+        """Each part's options (read when asked: a part may record more in `setup`)."""
+        return {p.name: dict(p.config) for p in self.parts}
 
     def setup(self, ctx: Context) -> None:
         """Each part's setup, in order (wrappers nest: the last part's is outermost)."""
@@ -275,6 +285,11 @@ class Compose(Method):
         """Each part's end_task."""
         for p in self.parts:
             p.end_task(ctx)
+
+    def before_eval(self, ctx: Context, task_index: int) -> None:
+        """Each part's before_eval."""
+        for p in self.parts:
+            p.before_eval(ctx, task_index)
 
 
 # importance sources --------------------------------------------------------------------------
@@ -620,3 +635,6 @@ def make_method(spec: str, **options: Any) -> Method:
                             "myelin.methods.Method.")
         built.append(method)
     return built[0] if len(built) == 1 else Compose(*built)
+
+
+from . import replay as _replay  # noqa: E402,F401  (registers er, agem, gem, mer, mir, ctn)

@@ -181,6 +181,7 @@ class GradientLearner(Learner):
 
     def evaluate(self, task: Task, after: int | None) -> float:
         """Accuracy on the task's test set under the scenario's prediction mask."""
+        self.method.before_eval(self.ctx, self.scenario.index(task))
         return evaluate(self.model, task.test, self.scenario.eval_mask(task, after=after))
 
     def learn(self, k: int, task: Task) -> None:
@@ -263,7 +264,7 @@ class GradientLearner(Learner):
         ctx.optimizer.zero_grad()
         loss = ctx.loss(self.model, batch)
         total = self.method.loss(ctx, batch, loss)
-        if total is not loss and not math.isfinite(float(total)):
+        if total is not loss and not math.isfinite(float(total.detach())):
             raise FloatingPointError(f"The loss with the method's terms became {float(total)} "
                                      f"at step {ctx.step + 1}: lower lr or lam.")
         total.backward()
@@ -274,9 +275,11 @@ class GradientLearner(Learner):
     def _record(self, k: int, accs: list[float] | None = None) -> None:
         """Append a curve point (and the mean loss of the window); `accs` if already measured."""
         if accs is None:
-            accs = [evaluate(self.model, t.test, self.scenario.eval_mask(t, after=k),
-                             max_samples=self.eval_samples)
-                    for t in self.scenario.tasks[:k + 1]]
+            accs = []
+            for j, t in enumerate(self.scenario.tasks[:k + 1]):
+                self.method.before_eval(self.ctx, j)
+                accs.append(evaluate(self.model, t.test, self.scenario.eval_mask(t, after=k),
+                                     max_samples=self.eval_samples))
         self.result.curves.append({"iteration": self.ctx.step, "task": k, "accuracies": accs})
         if self._window:
             self.result.losses.append({"iteration": self.ctx.step, "task": k,

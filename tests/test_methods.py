@@ -74,6 +74,9 @@ class Recorder(Method):
     def end_task(self, ctx):
         self.log.append((self.tag, "end_task", ctx.task_index))
 
+    def before_eval(self, ctx, task_index):
+        self.log.append((self.tag, "before_eval", task_index))
+
 
 def test_hooks_run_in_order_and_compose(scenario):
     log = []
@@ -81,7 +84,9 @@ def test_hooks_run_in_order_and_compose(scenario):
     assert isinstance(method, Compose) and method.name == "Recorder+Recorder"
     myelin.fit(scenario, model_for(scenario), method, iterations=1, progress=False)
     assert log[:2] == [("a", "setup"), ("b", "setup")]
-    one_task = log[2:2 + 2 + 10 + 2]
+    evals = [e[2] for e in log if e[0] == "a" and e[1] == "before_eval"]
+    assert evals == [0, 1, 2] * 4      # the random-init row and every row of the matrix
+    one_task = [e for e in log if e[1] != "before_eval"][2:2 + 2 + 10 + 2]
     assert one_task == [("a", "begin_task", 0), ("b", "begin_task", 0),
                         ("a", "prepare_batch"), ("b", "prepare_batch"),
                         ("a", "train_step"), ("b", "train_step"),
@@ -89,6 +94,7 @@ def test_hooks_run_in_order_and_compose(scenario):
                         ("a", "after_backward"), ("b", "after_backward"),
                         ("a", "after_step"), ("b", "after_step"),
                         ("a", "end_task", 0), ("b", "end_task", 0)]
+
     assert set(HOOKS) == {e[1] for e in log}
 
 

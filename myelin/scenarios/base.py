@@ -79,7 +79,7 @@ class Scenario:
         if self.setting == "task" or (self.setting == "class" and self.labels_trick):
             return task.classes
         if self.seen_classes:
-            return self._seen(self._index(task))
+            return self._seen(self.index(task))
         return None
 
     def eval_mask(self, task: Task, after: int | None = None) -> list[int] | None:
@@ -93,7 +93,8 @@ class Scenario:
             return self._seen(after)
         return None
 
-    def _index(self, task: Task) -> int:
+    def index(self, task: Task) -> int:
+        """Position of `task` (by identity) in the scenario."""
         for i, t in enumerate(self.tasks):
             if t is task:
                 return i
