@@ -15,12 +15,16 @@ the training device in preallocated tensors (`myelin.replay.memory`).
 
 from __future__ import annotations
 
-from . import er, gem
+from . import ctn, er, gem, mer, mir
 from .base import Replay, budget, per_sample_losses, replay_loss, task_loss
+from .ctn import CTN, CTNNet, ctn_mlp
 from .er import ER
 from .gem import AGEM, GEM, gem_dual, gem_project
 from .memory import Memory, ReservoirMemory, RingMemory
+from .mer import MER
+from .mir import MIR, ScoredReservoir
 
-__all__ = ["AGEM", "ER", "GEM", "Memory", "Replay", "ReservoirMemory", "RingMemory", "budget",
-           "er", "gem", "gem_dual", "gem_project", "per_sample_losses", "replay_loss",
+__all__ = ["AGEM", "CTN", "ER", "GEM", "MER", "MIR", "CTNNet", "Memory", "Replay",
+           "ReservoirMemory", "RingMemory", "ScoredReservoir", "budget", "ctn", "ctn_mlp", "er",
+           "gem", "gem_dual", "gem_project", "mer", "mir", "per_sample_losses", "replay_loss",
            "task_loss"]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..importance import eval_mode
 from ..losses import CrossEntropy, LogitLoss, LossFn, call_model
 from ..methods import Context, Method
 from .memory import Memory, ReservoirMemory, RingMemory
@@ -58,7 +59,7 @@ def task_loss(ctx: Context, task: int) -> LossFn:
 def _rows(batch: Any, index: Tensor) -> Any:
     if isinstance(batch, Mapping):
         return {k: v[index.to(v.device)] for k, v in batch.items()}
-    return type(batch)(v[index.to(v.device)] for v in batch)
+    return tuple(v[index.to(v.device)] for v in batch)
 
 
 def replay_loss(ctx: Context, batch: Any, tasks: Tensor) -> Tensor:
@@ -83,16 +84,17 @@ def per_sample_losses(ctx: Context, batch: Any, tasks: Tensor,
                       params: Mapping[str, Tensor] | None = None) -> Tensor:
     """(N,) loss of every sample of an ``(x, y)`` batch under its task's mask, no gradient.
 
-    With `params`, the model is evaluated with those parameters (``torch.func.functional_call``).
+    The model is scored in eval mode (no dropout noise, no BatchNorm statistics updated). With
+    `params`, the model is evaluated with those parameters (``torch.func.functional_call``).
     """
     if not isinstance(ctx.loss, LogitLoss) or isinstance(batch, Mapping):
         raise TypeError("Scoring stored samples one by one needs (x, y) batches and a loss with "
                         "logits() (myelin.losses.CrossEntropy).")
     x, y = batch
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(ctx.model):     # no dropout noise, no BatchNorm updates
         out = (call_model(ctx.model, x) if params is None
                else torch.func.functional_call(ctx.model, dict(params), (x,)))
-        losses = torch.empty(len(y), device=y.device)
+        losses = torch.empty(len(y), dtype=out.dtype, device=y.device)
         for t in tasks.unique().tolist():
             index = (tasks == t).nonzero().flatten().to(y.device)
             logits = task_loss(ctx, t).logits(out[index])
