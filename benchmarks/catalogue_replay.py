@@ -82,6 +82,13 @@ GRID: list[tuple[str, str, dict[str, Any], tuple[float, ...], dict[str, tuple[An
     ("er+ewc", "er+ewc", {"memory_per_task": MEMORY, "importance": "fisher"}, (0.03, 0.1),
      {"lam": (10.0, 100.0)}),
     ("ctn", "ctn", {"memory_per_task": MEMORY}, (0.03, 0.1), {}),
+    # Kutalev & Lapina's stabilized coefficient: at batch 10 and lr 0.1 the plain penalty
+    # step lr·λ·Ω exceeds 2 for large λ and diverges
+    *[(f"{f}/stab", f, {**o, "stabilized": True}, lrs, g)
+      for f, o, lrs, g in (("ewc", {"importance": "fisher"}, (0.03, 0.1),
+                            {"lam": (100.0, 1000.0, 10000.0)}),
+                           ("si", {}, (0.03, 0.1), {"lam": (10.0, 100.0, 1000.0)}),
+                           ("mas", {}, (0.03, 0.1), {"lam": (10.0, 100.0, 1000.0)}))],
 ]
 
 
@@ -93,18 +100,23 @@ def _ctn_net(s: Scenario) -> torch.nn.Module:
 MODEL_OF = {"ctn": _ctn_net}
 
 
+FAMILY_OF: dict[str, str] = {}        # tuning row key -> the table row it competes for
+
+
 def _grid_rows() -> list[Row]:
     rows = []
-    for family, method, options, lrs, grid in GRID:
+    for name, method, options, lrs, grid in GRID:
+        family, _, variant = name.partition("/")
         points: list[dict[str, Any]] = [{}]
-        for name, values in grid.items():
-            points = [{**p, name: v} for p in points for v in values]
+        for option, values in grid.items():
+            points = [{**p, option: v} for p in points for v in values]
         for lr in lrs:
             for p in points:
                 tag = "".join(f"-{k}{_g(v)}" for k, v in p.items())
-                rows.append(Row(f"{family}-lr{_g(lr)}{tag}", f"{family} lr {lr:g}"
-                                + "".join(f", {k} {_g(v)}" for k, v in p.items()),
-                                method, {**options, **p}, None, {"lr": lr},
+                key = f"{family}{'-' + variant if variant else ''}-lr{_g(lr)}{tag}"
+                FAMILY_OF[key] = family
+                label = f"{name} lr {lr:g}" + "".join(f", {k} {_g(v)}" for k, v in p.items())
+                rows.append(Row(key, label, method, {**options, **p}, None, {"lr": lr},
                                 model=MODEL_OF.get(family)))
     return rows
 
@@ -121,17 +133,23 @@ def best_of(family: str, out: Path, quick: bool = False) -> Row:
     """The `family` tuning row with the best mean validation AA, as the reported row."""
     scores: dict[str, list[float]] = {}
     store = RecordStore(out / "seed001-tune")
-    rows = {r.key: r for r in TUNE_ROWS if r.key.startswith(family + "-lr")}
+    rows = {r.key: r for r in TUNE_ROWS if FAMILY_OF[r.key] == family}
     for key in store.keys():        # noqa: SIM118 (a RecordStore is not iterable)
         rec = store.read(key)
         if rec is not None and rec.get("quick", False) == quick and rec["row"] in rows:
-            scores.setdefault(rec["row"], []).append(rec["measured"]["aa"])
+            aa = rec["measured"]["aa"]
+            scores.setdefault(rec["row"], []).append(0.0 if np.isnan(aa) else aa)  # diverged
     if not scores:
         raise SystemExit(f"No seed001-tune results for {family!r} under {out}: run "
                          f"`python -m benchmarks.reproduce run seed001-tune --seeds 0` first.")
     aa, key = max((float(np.mean(v)), k) for k, v in scores.items())
     row = rows[key]
-    return Row(family, f"{row.label} (best validation AA {aa * 100:.2f} of {len(scores)})",
+    o = row.options
+    memory = ("all data" if family == "joint" else f"{o['memory_per_task']}/task"
+              if "memory_per_task" in o else f"{o['memory']} total" if "memory" in o
+              else "no memory")
+    return Row(family, f"{LABELS[family]} — {memory}; {row.label.partition(' ')[2]} (best "
+                       f"validation AA {aa * 100:.2f} of {len(scores)} tried)",
                row.method, row.options, PUBLISHED.get(family), row.fit, model=row.model,
                source=key)
 
@@ -149,5 +167,96 @@ LABELS = {"finetune": "fine-tuning (no protection)", "joint": "joint (offline up
 _register(Experiment(
     "seed001", "Seed 001's permuted-MNIST table: replay baselines beside importance methods",
     "Larionov 2025 (seed 001) table; methods' own papers", _stream, _torch_mlp((256, 256)),
-    SEED001_FIT, [_resolved(f, LABELS[f]) for f, *_ in GRID], _aa, ["aa", "fm"],
+    SEED001_FIT, [_resolved(f, LABELS[f]) for f in dict.fromkeys(FAMILY_OF.values())], _aa,
+    ["aa", "fm"],
     SEED001_NOTE))
+
+
+COLANET_ROWS = {           # benchmarks.colanet permuted configurations shown in the table
+    "mc15-a0.005-n1000": "CoLaNET-15 (α 0.005), 1000 images a task",
+    "mc45-a0.01-n1000": "CoLaNET-45 (α 0.01), 1000 images a task",
+    "mc15-a0.005": "CoLaNET-15 (α 0.005), all 60k images a task, task 1 unpermuted",
+    "mc45-a0.01": "CoLaNET-45 (α 0.01), all 60k images a task, task 1 unpermuted",
+}
+COLANET_PUBLISHED = {"mc15-a0.005": {"aa": 0.8967, "fm": 0.0275},
+                     "mc45-a0.01": {"aa": 0.9239, "fm": 0.0094}}
+
+
+def extra_rows(colanet_dir: Path) -> list[dict[str, Any]]:
+    """Rows measured elsewhere (CoLaNET records) or published only (NCCL), for the table.
+
+    Each: label, n, measured {aa, fm: (values)}, published {aa, fm} or None.
+    """
+    rows = []
+    store = RecordStore(colanet_dir)
+    for config, label in COLANET_ROWS.items():
+        recs = [store.read(k) for k in store.keys()          # noqa: SIM118
+                if k.startswith(f"permuted/{config}-seed")]
+        recs = [r for r in recs if r is not None and not r["spec"].get("quick")]
+        if recs:
+            rows.append({"label": label, "n": len(recs),
+                         "values": {k: [r["measured"][k] for r in recs] for k in ("aa", "fm")},
+                         "published": COLANET_PUBLISHED.get(config.removesuffix("-n1000"))})
+    for label, published in PUBLISHED_ONLY.values():
+        rows.append({"label": label, "n": 0, "values": {}, "published": published})
+    return rows
+
+
+# --- each method under its own paper's protocol (issue 19, item 2) -----------------------------
+PAPER_NOTES = {
+    "gem-paper": "GEM's run_experiments.sh: 20 permuted tasks (task 1 permuted too) × 1000 "
+                 "samples, MLP 784-100-100-10, SGD lr 0.1, batch 10, one epoch, 256 memories per "
+                 "task, margin (memory_strength) 0.5.",
+    "mer-paper": "MER's mer_examples.sh (smallest memory of the three): 20 permuted tasks × 1000 "
+                 "samples, MLP 784-100-100-10, lr 0.03, β 0.03, γ 1.0, 10 batches per "
+                 "example, 200 memories with replay batches of 10; stream batch 1 (our loop's "
+                 "batch of 10 is taken one example at a time).",
+    "mir-paper": "MIR on permuted MNIST: 10 tasks (task 1 unpermuted) × 1000 samples, MLP "
+                 "784-400-400-10, SGD lr 0.05, batch 10, 500 memories (50 per class), 50 "
+                 "candidates, 10 replayed, compare-to-old-logits; ContinualAI's "
+                 "continual-learning-baselines target for this row: 0.80.",
+    "agem-paper": "A-GEM's fc_permute_mnist.py: 20 permuted tasks of which the first 3 are for "
+                  "cross-validation (17 reported), full training sets, MLP 784-256-256-10, SGD "
+                  "lr 0.1, batch 10, one epoch, 250 memories per task, "
+                  "reference batch 256.",
+}
+
+
+def _paper_stream(n_tasks: int, per_task: int | None, first_identity: bool, skip: int = 0):
+    def build(seed: int) -> Scenario:
+        s = permuted("mnist", n_tasks + skip, seed=seed, root=mnist_root(),
+                     first_identity=first_identity, per_task_samples=per_task)
+        if skip:
+            s = Scenario(s.name, s.tasks[skip:], s.n_classes, s.setting, config=s.config)
+        return s
+    return build
+
+
+def _paper(name: str, title: str, stream: Any, widths: tuple[int, ...], fit: dict[str, Any],
+           rows: list[Row]) -> None:
+    _register(Experiment(name, title, "the method's own paper / code (issue 19, item 2)",
+                         stream, _torch_mlp(widths), {"batch_size": 10, "epochs": 1, **fit},
+                         rows, _aa, ["aa", "fm"], PAPER_NOTES[name]))
+
+
+_paper("gem-paper", "GEM's own protocol (20 tasks × 1000, 2×100, 256 memories a task)",
+       _paper_stream(20, 1000, False), (100, 100), {"lr": 0.1},
+       [Row("gem", "GEM, 256 memories a task", "gem", {"memory_per_task": 256}),
+        Row("single", "single (plain SGD)", "finetune")])
+_paper("mer-paper", "MER's own protocol (20 tasks × 1000, 2×100, 200 memories)",
+       _paper_stream(20, 1000, False), (100, 100), {"lr": 0.03},
+       [Row("mer-200", "MER, 200 memories, replay batch 10", "mer",
+            {"memory": 200, "replay_batch": 10, "batches_per_example": 10, "beta": 0.03,
+             "gamma": 1.0}),
+        Row("online", "online (plain SGD)", "finetune")])
+_paper("mir-paper", "MIR's own protocol (10 tasks × 1000, 2×400, 500 memories)",
+       _paper_stream(10, 1000, True), (400, 400), {"lr": 0.05},
+       [Row("mir", "ER-MIR, 500 memories, compare to old logits", "mir",
+            {"memory": 500, "candidates": 50, "replay_batch": 10, "compare_to_old_logits": True},
+            {"aa": 0.80}),
+        Row("er", "ER (reservoir), 500 memories, replay batch 10", "er",
+            {"memory": 500, "replay_batch": 10})])
+_paper("agem-paper", "A-GEM's own protocol (17 tasks after 3 for validation, full data, 2×256)",
+       _paper_stream(17, None, False, skip=3), (256, 256), {"lr": 0.1},
+       [Row("agem", "A-GEM, 250 memories a task", "agem",
+            {"memory_per_task": 250, "reference_batch": 256}, {"aa": 0.891})])

@@ -54,6 +54,16 @@ PERMUTED = {
                     "published": {"aa": 89.67, "aa_ci": 0.16, "fm": 2.75, "fm_ci": 0.23}},
     "mc45-a0.01": {"microcolumns": 45, "alpha": 0.01,
                    "published": {"aa": 92.39, "aa_ci": 0.13, "fm": 0.94, "fm_ci": 0.17}},
+    # seed 001's table protocol for the replay baselines (issue 19): the same streams as
+    # benchmarks.catalogue_replay's seed001 (task 1 permuted too), 1000 training images a task
+    "mc15-a0.005-n1000": {"microcolumns": 15, "alpha": 0.005, "per_task_samples": 1000,
+                          "first_identity": False,
+                          "published": {"aa": 89.67, "aa_ci": 0.16, "fm": 2.75, "fm_ci": 0.23},
+                          "note": "published row trained on all 60k images a task"},
+    "mc45-a0.01-n1000": {"microcolumns": 45, "alpha": 0.01, "per_task_samples": 1000,
+                         "first_identity": False,
+                         "published": {"aa": 92.39, "aa_ci": 0.13, "fm": 0.94, "fm_ci": 0.17},
+                         "note": "published row trained on all 60k images a task"},
     # slower stability growth (preset myelin-plastic, r_s chosen on the validation stream)
     "mc15-a0.005-plastic": {"microcolumns": 15, "alpha": 0.005, "preset": "myelin-plastic",
                             "published": {"aa": 89.67, "aa_ci": 0.16, "fm": 2.75,
@@ -113,7 +123,8 @@ def run_permuted(config: dict[str, Any], seed: int, n_tasks: int = 10,
                  quick: bool = False) -> dict[str, Any]:
     """(b)/(c) 10-task permuted MNIST, one pass per task, evaluation after each task."""
     scenario = permuted("mnist", n_tasks, seed=seed, root=mnist_root(),
-                        per_task_samples=300 if quick else None)
+                        first_identity=config.get("first_identity", True),
+                        per_task_samples=300 if quick else config.get("per_task_samples"))
     preset = config.get("preset", PRESET)
     net = _net(config["microcolumns"], config["alpha"], seed, preset=preset)
     t0 = time.perf_counter()
@@ -203,7 +214,9 @@ def planned(experiment: str, seeds: list[int], config: str = "all", tasks: int =
                 cfg = PERMUTED[key]
                 yield Run(f"permuted{q}/{key}-seed{seed}",
                           spec("permuted", seed, cfg.get("preset", PRESET), quick,
-                               microcolumns=cfg["microcolumns"], alpha=cfg["alpha"], tasks=10),
+                               microcolumns=cfg["microcolumns"], alpha=cfg["alpha"], tasks=10,
+                               **{k: cfg[k] for k in ("per_task_samples", "first_identity")
+                                  if k in cfg}),
                           lambda cfg=cfg, seed=seed: run_permuted(cfg, seed, 10, quick),
                           lambda m, key=key, seed=seed: f"permuted {key} seed {seed}: "
                           f"{_aa_fm(m)} ({m['wall_seconds']:.0f} s)")

@@ -80,8 +80,8 @@ def summarize(out: Path) -> dict[str, Any]:
             }
             summary[name][row.key]["by_seed"] = {str(r["seed"]): dict(r["measured"])
                                                   for r in recs}
-            mats = [r["result"]["accuracy"] for r in recs]
-            if all(len(m) == len(m[0]) for m in mats):      # A_k after each task k
+            mats = [r["result"]["accuracy"] for r in recs if "result" in r]   # not diverged
+            if len(mats) == len(recs) and all(len(m) == len(m[0]) for m in mats):   # A_k
                 curves = [metrics.average_accuracy_curve(m) for m in mats]
                 summary[name][row.key]["aa_curve"] = np.mean(curves, axis=0).tolist()
                 for r, c in zip(recs, curves):
@@ -432,6 +432,21 @@ def warm_adam_lines(results: Path | None = None) -> list[str]:
     return lines
 
 
+def seed001_extra_lines(keys: list[str], extra: list[str]) -> list[str]:
+    """Table lines for seed 001's CoLaNET rows (benchmarks.colanet records) and NCCL."""
+    from benchmarks.catalogue_replay import extra_rows
+    lines = []
+    for row in extra_rows(RESULTS / "colanet"):
+        cells = [row["label"], str(row["n"]) if row["n"] else "published only"]
+        for k in keys:
+            values = row["values"].get(k)
+            cells.append(_fmt(*metrics.ci95(values), len(values)) if values else "—")
+        cells += [_pub(row["published"], k) for k in keys]
+        cells += ["—"] * (len(extra) + 1)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def run_commands(name: str, rows: dict[str, Any]) -> list[str]:
     """The commands that made the rows shown: the seeds every row has, then the extra seeds
     of some rows (``--rows``), so that nobody is told to run a grid 5× that ran once."""
@@ -482,6 +497,8 @@ def markdown(summary: dict[str, Any], figures: dict[str, list[str]],
                       for k in extra]
             cells.append(f"{row['wall_seconds']['mean']:.0f}")
             lines.append("| " + " | ".join(cells) + " |")
+        if name == "seed001":
+            lines += seed001_extra_lines(keys, extra)
         lines.append("")
         gaps = curve_gap_lines(rows)
         if gaps:

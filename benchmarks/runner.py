@@ -98,11 +98,20 @@ def run_one(exp: Experiment, row: Row, seed: int, out: Path = OUT, quick: bool =
     torch.manual_seed(seed)
     model = (row.model or exp.model)(scenario)
     t0 = time.perf_counter()
-    if row.method == "offline":
-        result = offline(scenario, model, {**kw, "seed": seed, "progress": progress})
-    else:
-        result = fit(scenario, model, row.method, method_options=method_options(row),
-                     seed=seed, progress=progress, **kw)
+    try:
+        if row.method == "offline":
+            result = offline(scenario, model, {**kw, "seed": seed, "progress": progress})
+        else:
+            result = fit(scenario, model, row.method, method_options=method_options(row),
+                         seed=seed, progress=progress, **kw)
+    except FloatingPointError as exc:          # a diverging configuration is a result too
+        measured = {k: float("nan") for k in (exp.published_keys or ["aa"])}
+        store.put(key, spec, {
+            "experiment": exp.name, "row": row.key, "label": row.label, "seed": seed,
+            "method": row.method, "options": row.options, "fit": kw, "quick": quick,
+            "wall_seconds": time.perf_counter() - t0, "measured": measured,
+            "diverged": str(exc), "environment": _ENV or environment()})
+        return measured, True
     wall = time.perf_counter() - t0
     measured = exp.measure(result)
     store.put(key, spec, {

@@ -122,8 +122,28 @@ def walltime_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def replay_cost_table(data: dict) -> str:
+    env = data["environment"]
+    lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} thread(s), commit "
+             f"{env['commit']}. {data['what']}; median of per-round ratios over "
+             f"{data['repeats']} alternating rounds of {data['steps']} steps.", "",
+             "| method (options) | step ÷ plain step | ms / step (plain) | issue's target "
+             "| bytes per stored sample |", "|---|---:|---:|---|---:|"]
+    for name, r in data["methods"].items():
+        options = ", ".join(f"{k} {v}" for k, v in r["options"].items())
+        lines.append(f"| {name} ({options}) | {r['ratio']:.2f}× | {r['ms_per_step']:.2f} "
+                     f"({r['plain_ms_per_step']:.2f}) | {r['target']} | "
+                     f"{r['bytes_per_stored_sample'] or '—'} |")
+    gem = data["gem_ms"]
+    lines += ["", "GEM's dual QP alone / the whole projection (float64 Gram matrix, QP, Mᵀv + g) "
+              f"over {data['parameters']:,} parameters, ms, by number of past tasks: "
+              + "; ".join(f"{t}: {v['qp']:.3f} / {v['projection']:.1f}" for t, v in gem.items())
+              + "."]
+    return "\n".join(lines)
+
+
 RENDERERS = {"importance": importance_table, "overhead": overhead_table,
-             "walltime": walltime_table}
+             "walltime": walltime_table, "replay_cost": replay_cost_table}
 
 
 def rendered() -> dict[str, str]:

@@ -10,8 +10,11 @@ from torch import Tensor, nn
 
 from .base import Importance, all_finite, trainable_parameters
 
-__all__ = ["SynapticIntelligence"]
+__all__ = ["NonFiniteGradientError", "SynapticIntelligence"]
 
+
+class NonFiniteGradientError(FloatingPointError, ValueError):
+    """A gradient holds NaN or inf (training diverged): a FloatingPointError and a ValueError."""
 
 class SynapticIntelligence:
     """Online path-integral importance, ω / ((θ − θ_start)² + ξ) at the end of a task.
@@ -60,7 +63,8 @@ class SynapticIntelligence:
         for n, p in self._params.items():
             if p.grad is not None:
                 if not all_finite(p.grad):
-                    raise ValueError(f"Gradient of parameter {n!r} is NaN or inf.")
+                    raise NonFiniteGradientError(
+                        f"Gradient of parameter {n!r} is NaN or inf: training diverged.")
                 self.omega_path_[n].sub_(p.grad * (p.detach() - self._prev[n]))
             self._prev[n].copy_(p.detach())
         self.steps_ += 1

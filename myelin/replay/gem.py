@@ -90,11 +90,11 @@ def gem_project(g: Tensor, M: Tensor, margin: float = 0.5, eps: float = 1e-3) ->
         margin: The dual variables' lower bound (GEM's memory_strength).
         eps: Ridge added to MMᵀ.
     """
-    M64, g64 = M.double().cpu().numpy(), g.double().cpu().numpy()
-    P = M64 @ M64.T
+    M64, g64 = M.double(), g.double()         # on M's device; only t×t numbers go to the solver
+    P = (M64 @ M64.T).cpu().numpy()
     P = 0.5 * (P + P.T) + eps * np.eye(len(P))
-    v = gem_dual(P, M64 @ g64, margin)
-    return torch.from_numpy(v @ M64 + g64).to(dtype=g.dtype, device=g.device)
+    v = gem_dual(P, (M64 @ g64).cpu().numpy(), margin)
+    return (torch.from_numpy(v).to(M64) @ M64 + g64).to(g.dtype)
 
 
 class GEM(Replay):

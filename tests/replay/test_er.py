@@ -92,3 +92,19 @@ def test_memory_larger_than_a_task_warns(scenario):
     with pytest.warns(UserWarning, match="exceeds the smallest task"):
         myelin.fit(scenario, model_for(scenario), "er",
                    method_options={"memory_per_task": 10_000, "buffer": "ring"}, **FAST)
+
+
+def test_readme_replay_example_runs():
+    import io
+    from contextlib import redirect_stdout
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    block = text.split("<!-- example:replay -->")[1].split("<!-- /example:replay -->")[0]
+    code = block.split("```python\n")[1].split("```")[0]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    aa = {line.split()[0]: float(line.split()[2]) for line in out.getvalue().splitlines()}
+    assert set(aa) == {"finetune", "er", "er+ewc", "gem"}
+    assert min(aa["er"], aa["er+ewc"], aa["gem"]) > aa["finetune"]
