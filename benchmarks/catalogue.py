@@ -511,5 +511,3 @@ _register(Experiment(
     [Row("tuned", "the best beyond-tune configuration", resolve=best_tuned)],
     _aa, ["aa"], _BEYOND_NOTE))
 
-
-from benchmarks import catalogue_replay as _replay  # noqa: E402,F401  (seed 001's table)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import catalogue_replay  # noqa: F401  (registers seed 001's experiments)
 from benchmarks._common import RESULTS, seed_range
 from benchmarks.catalogue import EXPERIMENTS, S3_E4_LAMS, S3_IMPORTANCE_LAMS, S3_LAMS
 from myelin import metrics

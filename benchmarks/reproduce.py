@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import catalogue_replay  # noqa: F401  (registers seed 001's experiments)
 from benchmarks._common import ROOT, parse_seeds
 from benchmarks.catalogue import EXPERIMENTS
 from benchmarks.report import write_report
