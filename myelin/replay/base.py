@@ -71,8 +71,9 @@ def replay_loss(ctx: Context, batch: Any, tasks: Tensor) -> Tensor:
         tasks: (N,) task index of each row.
     """
     groups = tasks.unique()
-    if len(groups) == 1 or not isinstance(ctx.loss, CrossEntropy):
-        return task_loss(ctx, int(groups[0]))(ctx.model, batch)
+    losses = [task_loss(ctx, t) for t in groups.tolist()]
+    if len({getattr(f, "classes", None) and tuple(f.classes) for f in losses}) == 1:
+        return losses[0](ctx.model, batch)            # one loss for all rows: one pass
     total = 0.0
     for t in groups.tolist():
         index = (tasks == t).nonzero().flatten()
