@@ -121,7 +121,18 @@ def _grid_rows() -> list[Row]:
     return rows
 
 
-TUNE_ROWS = _grid_rows()
+def _joint_epochs_rows(epochs: int = 5) -> list[Row]:
+    """Joint training with more passes: an upper bound need not keep the one-epoch budget."""
+    rows = []
+    for lr in (0.03, 0.1):
+        key = f"joint-e{epochs}-lr{_g(lr)}"
+        FAMILY_OF[key] = "joint"
+        rows.append(Row(key, f"joint lr {lr:g}, {epochs} epochs", "joint", {}, None,
+                        {"lr": lr, "epochs": epochs}))
+    return rows
+
+
+TUNE_ROWS = _grid_rows() + _joint_epochs_rows()
 
 _register(Experiment(
     "seed001-tune", "Seed 001 table, tuning: lr and λ on held-out permutations",

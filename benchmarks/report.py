@@ -50,6 +50,8 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 def _fmt(mean: float, half: float | None, n: int, pct: bool = True) -> str:
     """mean ± half in % (`pct`); a single run has no interval."""
     s = 100 if pct else 1
+    if math.isnan(mean):
+        return "diverged"
     return f"{mean * s:.2f} ± {half * s:.2f}" if n > 1 else f"{mean * s:.2f} (1 run)"
 
 
@@ -102,7 +104,11 @@ def _plots(out: Path, figs: Path) -> dict[str, list[str]]:
         exp = EXPERIMENTS.get(name)
         if exp is None:
             continue
-        ordered = [(r, rows[r.key]) for r in exp.rows if rows.get(r.key)]
+        ordered = [(r, [x for x in rows[r.key] if "result" in x]) for r in exp.rows
+                   if rows.get(r.key)]
+        ordered = [(r, recs) for r, recs in ordered if recs]      # diverged runs: no curves
+        if name == "seed001":
+            made[name].append(_seed001_plot(ordered, figs, plt))
         # A_k: average accuracy over the tasks seen so far, after each task
         square = [(r, recs) for r, recs in ordered
                   if len(recs[0]["result"]["accuracy"]) == len(recs[0]["result"]["accuracy"][0])]
@@ -174,6 +180,38 @@ def _plots(out: Path, figs: Path) -> dict[str, list[str]]:
         if name == "seed003-wva":
             made[name] += _seed003_plots(rows, figs, plt)
     return made
+
+
+def _seed001_plot(ordered: list[Any], figs: Path, plt: Any) -> str:
+    """Seed 001's table as a picture: AA against FM, ours (mean ± CI) and published."""
+    from benchmarks.catalogue_replay import PUBLISHED_ONLY
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, (r, recs) in enumerate(ordered):
+        aa = [x["measured"]["aa"] * 100 for x in recs]
+        fm = [x["measured"]["fm"] * 100 for x in recs]
+        color = plt.cm.tab20.colors[i % 20]
+        (ma, ha), (mf, hf) = metrics.ci95(aa), metrics.ci95(fm)
+        ax.errorbar(mf, ma, xerr=None if math.isnan(hf) else hf,
+                    yerr=None if math.isnan(ha) else ha, fmt="o", color=color, capsize=2,
+                    label=f"{r.key} (n={len(recs)})")
+        if isinstance(r.published, dict) and "fm" in r.published:
+            ax.plot(r.published["fm"] * 100, r.published["aa"] * 100, "s", mfc="none",
+                    color=color)
+    for label, pub in PUBLISHED_ONLY.values():
+        ax.plot(pub["fm"] * 100, pub["aa"] * 100, "s", mfc="none", color="black",
+                label=label.split(" (")[0] + " (published only)")
+    ax.plot([], [], "s", mfc="none", color="gray", label="published (hollow squares)")
+    ax.set_xlabel("forgetting FM (%)")
+    ax.set_ylabel("average accuracy AA (%)")
+    ax.set_title("Seed 001 protocol: 10 permuted tasks × 1000 samples, batch 10, 1 epoch",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path = figs / "seed001-aa-fm.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
 
 
 def _seed003_plots(rows: dict[str, list[dict[str, Any]]], figs: Path, plt: Any) -> list[str]:
