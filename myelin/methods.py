@@ -92,6 +92,8 @@ class Context:
         closing: How the closing set is chosen: "tail", "holdout" or "random".
         importance_options: Keyword options for importance estimators.
         generator: The loop's random generator (batch order); methods may draw from it.
+        incoming: The batch the loop drew for the current step, before any method's
+            `prepare_batch` (what a replay method stores, whatever another part replays).
     """
 
     model: nn.Module
@@ -107,6 +109,7 @@ class Context:
     closing: str = "tail"
     importance_options: Mapping[str, Any] = field(default_factory=dict)
     generator: torch.Generator | None = None
+    incoming: Any = None
 
     @property
     def task(self) -> Task:

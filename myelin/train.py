@@ -242,7 +242,8 @@ class GradientLearner(Learner):
                 order, pos = torch.randperm(n, generator=generator), 0
             idx = order[pos:pos + self.batch_size]
             pos += self.batch_size
-            batch = method.prepare_batch(ctx, _to(draw(data, idx), self.device))
+            ctx.incoming = _to(draw(data, idx), self.device)
+            batch = method.prepare_batch(ctx, ctx.incoming)
             loss = method.train_step(ctx, batch)
             if loss is None:
                 loss = self._step(batch)

@@ -50,9 +50,18 @@ def budget(memory: int | None, memory_per_task: int | None, n_tasks: int) -> tup
 
 
 def task_loss(ctx: Context, task: int) -> LossFn:
-    """The training loss of task `task` (its class mask; the current loss if not a mask)."""
-    if isinstance(ctx.loss, CrossEntropy) and task != ctx.task_index:
-        return ctx.loss.restrict(ctx.scenario.train_mask(ctx.scenario.tasks[task]))
+    """The loss a stored sample of task `task` is trained under.
+
+    Task-incremental scenarios (and class-incremental ones with the labels trick) restrict
+    each task to its own classes, so a stored sample keeps its task's mask; otherwise every
+    sample is scored like the incoming ones, under the current loss (class-incremental with
+    `seen_classes`: all classes seen so far, so replay pushes the newer classes down too).
+    """
+    scenario = ctx.scenario
+    own_mask = scenario.setting == "task" or (scenario.setting == "class"
+                                              and scenario.labels_trick)
+    if isinstance(ctx.loss, CrossEntropy) and task != ctx.task_index and own_mask:
+        return ctx.loss.restrict(scenario.train_mask(scenario.tasks[task]))
     return ctx.loss
 
 
@@ -133,7 +142,7 @@ class Replay(Method):
         generator = torch.Generator().manual_seed(ctx.seed + 7919)
         self.memory = (ReservoirMemory(total, generator) if self.buffer == "reservoir"
                        else RingMemory(per_task, n_tasks, generator))
-        self.config.update(memory_total=total, memory_unit="samples")
+        self.config.update(memory_total=self.memory.capacity, memory_unit="samples")
         self._check_sizes(ctx, per_task)
 
     def _check_sizes(self, ctx: Context, per_task: int) -> None:
@@ -143,6 +152,9 @@ class Replay(Method):
                           f"task's training set ({min(sizes)}); that task's memory holds all "
                           "of it.", UserWarning, stacklevel=3)
 
-    def store(self, ctx: Context, batch: Any) -> None:
-        """Offer `batch` (the incoming samples) to the memory as the current task's."""
-        self.memory.add(batch, ctx.task_index)
+    def store(self, ctx: Context, batch: Any = None) -> None:
+        """Offer `batch` (default: the loop's incoming batch) to the memory as the current task's.
+
+        The default never stores the replayed rows another part of a composition added.
+        """
+        self.memory.add(ctx.incoming if batch is None else batch, ctx.task_index)

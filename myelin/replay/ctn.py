@@ -314,7 +314,7 @@ class CTN(Replay):
         if ctx.model.n_tasks < n_tasks:
             raise ValueError(f"ctn: the model has {ctx.model.n_tasks} task contexts but the "
                              f"scenario has {n_tasks} tasks; build it with n_tasks >= {n_tasks}.")
-        total, per_task = budget(self.memory_size, self.memory_per_task, n_tasks)
+        _, per_task = budget(self.memory_size, self.memory_per_task, n_tasks)
         n_semantic = int(per_task * self.semantic_fraction)
         n_episodic = per_task - n_semantic
         if n_semantic < 1 or n_episodic < 1:
@@ -329,7 +329,8 @@ class CTN(Replay):
         self._pending = None
         self.replay_used = min(self.replay_batch, n_episodic)
         self.context_optimizer = torch.optim.SGD(self._context, lr=self.context_lr)
-        self.config.update(memory_total=total, memory_unit="samples",
+        self.config.update(memory_total=(n_episodic + n_semantic) * n_tasks,
+                           memory_unit="samples",
                            episodic_per_task=n_episodic, semantic_per_task=n_semantic,
                            replay_batch_used=self.replay_used)
         self._check_sizes(ctx, per_task)

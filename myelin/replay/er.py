@@ -97,7 +97,7 @@ class ER(Replay):
 
     def after_step(self, ctx: Context, batch: Any) -> None:
         """Store the incoming batch."""
-        self.store(ctx, self._incoming)
+        self.store(ctx, self._incoming if ctx.incoming is None else None)
 
 
 @METHODS.register("er", "experience replay: a reservoir (or per-task ring) memory batch per step")

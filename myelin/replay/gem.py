@@ -134,7 +134,7 @@ class GEM(Replay):
 
     def prepare_batch(self, ctx: Context, batch: Any) -> Any:
         """Store the incoming batch in the current task's ring (as the original, first)."""
-        self.store(ctx, batch)
+        self.store(ctx, batch if ctx.incoming is None else None)
         return batch
 
     def after_backward(self, ctx: Context, batch: Any) -> None:
@@ -200,7 +200,7 @@ class AGEM(Replay):
 
     def after_step(self, ctx: Context, batch: Any) -> None:
         """Store the incoming batch in the current task's ring."""
-        self.store(ctx, batch)
+        self.store(ctx, batch if ctx.incoming is None else None)
 
 
 @METHODS.register("gem", "GEM: gradient projected so no past task's memory loss rises (dual QP)")

@@ -198,7 +198,8 @@ class MIR(Replay):
 
     def after_step(self, ctx: Context, batch: Any) -> None:
         """Offer the incoming batch to the reservoir."""
-        self.store(ctx, self._incoming if self._incoming is not None else batch)
+        self.store(ctx, None if ctx.incoming is not None
+                   else self._incoming if self._incoming is not None else batch)
         self._incoming = None
 
 

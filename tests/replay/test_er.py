@@ -58,10 +58,9 @@ def test_concatenated_and_per_task_replay_are_the_same_loss(scenario):
     assert len(joined[1]) == 22
     concatenated = method.loss(ctx, joined, ctx.loss(model, joined))
     method.memory.generator.set_state(state)
-    ctx.loss = myelin.losses.CrossEntropy(list(range(10)))  # a mask: the per-task path
-    same = method.prepare_batch(ctx, incoming)
-    assert same is incoming and method._split is not None
-    grouped = method.loss(ctx, same, ctx.loss(model, same))
+    stored, tasks = method.memory.sample(12)                # the same draw, kept apart
+    method._incoming, method._split = incoming, (stored, tasks)   # the per-task path
+    grouped = method.loss(ctx, incoming, ctx.loss(model, incoming))
     torch.testing.assert_close(grouped, concatenated)
 
 
@@ -108,3 +107,39 @@ def test_readme_replay_example_runs():
     aa = {line.split()[0]: float(line.split()[2]) for line in out.getvalue().splitlines()}
     assert set(aa) == {"finetune", "er", "er+ewc", "gem"}
     assert min(aa["er"], aa["er+ewc"], aa["gem"]) > aa["finetune"]
+
+
+def test_replayed_samples_keep_their_task_mask_only_when_tasks_are_separate():
+    from myelin.replay import task_loss
+
+    for name, seen, own in [("split-digits-task", False, True),
+                            ("split-digits-class", True, False)]:
+        kwargs = {"seen_classes": True} if seen else {}
+        sc = SCENARIOS.get(name)(seed=0, **kwargs)
+        model = model_for(sc)
+        ctx = Context(model, torch.optim.SGD(model.parameters(), lr=0.1), sc,
+                      myelin.losses.CrossEntropy().restrict(sc.train_mask(sc.tasks[3])),
+                      task_index=3)
+        classes = task_loss(ctx, 0).classes
+        if own:          # task-IL: each task's own head
+            assert classes == sorted(sc.tasks[0].classes)
+        else:            # class-IL: the current mask, so replay pushes the new classes down
+            assert classes == ctx.loss.classes and len(classes) == 8
+
+
+def test_a_composition_stores_the_incoming_batch_not_the_replayed_rows(scenario):
+    from myelin.replay import GEM
+
+    gem = GEM(memory_per_task=500)
+    myelin.fit(scenario, model_for(scenario), ER(memory=300) + gem, iterations=20, **{
+        k: v for k, v in FAST.items() if k != "epochs"})
+    # 20 steps of 10 incoming samples a task: exactly 200 stored per task, never the replayed
+    assert [len(gem.memory.task_slots(t)) for t in range(3)] == [200, 200, 200]
+    assert gem.config["memory_total"] == gem.memory.capacity == 1500
+
+
+def test_ring_budget_records_what_is_held():
+    sc = SCENARIOS.get("permuted-digits")(3, seed=0)
+    r = myelin.fit(sc, model_for(sc), "gem", method_options={"memory": 50}, iterations=2,
+                   batch_size=10, progress=False)
+    assert r.config["method"]["memory_total"] == 48          # 16 a task
