@@ -43,21 +43,21 @@ METHODS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 
-def _learner(scenario, name: str, steps: int, seed: int = 0) -> GradientLearner:
+def _learner(scenario, name: str, steps: int, seed: int = 0, batch: int = 10) -> GradientLearner:
     spec, options, _ = METHODS.get(name, ("finetune", {}, ""))
     torch.manual_seed(seed)
     model = (CTNNet(scenario.input_shape, scenario.n_classes, (256, 256),
                     n_tasks=len(scenario.tasks)) if spec == "ctn"
              else mlp(scenario.input_shape, scenario.n_classes, (256, 256)))
     learner = GradientLearner(model, make_method(spec, **options), "sgd", lr=0.03,
-                              iterations=steps, batch_size=10, seed=seed, progress=False)
+                              iterations=steps, batch_size=batch, seed=seed, progress=False)
     learner.begin(scenario, Result([], []))
     return learner
 
 
-def _trained(scenario, name: str, past: int, steps: int) -> GradientLearner:
+def _trained(scenario, name: str, past: int, steps: int, batch: int = 10) -> GradientLearner:
     """A learner that has trained (and closed) the first `past` tasks."""
-    learner = _learner(scenario, name, steps)
+    learner = _learner(scenario, name, steps, batch=batch)
     for k in range(past):
         learner.learn(k, scenario.tasks[k])
         learner.end_task(k, scenario.tasks[k], [0.0] * len(scenario.tasks))
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="steps per timed call")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=10, help="training batch size")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -115,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     scenario = permuted("mnist", args.past + 1, seed=0, root=mnist_root(), first_identity=False,
                         per_task_samples=1000)
     k = args.past
-    base = _trained(scenario, "finetune", args.past, args.steps)
+    base = _trained(scenario, "finetune", args.past, args.steps, args.batch)
     base_run = _runner(base, k, scenario)
     rows = {}
     for name in args.methods.split(","):
-        learner = _trained(scenario, name, args.past, args.steps)
+        learner = _trained(scenario, name, args.past, args.steps, args.batch)
         ratio, t_base, t_fn, _ = paired(base_run, _runner(learner, k, scenario), args.repeats)
         method = learner.method
         parts = getattr(method, "parts", [method])
@@ -138,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     print("GEM ms by past tasks (QP, whole projection):",
           {t: (round(v["qp"], 3), round(v["projection"], 2)) for t, v in qp.items()})
     write_json("replay_cost", {
-        "what": "time per training step ÷ a plain SGD step on the same batches (batch 10, "
+        "what": "time per training step ÷ a plain SGD step on the same batches (batch "
+                f"{args.batch}, "
                 f"784-256-256-10, after {args.past} tasks), one process",
         "command": command("replay_cost", argv), "environment": environment(),
-        "past_tasks": args.past, "steps": args.steps, "repeats": args.repeats,
+        "batch": args.batch, "past_tasks": args.past, "steps": args.steps, "repeats": args.repeats,
         "methods": rows, "gem_ms": qp, "parameters": n_params}, args.out)
     return 0
 

@@ -218,3 +218,40 @@ def test_warm_adam_smoke(tmp_path):
     assert data["spec"]["seeds"] == [0, 1] and data["spec"]["quick"]
     again = run("warm_adam", "--quick", "--seeds", "0-1", "--out", str(out))
     assert "this chain is complete" in again.stdout and json.loads(out.read_text()) == data
+
+
+@needs_mnist
+def test_replay_cost_smoke(tmp_path):
+    out = tmp_path / "c.json"
+    run("replay_cost", "--past", "1", "--steps", "2", "--repeats", "1", "--methods", "er,gem",
+        "--out", str(out))
+    data = json.loads(out.read_text())
+    assert set(data["methods"]) == {"er", "gem"}
+    assert data["methods"]["er"]["bytes_per_stored_sample"] == 784 * 4 + 8
+    assert all(v["qp"] > 0 for v in data["gem_ms"].values())
+
+
+@needs_mnist
+def test_seed001_table_runs_the_best_tuned_configuration(tmp_path):
+    run("reproduce", "run", "seed001-tune", "--seeds", "0", "--quick", "--rows",
+        "er-lr0.03,er-lr0.1,gem-lr0.1", "--out", str(tmp_path))
+    tuned = {json.loads(f.read_text())["row"]: json.loads(f.read_text())["measured"]["aa"]
+             for f in tmp_path.glob("seed001-tune/er-*/seed0.json")}
+    run("reproduce", "run", "seed001", "--seeds", "0", "--quick", "--rows", "er,gem", "--out",
+        str(tmp_path))
+    rec = json.loads((tmp_path / "seed001" / "er" / "seed0.json").read_text())
+    assert rec["resolved_from"] == max(tuned, key=tuned.get)
+    assert rec["options"]["memory_per_task"] == 50
+    assert rec["result"]["config"]["method"]["memory_total"] == 500
+
+
+def test_replay_avalanche_explains_how_to_get_avalanche():
+    """Without Avalanche (CI: it needs a side environment) the benchmark says how to get it."""
+    pytest.importorskip("benchmarks._common")
+    try:
+        import avalanche  # noqa: F401
+        pytest.skip("avalanche is installed here: the benchmark would run in full")
+    except ImportError:
+        pass
+    proc = run("replay_avalanche", check=False)
+    assert proc.returncode != 0 and "venv" in (proc.stderr + proc.stdout)
