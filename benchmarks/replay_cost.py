@@ -82,7 +82,7 @@ def _runner(learner: GradientLearner, k: int, scenario) -> Any:
 
 
 def _qp_ms(past: int, n_params: int, repeats: int = 30) -> dict[str, float]:
-    """Median ms of GEM's dual QP alone and of the whole projection (Gram matrix in float64,
+    """Median ms of GEM's dual QP alone and of the whole projection (Gram matrix, float64
     QP, Mᵀv + g) for `past` conflicting constraints."""
     g = torch.randn(n_params)
     M = -g[None] + 0.5 * torch.randn(past, n_params)

@@ -135,7 +135,7 @@ def replay_cost_table(data: dict) -> str:
                      f"({r['plain_ms_per_step']:.2f}) | {r['target']} | "
                      f"{r['bytes_per_stored_sample'] or '—'} |")
     gem = data["gem_ms"]
-    lines += ["", "GEM's dual QP alone / the whole projection (float64 Gram matrix, QP, Mᵀv + g) "
+    lines += ["", "GEM's dual QP alone / the whole projection (Gram matrix, float64 QP, Mᵀv + g) "
               f"over {data['parameters']:,} parameters, ms, by number of past tasks: "
               + "; ".join(f"{t}: {v['qp']:.3f} / {v['projection']:.1f}" for t, v in gem.items())
               + "."]

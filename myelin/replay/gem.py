@@ -82,7 +82,11 @@ def gem_dual(P: np.ndarray, q: np.ndarray, margin: float) -> np.ndarray:
 
 
 def gem_project(g: Tensor, M: Tensor, margin: float = 0.5, eps: float = 1e-3) -> Tensor:
-    """GEM's projected gradient g̃ = Mᵀv + g (computed in float64 like the original).
+    """GEM's projected gradient g̃ = Mᵀv + g.
+
+    The products with M run in the gradients' dtype on their device (one pass each; in float32
+    the projection agrees with an all-float64 one to ~1e-7 relative); the t×t dual QP is solved
+    in float64, like the original's quadprog call.
 
     Args:
         g: (P,) the incoming gradient.
@@ -90,11 +94,10 @@ def gem_project(g: Tensor, M: Tensor, margin: float = 0.5, eps: float = 1e-3) ->
         margin: The dual variables' lower bound (GEM's memory_strength).
         eps: Ridge added to MMᵀ.
     """
-    M64, g64 = M.double(), g.double()         # on M's device; only t×t numbers go to the solver
-    P = (M64 @ M64.T).cpu().numpy()
+    P = (M @ M.T).double().cpu().numpy()
     P = 0.5 * (P + P.T) + eps * np.eye(len(P))
-    v = gem_dual(P, (M64 @ g64).cpu().numpy(), margin)
-    return (torch.from_numpy(v).to(M64) @ M64 + g64).to(g.dtype)
+    v = gem_dual(P, (M @ g).double().cpu().numpy(), margin)
+    return torch.from_numpy(v).to(M) @ M + g
 
 
 class GEM(Replay):
