@@ -13,7 +13,7 @@ from torch import Tensor
 from ..importance import eval_mode
 from ..losses import CrossEntropy, LogitLoss, LossFn, call_model
 from ..methods import Context, Method
-from .memory import Memory, ReservoirMemory, RingMemory
+from .memory import Memory, ReservoirMemory, RingMemory, batch_rows, positive_int
 
 __all__ = ["Replay", "budget", "per_sample_losses", "replay_loss", "task_loss"]
 
@@ -21,12 +21,7 @@ BUFFERS = ("reservoir", "ring")
 
 
 def _positive_or_none(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer number of samples (or None). "
-                         f"Got {value!r}.")
-    return value
+    return None if value is None else positive_int(name, value)
 
 
 def budget(memory: int | None, memory_per_task: int | None, n_tasks: int) -> tuple[int, int]:
@@ -65,12 +60,6 @@ def task_loss(ctx: Context, task: int) -> LossFn:
     return ctx.loss
 
 
-def _rows(batch: Any, index: Tensor) -> Any:
-    if isinstance(batch, Mapping):
-        return {k: v[index.to(v.device)] for k, v in batch.items()}
-    return tuple(v[index.to(v.device)] for v in batch)
-
-
 def replay_loss(ctx: Context, batch: Any, tasks: Tensor) -> Tensor:
     """Mean loss of stored samples, each under its own task's loss (class mask).
 
@@ -86,7 +75,7 @@ def replay_loss(ctx: Context, batch: Any, tasks: Tensor) -> Tensor:
     total = 0.0
     for t in groups.tolist():
         index = (tasks == t).nonzero().flatten()
-        total = total + len(index) * task_loss(ctx, t)(ctx.model, _rows(batch, index))
+        total = total + len(index) * task_loss(ctx, t)(ctx.model, batch_rows(batch, index))
     return total / len(tasks)
 
 

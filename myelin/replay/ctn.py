@@ -52,17 +52,11 @@ from ..losses import MASKED_LOGIT, CrossEntropy
 from ..methods import METHODS, Context, Method
 from ..models import MODELS
 from .base import Replay, budget, task_loss
-from .memory import RingMemory
+from .memory import RingMemory, positive_int
 
 __all__ = ["CONTEXT_INTERFACE", "CTN", "CTNNet", "check_context_model", "ctn", "ctn_mlp"]
 
 CONTEXT_INTERFACE = ("n_tasks", "task", "base_parameters", "context_parameters")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer. Got {value!r}.")
-    return value
 
 
 def _positive_float(name: str, value: Any) -> float:
@@ -102,15 +96,15 @@ class CTNNet(nn.Module):
         if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0
                             for s in shape):
             raise ValueError(f"input_shape must be positive integers. Got {input_shape!r}.")
-        _positive_int("n_classes", n_classes)
+        positive_int("n_classes", n_classes)
         hidden = list(hidden)
         if not hidden:
             raise ValueError("CTNNet needs at least one hidden layer (the FiLM transforms act "
                              "on hidden features).")
         for w in hidden:
-            _positive_int("every hidden width", w)
-        self.n_tasks = _positive_int("n_tasks", n_tasks)
-        self.emb_dim = _positive_int("emb_dim", emb_dim)
+            positive_int("every hidden width", w)
+        self.n_tasks = positive_int("n_tasks", n_tasks)
+        self.emb_dim = positive_int("emb_dim", emb_dim)
         self.hidden = tuple(hidden)
         self.layers = nn.ModuleList()
         self.films = nn.ModuleList()
@@ -282,9 +276,9 @@ class CTN(Replay):
             raise ValueError("semantic_fraction must be a number strictly between 0 and 1. "
                              f"Got {semantic_fraction!r}.")
         self.semantic_fraction = float(semantic_fraction)
-        self.replay_batch = _positive_int("replay_batch", replay_batch)
-        self.inner_steps = _positive_int("inner_steps", inner_steps)
-        self.outer_steps = _positive_int("outer_steps", outer_steps)
+        self.replay_batch = positive_int("replay_batch", replay_batch)
+        self.inner_steps = positive_int("inner_steps", inner_steps)
+        self.outer_steps = positive_int("outer_steps", outer_steps)
         self.context_lr = _positive_float("context_lr", context_lr)
         self.temperature = _positive_float("temperature", temperature)
         if isinstance(kd_weight, bool) or not isinstance(kd_weight, (int, float)) \

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..losses import CrossEntropy
 from ..methods import METHODS, Context, Method
 from .base import Replay, _positive_or_none, replay_loss, task_loss
+from .memory import batch_size
 
 __all__ = ["ER", "er"]
 
@@ -19,11 +20,6 @@ def _concat(a: Any, b: Any) -> Any:
     if isinstance(a, Mapping):
         return {k: torch.cat([a[k], b[k].to(a[k].device)]) for k in a}
     return type(a)(torch.cat([x, y.to(x.device)]) for x, y in zip(a, b, strict=True))
-
-
-def _size(batch: Any) -> int:
-    first = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
-    return int(first.shape[0])
 
 
 class ER(Replay):
@@ -73,7 +69,7 @@ class ER(Replay):
     def prepare_batch(self, ctx: Context, batch: Any) -> Any:
         """Draw the memory batch; concatenate it when it shares the current task's loss."""
         self._incoming, self._split = batch, None
-        drawn = self._draw(ctx, self.replay_batch or _size(batch))
+        drawn = self._draw(ctx, self.replay_batch or batch_size(batch))
         if drawn is None:
             return batch
         stored, tasks = drawn
@@ -92,7 +88,7 @@ class ER(Replay):
         replay = replay_loss(ctx, stored, tasks)
         if self.buffer == "ring":
             return loss + replay
-        n, m = _size(self._incoming), len(tasks)
+        n, m = batch_size(self._incoming), len(tasks)
         return (n * loss + m * replay) / (n + m)
 
     def after_step(self, ctx: Context, batch: Any) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Memory", "ReservoirMemory", "RingMemory"]
+__all__ = ["Memory", "ReservoirMemory", "RingMemory", "batch_rows", "batch_size", "positive_int"]
 
 
 def _fields(batch: Any) -> tuple[list[str] | None, list[Tensor]]:
@@ -42,10 +42,26 @@ def _fields(batch: Any) -> tuple[list[str] | None, list[Tensor]]:
     return keys, tensors
 
 
-def _check_capacity(value: Any, what: str) -> int:
+def positive_int(name: str, value: Any) -> int:
+    """`value` if it is a positive int (not a bool); ValueError naming `name` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer (samples). Got {value!r}.")
+        raise ValueError(f"{name} must be a positive integer. Got {value!r}.")
     return value
+
+
+def batch_size(batch: Any) -> int:
+    """Number of samples N of an ``(x, y)`` / tuple batch or a dict batch."""
+    first = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
+    return int(first.shape[0])
+
+
+def batch_rows(batch: Any, index: Tensor | slice) -> Any:
+    """The rows `index` of every field of a batch (tuple batches come back as tuples)."""
+    def pick(v: Tensor) -> Tensor:
+        return v[index] if isinstance(index, slice) else v[index.to(v.device)]
+    if isinstance(batch, Mapping):
+        return {k: pick(v) for k, v in batch.items()}
+    return tuple(pick(v) for v in batch)
 
 
 class Memory:
@@ -57,7 +73,7 @@ class Memory:
     """
 
     def __init__(self, capacity: int, generator: torch.Generator | None = None):
-        self.capacity = _check_capacity(capacity, "memory capacity")
+        self.capacity = positive_int("memory capacity", capacity)
         self.generator = generator if generator is not None else torch.Generator()
         self._keys: list[str] | None = None
         self._data: list[Tensor] | None = None
@@ -198,8 +214,8 @@ class RingMemory(Memory):
     """
 
     def __init__(self, per_task: int, n_tasks: int, generator: torch.Generator | None = None):
-        self.per_task = _check_capacity(per_task, "memory per task")
-        self.n_tasks = _check_capacity(n_tasks, "number of tasks")
+        self.per_task = positive_int("memory per task", per_task)
+        self.n_tasks = positive_int("number of tasks", n_tasks)
         super().__init__(self.per_task * self.n_tasks, generator)
         self._next = [0] * self.n_tasks
 

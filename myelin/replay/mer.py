@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -34,14 +33,9 @@ from torch import Tensor
 from ..losses import LossFn
 from ..methods import METHODS, Context, Method
 from .base import Replay, task_loss
+from .memory import batch_rows, batch_size, positive_int
 
 __all__ = ["MER", "mer"]
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer. Got {value!r}.")
-    return value
 
 
 def _check_rate(name: str, value: Any) -> float:
@@ -50,18 +44,6 @@ def _check_rate(name: str, value: Any) -> float:
         raise ValueError(f"{name} must be a number in (0, 1] (an interpolation factor of the "
                          f"Reptile meta-update). Got {value!r}.")
     return float(value)
-
-
-def _row(batch: Any, i: int) -> Any:
-    """Row i of a batch, keeping its sample dimension (a batch of one)."""
-    if isinstance(batch, Mapping):
-        return {k: v[i:i + 1] for k, v in batch.items()}
-    return type(batch)(v[i:i + 1] for v in batch)
-
-
-def _size(batch: Any) -> int:
-    first = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
-    return int(first.shape[0])
 
 
 class MER(Replay):
@@ -110,8 +92,8 @@ class MER(Replay):
                  replay_batch: int = 100, batches_per_example: int = 10,
                  beta: float = 0.03, gamma: float = 1.0):
         super().__init__(memory, memory_per_task, "reservoir")
-        self.replay_batch = _check_positive_int("replay_batch", replay_batch)
-        self.batches_per_example = _check_positive_int("batches_per_example",
+        self.replay_batch = positive_int("replay_batch", replay_batch)
+        self.batches_per_example = positive_int("batches_per_example",
                                                        batches_per_example)
         self.beta = _check_rate("beta", beta)
         self.gamma = _check_rate("gamma", gamma)
@@ -182,8 +164,8 @@ class MER(Replay):
 
         self.last_draws = []
         first_losses = []
-        for i in range(_size(batch)):
-            example = _row(batch, i)
+        for i in range(batch_size(batch)):
+            example = batch_rows(batch, slice(i, i + 1))
             across = [s.detach().clone() for s in state] if self.gamma != 1 else None
             for b in range(self.batches_per_example):
                 within = [s.detach().clone() for s in state] if self.beta != 1 else None
@@ -195,7 +177,7 @@ class MER(Replay):
                 if drawn is not None:
                     stored, tasks = drawn
                     for j, t in enumerate(tasks.tolist()):
-                        self._sgd(ctx, loss_of(t), _row(stored, j))
+                        self._sgd(ctx, loss_of(t), batch_rows(stored, slice(j, j + 1)))
                 if within is not None:
                     self._interpolate(state, within, self.beta)
             if across is not None:

@@ -29,16 +29,10 @@ from torch import Tensor
 
 from ..losses import LogitLoss
 from ..methods import METHODS, Context, Method
-from .base import Replay, _rows, per_sample_losses, replay_loss, task_loss
-from .memory import ReservoirMemory
+from .base import Replay, per_sample_losses, replay_loss, task_loss
+from .memory import ReservoirMemory, batch_rows, positive_int
 
 __all__ = ["MIR", "mir"]
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer. Got {value!r}.")
-    return value
 
 
 class ScoredReservoir(ReservoirMemory):
@@ -100,8 +94,8 @@ class MIR(Replay):
                  candidates: int = 50, replay_batch: int = 10,
                  compare_to_old_logits: bool = False):
         super().__init__(memory, memory_per_task, "reservoir")
-        self.candidates = _check_positive_int("candidates", candidates)
-        self.replay_batch = _check_positive_int("replay_batch", replay_batch)
+        self.candidates = positive_int("candidates", candidates)
+        self.replay_batch = positive_int("replay_batch", replay_batch)
         if not isinstance(compare_to_old_logits, bool):
             raise ValueError("compare_to_old_logits must be True or False. "
                              f"Got {compare_to_old_logits!r}.")
@@ -193,7 +187,7 @@ class MIR(Replay):
         stored, tasks, scores = self.scores(ctx, slots)
         order = torch.sort(scores.cpu(), descending=True, stable=True).indices
         top = order[:self.replay_batch]
-        replay_loss(ctx, _rows(stored, top), tasks[top]).backward()
+        replay_loss(ctx, batch_rows(stored, top), tasks[top]).backward()
         self.last_candidates, self.last_scores, self.last_replayed = slots, scores, slots[top]
 
     def after_step(self, ctx: Context, batch: Any) -> None:
