@@ -247,7 +247,6 @@ def test_seed001_table_runs_the_best_tuned_configuration(tmp_path):
 
 def test_replay_avalanche_explains_how_to_get_avalanche():
     """Without Avalanche (CI: it needs a side environment) the benchmark says how to get it."""
-    pytest.importorskip("benchmarks._common")
     try:
         import avalanche  # noqa: F401
         pytest.skip("avalanche is installed here: the benchmark would run in full")
