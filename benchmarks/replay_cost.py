@@ -7,8 +7,13 @@ plain fine-tuning steps on the same batches, alternately (median of per-round ra
 `benchmarks._common.paired`). Also: GEM's QP time per projection, and the bytes one stored
 sample takes.
 
+A forward hook counts the rows each step sends through the model (with and without
+gradients), so every ratio sits beside the work ratio that bounds it: a backward pass costs
+about two forwards, and a 10-sample step is overhead-bound, so the time ratio at batch 10 is
+below the work ratio and approaches it as the batch grows.
+
     python -m benchmarks.replay_cost                   # → benchmarks/results/replay_cost.json
-    python -m benchmarks.replay_cost --past 1 --steps 5 --repeats 1 --out /tmp/c.json
+    python -m benchmarks.replay_cost --past 1 --steps 5 --repeats 1 --batch 10 --out /tmp/c.json
 """
 
 from __future__ import annotations
@@ -101,50 +106,97 @@ def _qp_ms(past: int, n_params: int, repeats: int = 30) -> dict[str, float]:
     return out
 
 
+def _rows(learner: GradientLearner, run: Any) -> dict[str, int]:
+    """Rows (samples) that pass through the model in one call of `run`: with gradients
+    (forward + backward) and without (forward only), counted by a forward hook."""
+    count = {"grad": 0, "no_grad": 0}
+
+    def hook(module, args, kwargs, output):
+        x = args[0] if args else next(iter(kwargs.values()))
+        count["grad" if torch.is_grad_enabled() else "no_grad"] += int(x.shape[0])
+
+    handle = learner.model.register_forward_hook(hook, with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return count
+
+
+def _work(rows: dict[str, int]) -> float:
+    """Forward-pass equivalents: a backward pass costs about two forwards."""
+    return 3.0 * rows["grad"] + rows["no_grad"]
+
+
+def measure(scenario, past: int, steps: int, repeats: int, batch: int,
+            methods: list[str]) -> dict[str, Any]:
+    """Every method's step ÷ a plain step at one batch size, and the work ratio behind it."""
+    base = _trained(scenario, "finetune", past, steps, batch)
+    base_run = _runner(base, past, scenario)
+    base_rows = _rows(base, base_run)
+    rows = {}
+    for name in methods:
+        learner = _trained(scenario, name, past, steps, batch)
+        run = _runner(learner, past, scenario)
+        ratio, t_base, t_fn, _ = paired(base_run, run, repeats)
+        counted = _rows(learner, run)
+        method = learner.method
+        parts = getattr(method, "parts", [method])
+        replay = next((m for m in parts if isinstance(m, Replay)), None)
+        rows[name] = {
+            "ratio": ratio, "plain_ms_per_step": 1e3 * t_base / steps,
+            "ms_per_step": 1e3 * t_fn / steps, "target": METHODS[name][2],
+            "options": METHODS[name][1],
+            "rows_per_step": {k: v / steps for k, v in counted.items()},
+            "work_ratio": _work(counted) / _work(base_rows),
+            "bytes_per_stored_sample": replay.memory.bytes_per_sample() if replay else 0,
+            "memory_bytes": replay.memory.nbytes() if replay else 0,
+        }
+        print(f"batch {batch:4d} {name:8s} {ratio:6.2f}× a plain step "
+              f"({1e3 * t_fn / steps:.2f} ms vs {1e3 * t_base / steps:.2f} ms); "
+              f"work {rows[name]['work_ratio']:.1f}×", flush=True)
+    return {"methods": rows, "plain_rows_per_step": {k: v / steps for k, v in base_rows.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Time every method's step against plain steps; write the JSON."""
+    """Time every method's step against plain steps at each batch size; write the JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--past", type=int, default=5, help="tasks trained before timing")
     p.add_argument("--steps", type=int, default=50, help="steps per timed call")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch", type=int, default=10, help="training batch size")
+    p.add_argument("--batch", default="10,100",
+                   help="training batch sizes, comma list (10 is seed 001's)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        p.error(f"--batch must be a comma list of integers, got {args.batch!r}")
+    if not batches or min(batches) < 1:
+        p.error(f"--batch sizes must be positive, got {args.batch!r}")
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        p.error(f"unknown methods {unknown}; known: {sorted(METHODS)}")
     torch.set_num_threads(args.threads)
     scenario = permuted("mnist", args.past + 1, seed=0, root=mnist_root(), first_identity=False,
                         per_task_samples=1000)
-    k = args.past
-    base = _trained(scenario, "finetune", args.past, args.steps, args.batch)
-    base_run = _runner(base, k, scenario)
-    rows = {}
-    for name in args.methods.split(","):
-        learner = _trained(scenario, name, args.past, args.steps, args.batch)
-        ratio, t_base, t_fn, _ = paired(base_run, _runner(learner, k, scenario), args.repeats)
-        method = learner.method
-        parts = getattr(method, "parts", [method])
-        replay = next((m for m in parts if isinstance(m, Replay)), None)
-        rows[name] = {
-            "ratio": ratio, "plain_ms_per_step": 1e3 * t_base / args.steps,
-            "ms_per_step": 1e3 * t_fn / args.steps, "target": METHODS[name][2],
-            "options": METHODS[name][1],
-            "bytes_per_stored_sample": replay.memory.bytes_per_sample() if replay else 0,
-            "memory_bytes": replay.memory.nbytes() if replay else 0,
-        }
-        print(f"{name:8s} {ratio:6.2f}× a plain step ({1e3 * t_fn / args.steps:.2f} ms vs "
-              f"{1e3 * t_base / args.steps:.2f} ms)", flush=True)
-    n_params = sum(q.numel() for q in base.model.parameters())
+    by_batch = {str(b): measure(scenario, args.past, args.steps, args.repeats, b, methods)
+                for b in batches}
+    torch.manual_seed(0)
+    n_params = sum(q.numel() for q in mlp(scenario.input_shape, scenario.n_classes,
+                                          (256, 256)).parameters())
     qp = {str(t): _qp_ms(t, n_params) for t in (1, 5, 9, 19)}
     print("GEM ms by past tasks (QP, whole projection):",
           {t: (round(v["qp"], 3), round(v["projection"], 2)) for t, v in qp.items()})
     write_json("replay_cost", {
-        "what": "time per training step ÷ a plain SGD step on the same batches (batch "
-                f"{args.batch}, "
-                f"784-256-256-10, after {args.past} tasks), one process",
+        "what": "time per training step ÷ a plain SGD step on the same batches (784-256-256-10, "
+                f"after {args.past} tasks), one process",
         "command": command("replay_cost", argv), "environment": environment(),
-        "batch": args.batch, "past_tasks": args.past, "steps": args.steps, "repeats": args.repeats,
-        "methods": rows, "gem_ms": qp, "parameters": n_params}, args.out)
+        "batches": by_batch, "past_tasks": args.past, "steps": args.steps,
+        "repeats": args.repeats, "gem_ms": qp, "parameters": n_params}, args.out)
     return 0
 
 

@@ -124,16 +124,28 @@ def walltime_table(data: dict) -> str:
 
 def replay_cost_table(data: dict) -> str:
     env = data["environment"]
+    batches = data["batches"]
+    sizes = list(batches)
     lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} thread(s), commit "
              f"{env['commit']}. {data['what']}; median of per-round ratios over "
-             f"{data['repeats']} alternating rounds of {data['steps']} steps.", "",
-             "| method (options) | step ÷ plain step | ms / step (plain) | issue's target "
-             "| bytes per stored sample |", "|---|---:|---:|---|---:|"]
-    for name, r in data["methods"].items():
+             f"{data['repeats']} alternating rounds of {data['steps']} steps. *Work* is the "
+             "rows each step sends through the model, counted by a forward hook, in forward-"
+             "pass equivalents (backward ≈ 2 forwards), ÷ a plain step's.", "",
+             "| method (options) | " + " | ".join(f"batch {b}: step ÷ plain (work)"
+                                                   for b in sizes)
+             + " | ms / step (plain), batch " + sizes[0] + " | issue's target "
+             "| bytes per stored sample |",
+             "|---|" + "---:|" * len(sizes) + "---:|---|---:|"]
+    first = batches[sizes[0]]["methods"]
+    for name, r in first.items():
         options = ", ".join(f"{k} {v}" for k, v in r["options"].items())
-        lines.append(f"| {name} ({options}) | {r['ratio']:.2f}× | {r['ms_per_step']:.2f} "
-                     f"({r['plain_ms_per_step']:.2f}) | {r['target']} | "
-                     f"{r['bytes_per_stored_sample'] or '—'} |")
+        cells = []
+        for b in sizes:
+            m = batches[b]["methods"].get(name)
+            cells.append(f"{m['ratio']:.2f}× ({m['work_ratio']:.1f}×)" if m else "—")
+        lines.append(f"| {name} ({options}) | " + " | ".join(cells)
+                     + f" | {r['ms_per_step']:.2f} ({r['plain_ms_per_step']:.2f}) | "
+                     f"{r['target']} | {r['bytes_per_stored_sample'] or '—'} |")
     gem = data["gem_ms"]
     lines += ["", "GEM's dual QP alone / the whole projection (Gram matrix, float64 QP, Mᵀv + g) "
               f"over {data['parameters']:,} parameters, ms, by number of past tasks: "

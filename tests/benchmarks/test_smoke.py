@@ -224,10 +224,19 @@ def test_warm_adam_smoke(tmp_path):
 def test_replay_cost_smoke(tmp_path):
     out = tmp_path / "c.json"
     run("replay_cost", "--past", "1", "--steps", "2", "--repeats", "1", "--methods", "er,gem",
-        "--out", str(out))
+        "--batch", "10,20", "--out", str(out))
     data = json.loads(out.read_text())
-    assert set(data["methods"]) == {"er", "gem"}
-    assert data["methods"]["er"]["bytes_per_stored_sample"] == 784 * 4 + 8
+    assert set(data["batches"]) == {"10", "20"}
+    for batch, measured in data["batches"].items():
+        methods = measured["methods"]
+        assert set(methods) == {"er", "gem"}
+        assert methods["er"]["bytes_per_stored_sample"] == 784 * 4 + 8
+        # ER doubles the batch; GEM adds one pass over the past task's memories (its last 50
+        # samples, of the 2 batches it saw)
+        b = int(batch)
+        assert methods["er"]["rows_per_step"] == {"grad": 2 * b, "no_grad": 0}
+        assert methods["er"]["work_ratio"] == pytest.approx(2.0)
+        assert methods["gem"]["rows_per_step"]["grad"] == b + min(50, 2 * b)
     assert all(v["qp"] > 0 for v in data["gem_ms"].values())
 
 
