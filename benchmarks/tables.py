@@ -124,7 +124,8 @@ def walltime_table(data: dict) -> str:
 
 def replay_cost_table(data: dict) -> str:
     env = data["environment"]
-    batches = data["batches"]
+    # JSON written before work ratios were counted holds one batch size and no work
+    batches = data.get("batches") or {str(data["batch"]): {"methods": data["methods"]}}
     sizes = list(batches)
     lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} thread(s), commit "
              f"{env['commit']}. {data['what']}; median of per-round ratios over "
@@ -142,7 +143,8 @@ def replay_cost_table(data: dict) -> str:
         cells = []
         for b in sizes:
             m = batches[b]["methods"].get(name)
-            cells.append(f"{m['ratio']:.2f}× ({m['work_ratio']:.1f}×)" if m else "—")
+            work = f" ({m['work_ratio']:.1f}×)" if m and "work_ratio" in m else ""
+            cells.append(f"{m['ratio']:.2f}×{work}" if m else "—")
         lines.append(f"| {name} ({options}) | " + " | ".join(cells)
                      + f" | {r['ms_per_step']:.2f} ({r['plain_ms_per_step']:.2f}) | "
                      f"{r['target']} | {r['bytes_per_stored_sample'] or '—'} |")
