@@ -8,7 +8,13 @@ same thing in training and in estimation:
 * `CrossEntropy` — a classifier on ``(x, y)`` batches, optionally restricted to some classes
   (the scenario's class mask: other classes' logits are set to `MASKED_LOGIT`);
 * `ModelLoss` — the model's own ``.loss`` on dict batches (the Hugging Face form:
-  ``{"input_ids", "attention_mask", "labels"}``), logits from its ``.logits``.
+  ``{"input_ids", "attention_mask", "labels"}``), logits from its ``.logits``;
+* `CausalLM` — next-token cross-entropy of a causal language model on dict batches: position t
+  predicts token t + 1, labels -100 (and padding) ignored; estimators see the shifted logits and
+  targets, so a "sample" is a sequence.
+
+`default_loss(model)` picks `CausalLM` for a Hugging Face causal LM (also inside PEFT) and
+`ModelLoss` for other models returning an output object.
 
 Example:
     >>> def loss(model, batch):          # any callable trains; batches {"x": ..., "labels": ...}
@@ -25,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MASKED_LOGIT", "CrossEntropy", "LogitLoss", "LossFn", "ModelLoss", "call_model"]
+__all__ = ["IGNORE_INDEX", "MASKED_LOGIT", "CausalLM", "CrossEntropy", "LogitLoss", "LossFn",
+           "ModelLoss", "call_model", "default_loss", "is_causal_lm"]
 
 MASKED_LOGIT = -1e9      # logit given to classes a task may not use (finite: no NaN gradients)
+IGNORE_INDEX = -100      # a label position that takes no part (PyTorch's and Hugging Face's value)
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -122,11 +130,99 @@ class ModelLoss:
 
     def logits(self, output: Any) -> Tensor:
         """``output.logits`` (or ``output["logits"]``)."""
-        logits = output.get("logits") if isinstance(output, Mapping) \
-            else getattr(output, "logits", output)
-        if not isinstance(logits, Tensor):
-            raise TypeError(f"The model's output has no logits tensor ({type(output).__name__}).")
-        return logits
+        return _output_logits(output)
 
     def __repr__(self) -> str:
         return "ModelLoss()"
+
+
+def _output_logits(output: Any) -> Tensor:
+    logits = output.get("logits") if isinstance(output, Mapping) \
+        else getattr(output, "logits", output)
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"The model's output has no logits tensor ({type(output).__name__}).")
+    return logits
+
+
+class CausalLM:
+    """Next-token cross-entropy of a causal language model on dict batches.
+
+    Shapes: ``input_ids`` (N, T) -> model -> logits (N, T, V); position t predicts token t + 1,
+    so the loss and the estimators use logits[:, :-1] (N, T-1, V) against targets (N, T-1): the
+    batch's ``labels`` shifted by one, or, without labels, ``input_ids`` shifted with padding
+    (``attention_mask`` 0) ignored. Targets equal to `ignore_index` take no part. The loss is the
+    mean over all counted tokens of the batch, as Hugging Face models compute it.
+
+    Args:
+        ignore_index: Label value of positions to skip (-100, Hugging Face's convention).
+    """
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX):
+        self.ignore_index = int(ignore_index)
+
+    def logits(self, output: Any) -> Tensor:
+        """Shifted logits (N, T-1, V) from the model's output (a tensor or ``.logits``)."""
+        logits = _output_logits(output)
+        if logits.dim() != 3:
+            raise ValueError(f"CausalLM expects logits of shape (N, T, V); got "
+                             f"{tuple(logits.shape)}.")
+        return logits[:, :-1]
+
+    def targets(self, inputs: Any, labels: Tensor | None) -> Tensor:
+        """Shifted targets (N, T-1): ``labels[:, 1:]``, else ``input_ids[:, 1:]`` minus padding."""
+        if labels is None:
+            if not isinstance(inputs, Mapping) or "input_ids" not in inputs:
+                raise ValueError("CausalLM needs 'labels' or 'input_ids' in the batch; got "
+                                 + (f"keys {sorted(inputs)}." if isinstance(inputs, Mapping)
+                                    else f"a {type(inputs).__name__}."))
+            labels = inputs["input_ids"]
+            mask = inputs.get("attention_mask")
+            if mask is not None:
+                labels = labels.masked_fill(mask == 0, self.ignore_index)
+        if labels.dim() != 2:
+            raise ValueError(f"CausalLM labels must have shape (N, T); got {tuple(labels.shape)}.")
+        return labels[:, 1:]
+
+    def __call__(self, model: nn.Module, batch: Any) -> Tensor:
+        """Mean next-token cross-entropy over the batch's counted tokens."""
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"CausalLM takes dict batches; got {type(batch).__name__}.")
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "label")}
+        targets = self.targets(inputs, batch.get("labels"))
+        logits = self.logits(model(**inputs))
+        if targets.shape != logits.shape[:-1]:
+            raise ValueError(f"labels of shape {tuple(targets.shape)} (shifted) do not match "
+                             f"logits of shape {tuple(logits.shape)} (shifted).")
+        if not (targets != self.ignore_index).any():
+            raise ValueError("Every label of the batch is ignored (-100 or padding): there is "
+                             "no token to learn from.")
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                               targets.reshape(-1), ignore_index=self.ignore_index)
+
+    def __repr__(self) -> str:
+        return "CausalLM()" if self.ignore_index == IGNORE_INDEX \
+            else f"CausalLM(ignore_index={self.ignore_index})"
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """True for a Hugging Face causal language model, also wrapped by PEFT.
+
+    Recognised by class name: ``*ForCausalLM``, ``*LMHeadModel``.
+    """
+    names = [type(m).__name__ for m in (model, getattr(model, "base_model", None),
+                                        getattr(getattr(model, "base_model", None), "model",
+                                                None)) if m is not None]
+    return any(n.endswith("ForCausalLM") or n.endswith("LMHeadModel") for n in names)
+
+
+def default_loss(model: nn.Module) -> LogitLoss | None:
+    """The loss an estimator uses when none is given.
+
+    `CausalLM` for a causal LM, `ModelLoss` for another model with a Hugging Face style
+    ``config``, None (the raw output) otherwise.
+    """
+    if is_causal_lm(model):
+        return CausalLM()
+    if hasattr(model, "config") and hasattr(model, "forward"):
+        return ModelLoss()
+    return None

@@ -16,6 +16,7 @@ from their sequence length.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +27,21 @@ from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
 from .._progress import progress_bar
+from ..losses import IGNORE_INDEX, call_model
 from ._rules import Rule, find_rule
-from .base import all_finite, eval_mode, iter_batches, trainable_parameters
+from .base import (
+    all_finite,
+    batch_len,
+    check_token_ids,
+    eval_mode,
+    iter_batches,
+    trainable_parameters,
+)
 
 __all__ = ["REDUCTIONS", "Cotangent", "per_sample_sum"]
 
 Cotangent = Callable[[Tensor, "Tensor | None"], Tensor]
+Targets = Callable[[Any, "Tensor | None"], "Tensor | None"]
 REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "square": torch.square,   # Σ_n g_n²  (Fisher)
     "abs": torch.abs,         # Σ_n |g_n| (MAS)
@@ -69,6 +79,7 @@ class _Capture:
     batch: int = 0
     misfits: set[int] = field(default_factory=set)   # layers routed to the fallback
     unused: set[int] = field(default_factory=set)    # layers whose parameters get no gradient
+    expanded: set[int] = field(default_factory=set)  # broadcast layers expanded this forward
 
 
 class _NotBatchFirst(Exception):
@@ -129,26 +140,88 @@ def _slice_inputs(inputs: tuple[Any, ...], sl: slice) -> tuple[Any, ...]:
     return tuple(a[sl] if isinstance(a, Tensor) and a.dim() > 0 else a for a in inputs)
 
 
-def _functional_sums(model: nn.Module, names: list[str], x: Tensor, cot: Tensor,
+def _logits_of(output: Any) -> Any:
+    """The logits of a model's output: the tensor itself, or its ``.logits`` / ``["logits"]``."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, dict):
+        return output.get("logits", output)
+    return getattr(output, "logits", output)
+
+
+def _functional_sums(model: nn.Module, names: list[str], x: Any, cot: Tensor,
                      f: Callable[[Tensor], Tensor]) -> dict[str, Tensor]:
     """Σ_m Σ_n f(g) for the named parameters via vmap over samples of a VJP."""
     all_params = dict(model.named_parameters())
     diff = {n: all_params[n].detach() for n in names}
     rest = {n: p.detach() for n, p in all_params.items() if n not in diff}
+    if isinstance(x, dict):     # keyword inputs: the tensors are vmapped, the rest held fixed
+        fixed = {k: v for k, v in x.items() if not (isinstance(v, Tensor) and v.dim())}
+        x = {k: v for k, v in x.items() if k not in fixed}
 
-    def one(p: dict[str, Tensor], xk: Tensor, ck: Tensor) -> dict[str, Tensor]:
+    def one(p: dict[str, Tensor], xk: Any, ck: Tensor) -> dict[str, Tensor]:
         def forward(q: dict[str, Tensor]) -> Tensor:
-            return functional_call(model, {**rest, **q}, (xk.unsqueeze(0),)).squeeze(0)
+            if isinstance(xk, dict):
+                out = functional_call(model, {**rest, **q}, (),
+                                      {**fixed, **{k: v.unsqueeze(0) for k, v in xk.items()}})
+            else:
+                out = functional_call(model, {**rest, **q}, (xk.unsqueeze(0),))
+            return _logits_of(out).squeeze(0)
         _, pull = vjp(forward, p)
         return vmap(pull)(ck)[0]
 
     numel = max(1, sum(diff[n].numel() for n in names) * cot.shape[0])
     step = max(1, _CHUNK_ELEMENTS // numel)
     sums = {n: torch.zeros_like(diff[n]) for n in names}
-    for i in range(0, len(x), step):
-        g = vmap(one, in_dims=(None, 0, 1))(diff, x[i:i + step], cot[:, i:i + step])
+    for i in range(0, batch_len(x), step):
+        xi = ({k: v[i:i + step] for k, v in x.items()} if isinstance(x, dict)
+              else x[i:i + step])
+        try:
+            g = vmap(one, in_dims=(None, 0, 1))(diff, xi, cot[:, i:i + step])
+        except RuntimeError as err:
+            if "vmap" not in str(err):
+                raise
+            # data-dependent control flow (e.g. Hugging Face attention masks): one sample at a
+            # time with plain autograd — the naive loop, exact, slower
+            _warn_loop(names, err)
+            for n, v in _looped_sums(model, names, xi, cot[:, i:i + step], f).items():
+                sums[n] += v
+            continue
         for n in names:
             sums[n] += f(g[n]).sum((0, 1))
+    return sums
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_loop(names: list[str], err: Exception) -> None:
+    key = ",".join(names)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(f"torch.func cannot vmap this model ({str(err).splitlines()[0][:120]}); "
+                      f"per-sample gradients of {len(names)} parameter(s) without a per-sample "
+                      f"rule ({names[0]}{', ...' if len(names) > 1 else ''}) are computed one "
+                      "sample at a time (exact, slower). register_rule for their layer type "
+                      "makes them fast.", stacklevel=4)
+
+
+def _looped_sums(model: nn.Module, names: list[str], x: Any, cot: Tensor,
+                 f: Callable[[Tensor], Tensor]) -> dict[str, Tensor]:
+    """Σ_m Σ_n f(g) for the named parameters, one sample and one objective at a time."""
+    all_params = dict(model.named_parameters())
+    params = [all_params[n] for n in names]
+    sums = {n: torch.zeros_like(p) for n, p in zip(names, params)}
+    for k in range(cot.shape[1]):
+        xk = ({key: (v[k:k + 1] if isinstance(v, Tensor) and v.dim() else v)
+               for key, v in x.items()} if isinstance(x, dict) else x[k:k + 1])
+        out = _logits_of(call_model(model, xk))
+        for j in range(cot.shape[0]):
+            grads = torch.autograd.grad(out, params, cot[j, k:k + 1], allow_unused=True,
+                                        retain_graph=j < cot.shape[0] - 1)
+            for n, g in zip(names, grads):
+                if g is not None:
+                    sums[n] += f(g)
     return sums
 
 
@@ -163,20 +236,25 @@ def per_sample_sum(
     fallback: str = "functional",
     progress: bool | None = None,
     desc: str = "importance",
+    targets: Targets | None = None,
 ) -> tuple[dict[str, Tensor], int]:
     """Σ over samples (and objectives) of f(per-sample gradient), for every trainable parameter.
 
     Args:
-        model: Maps x of shape (N, ...) to logits of shape (N, ..., C). Mode restored after.
+        model: Maps x of shape (N, ...) — or a dict batch's keyword inputs — to logits of shape
+            (N, ..., C) (or an output with ``.logits``). Mode restored after.
         data: Any form accepted by `iter_batches`.
         cotangent: ``(logits, y) -> (M, *logits.shape)``, the gradient of each sample's
-            objective(s) with respect to its logits.
+            objective(s) with respect to its logits. Positions whose integer label is
+            `IGNORE_INDEX` (-100) get a zero cotangent whatever it returns.
         reduce: Key of `REDUCTIONS`: "square", "abs" or "sum".
         batch_size: Batch size used when `data` is a pair, tensor or dataset.
         max_samples: Use at most this many samples.
         fallback: "functional" (torch.func for layers without a rule) or "error".
         progress: Show a progress bar (None: only on a terminal).
         desc: Progress bar label.
+        targets: ``(inputs, labels) -> y`` given to `cotangent` (e.g. `CausalLM.targets`,
+            which shifts the labels); None: the batch's labels as they are.
 
     Returns:
         (sums, n): name -> tensor of the parameter's shape, and the number of samples used.
@@ -199,7 +277,15 @@ def per_sample_sum(
     def hook(module: nn.Module, args: tuple[Any, ...], output: Any, layer: _Layer) -> Any:
         if not capture.active:
             return None
-        if not isinstance(output, Tensor) or output.dim() == 0 or output.shape[0] != capture.batch:
+        n = capture.batch
+        if isinstance(output, Tensor) and output.dim() and output.shape[0] == 1 and n > 1:
+            # one row broadcast over the batch (e.g. position embeddings of ids (1, T)): give
+            # each sample its own copy, so its gradient is per sample
+            capture.expanded.add(id(module))
+            output = output.expand(n, *output.shape[1:])
+            args = tuple(a.expand(n, *a.shape[1:]) if isinstance(a, Tensor) and a.dim()
+                         and a.shape[0] == 1 else a for a in args)
+        if not isinstance(output, Tensor) or output.dim() == 0 or output.shape[0] != n:
             capture.misfits.add(id(module))
             raise _NotBatchFirst
         inputs = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
@@ -223,11 +309,24 @@ def per_sample_sum(
             batches = iter_batches(data, batch_size=batch_size, max_samples=max_samples,
                                    device=first.device, dtype=first.dtype)
             for x, y in progress_bar(batches, progress=progress, desc=desc, unit="batch"):
+                check_token_ids(model, x)
+                if targets is not None:
+                    y = targets(x, y)
                 while True:
                     capture.records.clear()
-                    capture.batch, capture.active = len(x), True
+                    capture.expanded.clear()
+                    capture.batch, capture.active = batch_len(x), True
                     try:
-                        logits = model(x)
+                        logits = _logits_of(call_model(model, x))
+                    except RuntimeError:
+                        if not capture.expanded - capture.misfits:
+                            raise
+                        # the model needed the broadcast row as it was: those layers go to
+                        # the generic path
+                        capture.misfits.update(capture.expanded)
+                        plan = _plan(model, params, fallback, capture.misfits)
+                        install(plan)
+                        continue
                     except _NotBatchFirst:
                         if fallback != "functional":
                             raise ValueError(
@@ -249,7 +348,7 @@ def per_sample_sum(
                 if plan.fallback:
                     for n, v in _functional_sums(model, plan.fallback, x, cot, f).items():
                         sums[n] += v
-                n_seen += len(x)
+                n_seen += batch_len(x)
         finally:
             for h in handles:
                 h.remove()
@@ -298,6 +397,10 @@ def _checked_cotangent(cotangent: Cotangent, logits: Any, y: Tensor | None, star
     cot = cotangent(logits.detach(), y)
     if not all_finite(cot):
         raise ValueError(f"Gradients w.r.t. the outputs are NaN or inf at sample {start}.")
+    if y is not None and not y.is_floating_point() and tuple(y.shape) == tuple(logits.shape[:-1]):
+        ignored = y == IGNORE_INDEX                  # a label -100 takes no part
+        if bool(ignored.any()):
+            cot = cot.masked_fill(ignored.unsqueeze(-1), 0.0)
     return cot
 
 

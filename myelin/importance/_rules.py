@@ -19,14 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import vmap
 
-__all__ = ["RULES", "Rule", "find_rule", "lookup_by_type", "register_rule"]
+__all__ = ["RULES", "STRUCTURAL", "Rule", "find_rule", "hf_rmsnorm_xhat", "is_hf_conv1d",
+           "is_hf_rmsnorm", "lookup_by_type", "register_rule", "rmsnorm_xhat", "same_code"]
 
 T = TypeVar("T")
 
@@ -45,6 +46,9 @@ class Rule:
 
 
 RULES: dict[type[nn.Module], Rule] = {}
+# layers recognised by what they are rather than by class: Hugging Face's many copies of one
+# layer (LlamaRMSNorm, Qwen2RMSNorm, ...) and classes of an optional package (transformers)
+STRUCTURAL: list[tuple[Callable[[nn.Module], bool], Rule]] = []
 
 
 def register_rule(module_type: type[nn.Module], per_sample: PerSample,
@@ -79,7 +83,53 @@ def lookup_by_type(table: Mapping[type[nn.Module], T], module: nn.Module) -> T |
 def find_rule(module: nn.Module) -> Rule | None:
     """The per-sample rule for `module`, if one applies to its class and configuration."""
     rule = lookup_by_type(RULES, module)
+    if rule is None:
+        rule = next((r for match, r in STRUCTURAL if match(module)), None)
     return rule if rule is None or rule.supports is None or rule.supports(module) else None
+
+
+def same_code(fn: Any, reference: Callable[..., Any]) -> bool:
+    """True if `fn` compiles to the same bytecode, names and constants as `reference`."""
+    code, ref = getattr(fn, "__code__", None), reference.__code__
+    return (code is not None and code.co_code == ref.co_code and code.co_names == ref.co_names
+            and code.co_consts[1:] == ref.co_consts[1:] and code.co_varnames == ref.co_varnames)
+
+
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Hugging Face's GPT-2 style ``Conv1D`` (a dense layer with weight (in, out))."""
+    cls = type(module)
+    return (cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers")
+            and hasattr(module, "nf") and getattr(module, "weight", None) is not None
+            and module.weight.dim() == 2)
+
+
+def _llama_rmsnorm_forward(self, hidden_states):  # compared by bytecode: keep it verbatim
+    input_dtype = hidden_states.dtype
+    hidden_states = hidden_states.to(torch.float32)
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+    return self.weight * hidden_states.to(input_dtype)
+
+
+def is_hf_rmsnorm(module: nn.Module) -> bool:
+    """A Hugging Face RMSNorm computing exactly Llama's ``weight * x̂`` (not Gemma's 1 + w)."""
+    return (hasattr(module, "variance_epsilon") and isinstance(getattr(module, "weight", None),
+                                                                 nn.Parameter)
+            and same_code(type(module).forward, _llama_rmsnorm_forward))
+
+
+def hf_rmsnorm_xhat(module: nn.Module, x: Tensor) -> Tensor:
+    """x̂ of a Llama-style RMSNorm: x·rsqrt(mean x² + ε) in float32, cast back to x's dtype."""
+    x32 = x.to(torch.float32)
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + module.variance_epsilon)).to(
+        x.dtype)
+
+
+def rmsnorm_xhat(module: nn.RMSNorm, x: Tensor) -> Tensor:
+    """x̂ of ``torch.nn.RMSNorm`` over its trailing ``normalized_shape`` dims."""
+    dims = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
+    eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps
+    return x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
 
 
 # Linear ----------------------------------------------------------------------------------------
@@ -245,7 +295,43 @@ def _gn_per_sample(module, inputs, delta):
     return _affine_per_sample(module, groupnorm_xhat(module, inputs[0]), delta, 1, True)
 
 
+def _rms_per_sample(module, inputs, delta):
+    x_hat = rmsnorm_xhat(module, inputs[0])
+    return _affine_per_sample(module, x_hat, delta, len(module.normalized_shape), False)
+
+
+def _hf_rms_per_sample(module, inputs, delta):
+    return _affine_per_sample(module, hf_rmsnorm_xhat(module, inputs[0]), delta, 1, False)
+
+
 for _bn in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
     register_rule(_bn, _bn_per_sample)
 register_rule(nn.LayerNorm, _ln_per_sample)
 register_rule(nn.GroupNorm, _gn_per_sample)
+register_rule(nn.RMSNorm, _rms_per_sample)
+STRUCTURAL.append((is_hf_rmsnorm, Rule(_hf_rms_per_sample)))
+
+
+# Hugging Face Conv1D (GPT-2): y = x W + b with W of shape (in, out) ---------------------------
+def _conv1d_per_sample(module: nn.Module, inputs, delta):
+    x = inputs[0]
+    x3 = x.reshape(x.shape[0], -1, x.shape[-1])                    # (N, T, I)
+    d4 = delta.reshape(delta.shape[0], delta.shape[1], -1, delta.shape[-1])  # (M, N, T, O)
+    out = {"weight": torch.einsum("mnto,nti->mnio", d4, x3)}
+    if getattr(module, "bias", None) is not None:
+        out["bias"] = d4.sum(2)
+    return out
+
+
+def _conv1d_reduce(module: nn.Module, inputs, delta, f):
+    x = inputs[0]
+    if x.dim() != 2:
+        return None
+    fd = f(delta).sum(0)                                             # (N, O)
+    out = {"weight": f(x).t() @ fd}
+    if getattr(module, "bias", None) is not None:
+        out["bias"] = fd.sum(0)
+    return out
+
+
+STRUCTURAL.append((is_hf_conv1d, Rule(_conv1d_per_sample, _conv1d_reduce)))

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from .._state import read_state, write_state
 
-__all__ = ["Importance", "all_finite", "eval_mode", "iter_batches", "loss_view",
-           "trainable_parameters"]
+__all__ = ["Importance", "all_finite", "batch_len", "check_token_ids", "eval_mode",
+           "iter_batches", "loss_view", "trainable_parameters"]
 
 
 def all_finite(t: Tensor) -> bool:
@@ -258,6 +258,63 @@ def _as_tensor(value: Any, what: str) -> Tensor:
     raise TypeError(f"{what} must be a torch.Tensor or numpy array. Got {type(value).__name__}.")
 
 
+LABEL_KEYS = ("labels", "label")   # what a dict batch's labels are called (Hugging Face names)
+
+
+def batch_len(x: Any) -> int:
+    """Samples in a batch: ``len(x)`` for a tensor, the shared first dimension for a dict."""
+    if isinstance(x, Mapping):
+        sizes = {k: int(v.shape[0]) for k, v in x.items() if isinstance(v, Tensor) and v.dim()}
+        if not sizes:
+            raise ValueError(f"A dict batch needs at least one tensor with a sample dimension; "
+                             f"got keys {sorted(x)}.")
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"A dict batch's tensors disagree on the number of samples: {sizes}.")
+        return next(iter(sizes.values()))
+    return len(x)
+
+
+def check_token_ids(model: nn.Module, x: Any) -> None:
+    """Refuse a dict batch whose ``input_ids`` fall outside the model's vocabulary.
+
+    Raises:
+        ValueError: naming the largest id and the vocabulary size (a tokenizer that does not
+            belong to the model), instead of an IndexError deep inside the embedding.
+    """
+    if not isinstance(x, Mapping) or not isinstance(x.get("input_ids"), Tensor):
+        return
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        embedding = get() if callable(get) else None
+    except (NotImplementedError, AttributeError):
+        embedding = None
+    vocab = getattr(embedding, "num_embeddings", None)
+    ids = x["input_ids"]
+    if vocab is None or ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab:
+        raise ValueError(f"input_ids hold token ids in [{low}, {high}] but the model's "
+                         f"vocabulary has {vocab} entries: was the batch made by another "
+                         "model's tokenizer?")
+
+
+def _split_dict(batch: Mapping[str, Any]) -> tuple[dict[str, Any], Tensor | None]:
+    """A dict batch as (model inputs, labels): the labels key is taken out of the inputs."""
+    inputs = {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
+              for k, v in batch.items()}
+    labels = None
+    for key in LABEL_KEYS:
+        if key in inputs:
+            labels = _as_tensor(inputs.pop(key), f"batch[{key!r}]")
+            break
+    return inputs, labels
+
+
+def _slice_dict(d: Mapping[str, Any], sl: slice) -> dict[str, Any]:
+    return {k: (v[sl] if isinstance(v, Tensor) and v.dim() else v) for k, v in d.items()}
+
+
 def _is_pair(data: Any) -> bool:
     return (
         isinstance(data, (tuple, list))
@@ -282,8 +339,10 @@ def iter_batches(
 
     Args:
         data: A ``(X, Y)`` pair of tensors/arrays (X of shape (N, ...), Y of shape (N, ...)), a
-            tensor X alone, a `torch.utils.data.Dataset` of ``(x, y)`` items, or any iterable
-            (e.g. a DataLoader) of ``(x, y)`` batches or of bare ``x`` batches.
+            tensor X alone, a `torch.utils.data.Dataset` of ``(x, y)`` items, any iterable
+            (e.g. a DataLoader) of ``(x, y)`` batches or of bare ``x`` batches, or dict batches
+            (the Hugging Face form: ``{"input_ids": (N, T), "attention_mask": (N, T),
+            "labels": ...}``) — one dict of tensors (cut into batches) or an iterable of them.
         batch_size: Chunk size for pairs, tensors and datasets.
         max_samples: Stop after this many samples (the last batch is cut).
         device: Move batches here.
@@ -291,7 +350,9 @@ def iter_batches(
         check_finite: Raise on NaN/inf inputs (callers that check the outputs may skip it).
 
     Yields:
-        x of shape (B, ...) and y of shape (B, ...) or None when the data has no labels.
+        x of shape (B, ...) and y of shape (B, ...) or None when the data has no labels. For
+        dict batches x is the dict without its ``labels`` (the model's keyword inputs) and y
+        those labels.
 
     Raises:
         ValueError: Bad batch_size/max_samples, mismatched x/y lengths, or non-finite inputs.
@@ -305,7 +366,13 @@ def iter_batches(
         raise ValueError(f"max_samples must be a positive int or None. Got {max_samples!r}.")
 
     def raw() -> Iterator[Any]:
-        if _is_pair(data):
+        if isinstance(data, Mapping):
+            inputs, labels = _split_dict(data)
+            n = batch_len(inputs)
+            for i in range(0, n, batch_size):
+                sl = slice(i, i + batch_size)
+                yield _slice_dict(inputs, sl), (None if labels is None else labels[sl])
+        elif _is_pair(data):
             xs, ys = _as_tensor(data[0], "X"), _as_tensor(data[1], "Y")
             for i in range(0, len(xs), batch_size):
                 yield xs[i:i + batch_size], ys[i:i + batch_size]
@@ -325,6 +392,16 @@ def iter_batches(
 
     seen = 0
     for batch in raw():
+        if isinstance(batch, Mapping):
+            batch = _split_dict(batch)
+        if isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[0], Mapping):
+            x, y = batch
+            yield from _dict_batch(x, y, seen, max_samples, device, dtype, check_finite)
+            seen += batch_len(x) if max_samples is None else min(batch_len(x),
+                                                                 max_samples - seen)
+            if max_samples is not None and seen >= max_samples:
+                return
+            continue
         if isinstance(batch, (tuple, list)) and len(batch) >= 2:
             x, y = _as_tensor(batch[0], "x"), _as_tensor(batch[1], "y")
         elif isinstance(batch, (tuple, list)) and len(batch) == 1:
@@ -354,3 +431,32 @@ def iter_batches(
             return
     if seen == 0:
         raise ValueError("data yielded no samples; an importance needs at least one.")
+
+
+def _dict_batch(x: dict[str, Any], y: Tensor | None, seen: int, max_samples: int | None,
+                device: torch.device | None, dtype: torch.dtype | None,
+                check_finite: bool) -> Iterator[tuple[dict[str, Any], Tensor | None]]:
+    """One dict batch, cut to `max_samples`, checked and moved (iter_batches' dict branch)."""
+    n = batch_len(x)
+    if y is not None and len(y) != n:
+        raise ValueError(f"Batch has {n} samples but {len(y)} labels.")
+    if n == 0:
+        return
+    if max_samples is not None and seen + n > max_samples:
+        keep = max_samples - seen
+        x, y = _slice_dict(x, slice(0, keep)), (None if y is None else y[:keep])
+    out = {}
+    for key, value in x.items():
+        if isinstance(value, Tensor):
+            if value.is_floating_point():
+                if check_finite and not all_finite(value):
+                    raise ValueError(f"Input {key!r} of the batch starting at sample {seen} "
+                                     "contains NaN or inf.")
+                if dtype is not None:
+                    value = value.to(dtype)
+            if device is not None:
+                value = value.to(device)
+        out[key] = value
+    if device is not None and y is not None:
+        y = y.to(device)
+    yield out, y

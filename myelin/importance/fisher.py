@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses import IGNORE_INDEX, default_loss
 from ._persample import per_sample_sum
 from .base import Importance, loss_view
 
@@ -15,7 +16,11 @@ __all__ = ["check_labels", "fisher"]
 
 
 def check_labels(y: Tensor | None, logits: Tensor) -> Tensor:
-    """Validate integer labels of shape logits.shape[:-1] with values in [0, C)."""
+    """Validate integer labels of shape logits.shape[:-1] with values in [0, C) or -100 (ignored).
+
+    Returns the labels as int64 with ignored positions set to class 0 (their cotangent is
+    zeroed by the per-sample machinery, which sees the original labels).
+    """
     if y is None:
         raise ValueError("This estimator needs labels, but the data yields inputs only. Pass "
                          "(x, y) batches, or use empirical=False (labels sampled from the model).")
@@ -26,10 +31,12 @@ def check_labels(y: Tensor | None, logits: Tensor) -> Tensor:
                          f"{tuple(logits.shape)} (expected labels of shape "
                          f"{tuple(logits.shape[:-1])}).")
     c = logits.shape[-1]
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
-        raise ValueError(f"Labels must lie in [0, {c}) for a model with {c} outputs; a batch "
-                         f"has labels in [{int(y.min())}, {int(y.max())}].")
-    return y.long()
+    counted = y[y != IGNORE_INDEX]
+    if counted.numel() and (int(counted.min()) < 0 or int(counted.max()) >= c):
+        raise ValueError(f"Labels must lie in [0, {c}) for a model with {c} outputs (or be "
+                         f"{IGNORE_INDEX}, ignored); a batch has labels in "
+                         f"[{int(counted.min())}, {int(counted.max())}].")
+    return y.long().clamp(min=0)
 
 
 def fisher(
@@ -104,10 +111,12 @@ def fisher(
             labels = labels.reshape(p.shape[:-1])
         return (F.one_hot(labels, c).to(p.dtype) - p).unsqueeze(0)
 
+    loss = default_loss(model) if loss is None else loss
     with loss_view(model, loss):
         sums, n = per_sample_sum(model, data, cotangent, reduce="square",
                                  batch_size=batch_size, max_samples=max_samples,
-                                 fallback=fallback, progress=progress, desc="fisher")
+                                 fallback=fallback, progress=progress, desc="fisher",
+                                 targets=getattr(loss, "targets", None))
     variant = "empirical" if empirical else ("exact" if exact else "sampled")
     meta = {"estimator": "fisher", "labels": variant, "n_samples": n}
     if variant == "sampled":

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses import default_loss
 from ._persample import per_sample_sum
 from .base import Importance, loss_view
 
@@ -70,11 +71,12 @@ def mas(
             (grad,) = torch.autograd.grad(objective.sum(), z)
         return grad.unsqueeze(0)
 
+    loss = default_loss(model) if loss is None else loss
     with loss_view(model, loss):
         sums, n = per_sample_sum(model, data, cotangent,
                                  reduce="abs" if per_sample else "sum", batch_size=batch_size,
                                  max_samples=max_samples, fallback=fallback, progress=progress,
-                                 desc="mas")
+                                 desc="mas", targets=getattr(loss, "targets", None))
     values = {k: (v if per_sample else v.abs()) / n for k, v in sums.items()}
     meta = {"estimator": "mas", "output": output, "norm": norm, "per_sample": per_sample,
             "n_samples": n}

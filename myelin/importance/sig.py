@@ -38,8 +38,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._progress import progress_bar
-from ._rules import batchnorm_xhat, conv_patches, groupnorm_xhat, layernorm_xhat, lookup_by_type
-from .base import Importance, all_finite, eval_mode, iter_batches, loss_view, trainable_parameters
+from ..losses import call_model, default_loss
+from ._rules import (
+    batchnorm_xhat,
+    conv_patches,
+    groupnorm_xhat,
+    hf_rmsnorm_xhat,
+    is_hf_conv1d,
+    is_hf_rmsnorm,
+    layernorm_xhat,
+    lookup_by_type,
+    rmsnorm_xhat,
+)
+from .base import (
+    Importance,
+    all_finite,
+    batch_len,
+    check_token_ids,
+    eval_mode,
+    iter_batches,
+    loss_view,
+    trainable_parameters,
+)
 
 __all__ = ["signal"]
 
@@ -94,9 +114,26 @@ def _conv(module: nn.Conv1d | nn.Conv2d, args, kwargs, output) -> _Signal:
                    reducer=_sum_channel1 if output.dim() == x.dim() else _sum_last)
 
 
-def _embedding(module: nn.Embedding, args, kwargs, output) -> _Signal:
-    counts = torch.bincount(args[0].reshape(-1), minlength=module.num_embeddings)
+def _embedding(module: nn.Embedding, args, kwargs, output,
+               mask: Tensor | None = None) -> _Signal:
+    ids = args[0].reshape(-1)
+    weights = None if mask is None else mask.reshape(-1).to(module.weight.dtype)
+    counts = torch.bincount(ids, weights=weights, minlength=module.num_embeddings)
     return _Signal({"weight": counts.to(module.weight.dtype).unsqueeze(1)})
+
+
+def _hf_conv1d(module: nn.Module, args, kwargs, output) -> _Signal:
+    # weight (in, out): the signal of input i passes every w[i, :]
+    return _Signal({"weight": _sum_last(args[0]).unsqueeze(1)}, bias="bias", reducer=_sum_last)
+
+
+def _rmsnorm(module: nn.Module, args, kwargs, output) -> _Signal:
+    x = args[0]
+    if isinstance(module, nn.RMSNorm):
+        shape = tuple(module.normalized_shape)
+        x_hat = rmsnorm_xhat(module, x)
+        return _Signal({"weight": x_hat.abs().sum(tuple(range(x.dim() - len(shape))))})
+    return _Signal({"weight": _sum_last(hf_rmsnorm_xhat(module, x))})
 
 
 def _batchnorm(module, args, kwargs, output) -> _Signal:
@@ -176,7 +213,11 @@ HANDLERS: dict[type[nn.Module], Callable[..., _Signal]] = {
     nn.Linear: _linear, nn.Conv1d: _conv, nn.Conv2d: _conv, nn.Embedding: _embedding,
     nn.BatchNorm1d: _batchnorm, nn.BatchNorm2d: _batchnorm, nn.BatchNorm3d: _batchnorm,
     nn.LayerNorm: _layernorm, nn.GroupNorm: _groupnorm, nn.MultiheadAttention: _mha,
+    nn.RMSNorm: _rmsnorm,
 }
+# layers recognised by structure (Hugging Face's copies of one layer under many class names)
+STRUCTURAL_HANDLERS: list[tuple[Callable[[nn.Module], bool], Callable[..., _Signal]]] = [
+    (is_hf_conv1d, _hf_conv1d), (is_hf_rmsnorm, _rmsnorm)]
 
 
 @dataclass
@@ -196,8 +237,12 @@ def _plan(model: nn.Module, params: dict[str, nn.Parameter]) -> list[_Layer]:
         own = {ln: id2name[id(p)] for ln, p in module.named_parameters(recurse=False)
                if id(p) in id2name}
         handler = lookup_by_type(HANDLERS, module)
+        if handler is None:
+            handler = next((h for match, h in STRUCTURAL_HANDLERS if match(module)), None)
         if handler is _mha:  # owns its out_proj's parameters too
             own = {ln: id2name[id(p)] for ln, p in module.named_parameters() if id(p) in id2name}
+        # (a parameter shared by two layers, e.g. tied input/output embeddings, carries the
+        # signal of both: their factors add up)
         own = {ln: n for ln, n in own.items() if n not in covered}
         if not own:
             continue
@@ -207,7 +252,8 @@ def _plan(model: nn.Module, params: dict[str, nn.Parameter]) -> list[_Layer]:
                 f"({type(module).__name__}), which holds trainable parameters "
                 f"{sorted(own)}. Supported: {', '.join(t.__name__ for t in HANDLERS)}."
             )
-        covered.update(own.values())
+        if handler is _mha:
+            covered.update(own.values())
         layers.append(_Layer(mod_name, module, handler, own))
     return layers
 
@@ -269,9 +315,26 @@ def signal(
         entry = live.get(id(t)) if isinstance(t, Tensor) else None
         return None if entry is None or entry[0] is not t else entry[1:]
 
+    token_mask: list[Tensor] = []            # the batch's attention_mask (N, T), if any
+
+    def masked(t: Any) -> Any:
+        """Padding positions zeroed: they carry no signal of a sample."""
+        if not token_mask or not isinstance(t, Tensor) or not t.is_floating_point():
+            return t
+        m = token_mask[0]
+        if t.dim() < 2 or tuple(t.shape[:2]) != tuple(m.shape):
+            return t
+        return t * m.reshape(*m.shape, *([1] * (t.dim() - 2))).to(t.dtype)
+
     def layer_hook(layer: _Layer, module, args, kwargs, output) -> None:
         layer.calls += 1
-        sig = layer.handler(module, args, kwargs, output)
+        if layer.handler is _embedding:
+            ids = args[0]
+            mask = token_mask[0] if token_mask and tuple(ids.shape) == tuple(
+                token_mask[0].shape) else None
+            sig = _embedding(module, args, kwargs, output, mask)
+        else:
+            sig = layer.handler(module, tuple(masked(a) for a in args), kwargs, masked(output))
         for local, v in sig.factors.items():
             if local in layer.params:
                 add(factors, layer.params[local], v)
@@ -280,7 +343,7 @@ def signal(
                 add(sums, layer.params[local], v)
         if sig.bias in layer.params and isinstance(output, Tensor):
             live[id(output)] = (output, len(pending), False)
-            pending.append((layer, sig, None, output))
+            pending.append((layer, sig, None, masked(output)))
 
     def act_hook(transform, module, args, output) -> None:
         entry = tracked(args[0]) if args else None
@@ -289,7 +352,7 @@ def signal(
         key, activated = entry
         if transform is not None:
             layer, sig, _, raw = pending[key]
-            pending[key] = (layer, sig, sig.reducer(transform(output)), raw)
+            pending[key] = (layer, sig, sig.reducer(masked(transform(output))), raw)
             activated = True
         live[id(output)] = (output, key, activated)
 
@@ -304,6 +367,7 @@ def signal(
                 handles.append(module.register_forward_hook(
                     lambda m, a, o, act=act: act_hook(act, m, a, o)))
         n = 0
+        loss = default_loss(model) if loss is None else loss
         with eval_mode(model), torch.no_grad(), loss_view(model, loss):
             # NaN/inf inputs surface in the outputs, checked below: one pass fewer over x
             batches = iter_batches(data, batch_size=batch_size, max_samples=max_samples,
@@ -311,7 +375,12 @@ def signal(
             for x, _ in progress_bar(batches, progress=progress, desc="signal", unit="batch"):
                 live.clear()
                 pending.clear()
-                out = model(x)
+                token_mask.clear()
+                check_token_ids(model, x)
+                if isinstance(x, dict) and isinstance(x.get("attention_mask"), Tensor) \
+                        and x["attention_mask"].dim() == 2:
+                    token_mask.append(x["attention_mask"])
+                out = call_model(model, x)
                 if isinstance(out, Tensor) and not all_finite(out):
                     raise ValueError(f"The model's outputs are NaN or inf for the batch at "
                                      f"sample {n}: check the inputs and the weights.")
@@ -322,7 +391,7 @@ def signal(
                         pending[entry[0]] = (layer, sig, sig.reducer(F.softmax(out, dim=-1)), raw)
                 for layer, sig, value, raw in pending:
                     add(sums, layer.params[sig.bias], sig.reducer(raw) if value is None else value)
-                n += len(x)
+                n += batch_len(x)
     finally:
         for h in handles:
             h.remove()
