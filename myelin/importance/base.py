@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .._state import read_state, write_state
 
 __all__ = ["Importance", "all_finite", "batch_len", "check_token_ids", "eval_mode",
-           "iter_batches", "loss_view", "trainable_parameters"]
+           "iter_batches", "loss_view", "token_rows", "trainable_parameters"]
 
 
 def all_finite(t: Tensor) -> bool:
@@ -297,6 +297,52 @@ def check_token_ids(model: nn.Module, x: Any) -> None:
         raise ValueError(f"input_ids hold token ids in [{low}, {high}] but the model's "
                          f"vocabulary has {vocab} entries: was the batch made by another "
                          "model's tokenizer?")
+
+
+def token_rows(data: Any, loss: Any = None, *, batch_size: int = 256,
+               ignore_index: int = -100) -> Iterator[dict[str, Any]]:
+    """Dict batches whose samples are tokens: one row per counted label position.
+
+    Row (n, t) is sequence n whole, with every label but position t set to `ignore_index`, so
+    a per-sample estimator on these rows gives per-token quantities exactly (a causal model's
+    prediction at t does not see later tokens; any model's token-t objective is the loss at t
+    alone). Costs as many sequence passes as there are counted tokens.
+
+    Args:
+        data: Dict batches (or one dict) with ``input_ids`` (N, T) and, unless `loss` derives
+            them (`myelin.losses.CausalLM` without labels: ``input_ids`` minus padding),
+            ``labels`` (N, T).
+        loss: The loss whose targets are expanded (its ``targets`` decides which positions
+            count: for `CausalLM` positions 1..T-1, the shift).
+        batch_size: Rows per yielded batch.
+        ignore_index: The label of positions that take no part.
+
+    Yields:
+        Dict batches of at most `batch_size` rows, each with ``labels`` (rows, T).
+    """
+    from ..losses import CausalLM
+
+    causal = isinstance(loss, CausalLM)
+    for x, y in iter_batches(data, batch_size=batch_size, check_finite=False):
+        if not isinstance(x, Mapping):
+            raise TypeError("per_token=True needs dict batches (input_ids, labels, ...).")
+        if y is None and causal:
+            shifted = loss.targets(x, None)
+            y = torch.cat([torch.full_like(shifted[:, :1], ignore_index), shifted], 1)
+        if y is None or y.dim() != 2:
+            raise ValueError("per_token=True needs per-position labels of shape (N, T); got "
+                             + ("none." if y is None else f"shape {tuple(y.shape)}."))
+        counted = y != ignore_index
+        if causal:
+            counted[:, 0] = False                    # position 0 is never a target
+        seq, pos = counted.nonzero(as_tuple=True)
+        for i in range(0, len(seq), batch_size):
+            s_i, p_i = seq[i:i + batch_size], pos[i:i + batch_size]
+            rows = {k: (v[s_i] if isinstance(v, Tensor) and v.dim() else v) for k, v in x.items()}
+            labels = torch.full_like(y[s_i], ignore_index)
+            labels[torch.arange(len(s_i)), p_i] = y[s_i, p_i]
+            rows["labels"] = labels
+            yield rows
 
 
 def _split_dict(batch: Mapping[str, Any]) -> tuple[dict[str, Any], Tensor | None]:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..losses import IGNORE_INDEX, default_loss
 from ._persample import per_sample_sum
-from .base import Importance, loss_view
+from .base import Importance, loss_view, token_rows
 
 __all__ = ["check_labels", "fisher"]
 
@@ -51,6 +51,7 @@ def fisher(
     fallback: str = "functional",
     progress: bool | None = None,
     loss: Any = None,
+    per_token: bool = False,
 ) -> Importance:
     """Estimate the diagonal Fisher information, F = mean_n (∂ log p(y_n | x_n) / ∂θ)².
 
@@ -73,8 +74,12 @@ def fisher(
             "error" raises for them instead.
         progress: Progress bar over batches (None: only on a terminal).
         loss: The training loss whose predictive distribution to use (its
-            ``logits(output)``, e.g. a class-masked `myelin.losses.CrossEntropy`); None: the
-            model's output as logits.
+            ``logits(output)``, e.g. a class-masked `myelin.losses.CrossEntropy`); None:
+            `myelin.losses.default_loss` (`CausalLM` for a Hugging Face causal LM: labels
+            shifted, -100 and padding ignored), else the model's output as logits.
+        per_token: For dict batches with per-position labels (language models): each token is
+            a sample (mean over tokens of the per-token squared gradient) instead of each
+            sequence. Exact, at one sequence pass per token (`token_rows`).
 
     Returns:
         Importance with one tensor per trainable parameter, ``meta`` recording the variant.
@@ -112,6 +117,8 @@ def fisher(
         return (F.one_hot(labels, c).to(p.dtype) - p).unsqueeze(0)
 
     loss = default_loss(model) if loss is None else loss
+    if per_token:
+        data = token_rows(data, loss, batch_size=batch_size)
     with loss_view(model, loss):
         sums, n = per_sample_sum(model, data, cotangent, reduce="square",
                                  batch_size=batch_size, max_samples=max_samples,
@@ -119,6 +126,8 @@ def fisher(
                                  targets=getattr(loss, "targets", None))
     variant = "empirical" if empirical else ("exact" if exact else "sampled")
     meta = {"estimator": "fisher", "labels": variant, "n_samples": n}
+    if per_token:
+        meta["per_token"] = True
     if variant == "sampled":
         meta["seed"] = seed
     return Importance({k: v / n for k, v in sums.items()}, meta)

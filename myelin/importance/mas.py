@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..losses import default_loss
 from ._persample import per_sample_sum
-from .base import Importance, loss_view
+from .base import Importance, loss_view, token_rows
 
 __all__ = ["mas"]
 
@@ -31,6 +31,7 @@ def mas(
     progress: bool | None = None,
     loss: Any = None,
     seed: int | None = None,
+    per_token: bool = False,
 ) -> Importance:
     """Estimate MAS importance, mean_n |∂ ‖f(x_n)‖² / ∂θ| with f the softmax output.
 
@@ -53,6 +54,8 @@ def mas(
             e.g. a class-masked `myelin.losses.CrossEntropy`); None: the raw output.
         seed: Unused (this estimator draws no random numbers); accepted so that every
             registered estimator takes the same arguments.
+        per_token: For dict batches with per-position labels: each counted token is a sample
+            (`token_rows`), instead of each sequence.
 
     Returns:
         Importance with one non-negative tensor per trainable parameter.
@@ -72,6 +75,8 @@ def mas(
         return grad.unsqueeze(0)
 
     loss = default_loss(model) if loss is None else loss
+    if per_token:
+        data = token_rows(data, loss, batch_size=batch_size)
     with loss_view(model, loss):
         sums, n = per_sample_sum(model, data, cotangent,
                                  reduce="abs" if per_sample else "sum", batch_size=batch_size,
@@ -80,4 +85,6 @@ def mas(
     values = {k: (v if per_sample else v.abs()) / n for k, v in sums.items()}
     meta = {"estimator": "mas", "output": output, "norm": norm, "per_sample": per_sample,
             "n_samples": n}
+    if per_token:
+        meta["per_token"] = True
     return Importance(values, meta)

@@ -35,6 +35,9 @@ WVA is an optimizer wrapper, so it *is* the Trainer's optimizer::
 
 Its ``state_dict`` holds the base optimizer's state and the stored attenuation, so the
 Trainer's own optimizer checkpoint restores both.
+
+No old data? `self_generated` samples text from the model itself (a few generic prompts): the
+sampled Fisher on it estimates what the model's own distribution depends on.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ except ImportError as err:   # pragma: no cover - the hf extra is installed in C
 from ..consolidation.base import Consolidator
 from ..importance.base import trainable_parameters
 
-__all__ = ["STATE_FILE", "ConsolidationCallback"]
+__all__ = ["STATE_FILE", "ConsolidationCallback", "self_generated"]
 
 STATE_FILE = "myelin-consolidation.safetensors"
 
@@ -165,3 +168,98 @@ class ConsolidationCallback(TrainerCallback):
                 "restore='<checkpoint folder>') for a checkpoint saved elsewhere, or "
                 "restore=False to keep the consolidator as built.")
         self.consolidator.load(path)
+
+
+@torch.no_grad()
+def self_generated(model: nn.Module, tokenizer: Any, prompts: list[str], *,
+                   samples_per_prompt: int = 4, max_new_tokens: int = 64, seed: int = 0,
+                   temperature: float = 1.0, top_p: float | None = None, chat: bool = False,
+                   batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
+    """Text the model writes itself, as dict batches for the importance estimators.
+
+    For a downloaded model whose training data is not at hand: sample continuations of generic
+    prompts from the model and estimate importance on them (e.g. ``fisher(model, batches,
+    empirical=False)``, the sampled Fisher). Prompt tokens get label -100, so only the model's
+    own tokens count; padding (right) is masked.
+
+    Args:
+        model: A Hugging Face causal LM (``generate``).
+        tokenizer: Its tokenizer (a pad token is taken from EOS if it has none).
+        prompts: The prompts, e.g. a few generic questions.
+        samples_per_prompt: Continuations sampled per prompt.
+        max_new_tokens: Length of each continuation.
+        seed: Seed of the sampling (the global RNG is restored afterwards).
+        temperature: Sampling temperature (> 0).
+        top_p: Nucleus sampling threshold, or None for plain sampling.
+        chat: Wrap each prompt in the tokenizer's chat template as a user turn.
+        batch_size: Sequences per returned batch.
+
+    Returns:
+        A list of ``{"input_ids": (B, T), "attention_mask": (B, T), "labels": (B, T)}``.
+
+    Raises:
+        ValueError: No prompts, non-positive counts or temperature, or a model without
+            ``generate``.
+    """
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty strings.")
+    for name, value in (("samples_per_prompt", samples_per_prompt),
+                        ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int. Got {value!r}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0. Got {temperature!r}.")
+    if not callable(getattr(model, "generate", None)):
+        raise ValueError(f"{type(model).__name__} cannot generate text (no .generate).")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+        else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("The tokenizer has neither a pad nor an EOS token.")
+    device = next(model.parameters()).device
+    sequences: list[tuple[torch.Tensor, int]] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for prompt in prompts:
+                if chat:
+                    ids = tokenizer.apply_chat_template(
+                        [{"role": "user", "content": prompt}], add_generation_prompt=True,
+                        return_tensors="pt")
+                    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(
+                        ids, "keys") else ids
+                else:
+                    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+                ids = ids.to(device)
+                out = model.generate(
+                    input_ids=ids.expand(samples_per_prompt, -1),
+                    attention_mask=torch.ones_like(ids).expand(samples_per_prompt, -1),
+                    do_sample=True, temperature=temperature, top_p=top_p,
+                    max_new_tokens=max_new_tokens, pad_token_id=pad)
+                for row in out:
+                    sequences.append((row.cpu(), ids.shape[1]))
+    finally:
+        model.train(was_training)
+    eos = tokenizer.eos_token_id
+    batches = []
+    for i in range(0, len(sequences), batch_size):
+        chunk = sequences[i:i + batch_size]
+        lengths = []
+        for row, start in chunk:
+            length = len(row)
+            if eos is not None:          # keep up to and including the first EOS it wrote
+                hits = (row[start:] == eos).nonzero()
+                if len(hits):
+                    length = start + int(hits[0]) + 1
+            lengths.append(length)
+        width = max(lengths)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        for j, ((row, start), length) in enumerate(zip(chunk, lengths)):
+            input_ids[j, :length] = row[:length]
+            mask[j, :length] = 1
+            labels[j, start:length] = row[start:length]
+        batches.append({"input_ids": input_ids, "attention_mask": mask, "labels": labels})
+    return batches

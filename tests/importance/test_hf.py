@@ -105,6 +105,39 @@ def test_causal_lm_mas_is_exact_per_sequence():
                  naive_lm(model, batch, mas_objective))
 
 
+def naive_per_token(model, batch, objective):
+    """mean over counted tokens of f(gradient of that token's objective alone)."""
+    params = dict(model.named_parameters())
+    out = {k: torch.zeros_like(p) for k, p in params.items()}
+    count = 0
+    for k in range(len(batch["input_ids"])):
+        length = int(batch["attention_mask"][k].sum())
+        logits = model(input_ids=batch["input_ids"][k:k + 1, :length]).logits[0, :-1]
+        targets = batch["labels"][k, 1:length]
+        for t in range(length - 1):
+            if targets[t] == -100:
+                continue
+            only = torch.full_like(targets, -100)
+            only[t] = targets[t]
+            value, reduce = objective(logits, only)
+            grads = torch.autograd.grad(value, list(params.values()), retain_graph=True)
+            for name, g in zip(params, grads):
+                out[name] += reduce(g)
+            count += 1
+    return {k: v / count for k, v in out.items()}, count
+
+
+@pytest.mark.parametrize("estimator,objective", [(mi.fisher, empirical), (mi.mas, mas_objective)],
+                         ids=["fisher", "mas"])
+def test_per_token_option_makes_every_token_a_sample(estimator, objective):
+    model = tiny_llama()
+    batch = lm_batch(n=3, t=6)
+    ref, count = naive_per_token(model, batch, objective)
+    imp = estimator(model, batch, per_token=True, batch_size=4, fallback="error")
+    assert imp.meta["n_samples"] == count and imp.meta["per_token"]
+    assert_close(imp, ref)
+
+
 def test_untied_llama_and_a_list_of_dict_batches():
     model = tiny_llama(tied=False)
     batch = lm_batch()

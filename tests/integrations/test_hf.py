@@ -190,3 +190,39 @@ def test_wva_in_a_callback_is_refused():
     model = tiny_llama()
     with pytest.raises(TypeError, match="optimizers"):
         ConsolidationCallback(WVA(model, 1.0, optimizer=torch.optim.SGD(model.parameters(), 0.1)))
+
+
+def word_tokenizer():
+    """An offline word-level tokenizer over the tiny model's vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<pad>", "<eos>", "<unk>"] + [f"w{i}" for i in range(VOCAB - 3)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>",
+                                                eos_token="<eos>", unk_token="<unk>")
+
+
+def test_self_generated_text_masks_the_prompts_and_is_seeded():
+    from myelin.integrations.hf import self_generated
+
+    model = tiny_llama().eval()
+    tok = word_tokenizer()
+    prompts = ["w1 w2 w3", "w4 w5"]
+    a = self_generated(model, tok, prompts, samples_per_prompt=3, max_new_tokens=5, seed=7,
+                       batch_size=4)
+    b = self_generated(model, tok, prompts, samples_per_prompt=3, max_new_tokens=5, seed=7,
+                       batch_size=4)
+    assert [len(x["input_ids"]) for x in a] == [4, 2]
+    for x, y in zip(a, b):
+        assert all(torch.equal(x[k], y[k]) for k in x)
+    first = a[0]
+    assert torch.equal(first["input_ids"][0, :3], torch.tensor([4, 5, 6]))
+    assert (first["labels"][:3, :3] == -100).all()          # prompt tokens do not count
+    assert (first["labels"][3, :2] == -100).all() and first["labels"][3, 2] != -100
+    counted = first["labels"] != -100
+    assert counted.any() and (first["attention_mask"][counted] == 1).all()
+    imp = fisher(model, a, empirical=False, seed=0)
+    assert imp.meta["n_samples"] == 6
+    with pytest.raises(ValueError, match="prompts"):
+        self_generated(model, tok, [])
