@@ -15,7 +15,10 @@ the optimizer to step: ``EWC(model, lam).wrap(opt)`` returns a `PenalizedOptimiz
 accepted).
 
 All follow the `Consolidator` protocol: ``consolidate(importance)``, ``penalty()``,
-``state_dict()``/``load_state_dict()``, ``save(path)``/``load(path)``, ``memory_bytes()``.
+``state_dict()``/``load_state_dict()``, ``save(path)``/``load(path)``, ``state_nbytes()``,
+``memory_bytes()``. λ is the ``lam`` attribute, checked on assignment; ``load`` checks the saved
+state (finite tensors, valid settings) and warns when its settings (λ, ...) replace different
+ones. EWC and L2 take ``state_dtype=torch.bfloat16`` to keep their state in half the bytes.
 """
 
 from .base import Consolidator

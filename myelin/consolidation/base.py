@@ -132,12 +132,27 @@ class Consolidator(abc.ABC):
     * `consolidate(importance)` after a task;
     * `penalty()` — the scalar to add to the loss (zero for methods without a loss term);
     * `state_dict()` / `load_state_dict()`, `save(path)` / `load(path)` (safetensors);
-    * `memory_bytes()` — the extra memory the method holds.
+    * `state_nbytes()` — the bytes of its state; `memory_bytes()` — all the extra memory it
+      holds (the state plus caches derived from it).
+
+    λ is the ``lam`` attribute, checked on every assignment (a finite float >= 0).
     """
 
     name = "consolidator"
     needs_importance = True      # False: consolidate() takes no importance (e.g. L2)
     params: ParameterSet
+    _lam: float
+    # what `load` says after a state saved with other settings replaced this one's
+    _loaded_settings_note = "assign the attribute afterwards to use another value"
+
+    @property
+    def lam(self) -> float:
+        """λ ≥ 0, the consolidation strength; assigning a negative or non-finite value raises."""
+        return self._lam
+
+    @lam.setter
+    def lam(self, value: float) -> None:
+        self._lam = check_lam(value, type(self).__name__)
 
     @abc.abstractmethod
     def consolidate(self, importance: Importance | None = None) -> None:
@@ -169,9 +184,44 @@ class Consolidator(abc.ABC):
     def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
         """Inverse of `_tensors` and `_config`."""
 
-    def memory_bytes(self) -> int:
-        """Bytes of the tensors the method keeps besides the model."""
+    def _check_state(self, tensors: Mapping[str, Tensor], config: Mapping[str, Any],
+                     source: str) -> None:
+        """Raise ValueError unless saved state is usable: λ and n_tasks valid, tensors finite.
+
+        Subclasses add their own settings and which tensors must be present.
+        """
+        owner = type(self).__name__
+        check_lam(config.get("lam"), f"the {owner} state in {source!r}")
+        n_tasks = config.get("n_tasks")
+        if isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 0:
+            raise ValueError(f"The 'n_tasks' entry of the {owner} state in {source!r} must be an "
+                             f"int >= 0. Got {n_tasks!r} instead.")
+        bad = sorted(k for k, v in tensors.items()
+                     if not isinstance(v, Tensor) or not v.is_floating_point()
+                     or not bool(torch.isfinite(v).all()))
+        if bad:
+            raise ValueError(f"The {owner} state in {source!r} has tensors that are not finite "
+                             f"floating-point tensors (NaN, inf or integer): {bad}.")
+
+    def _check_tensor(self, tensors: Mapping[str, Tensor], key: str, name: str,
+                      source: str) -> Tensor:
+        """The saved tensor `key` for parameter `name`; raises if missing or of another shape."""
+        owner = type(self).__name__
+        if key not in tensors:
+            raise ValueError(f"The {owner} state in {source!r} lacks the tensor {key!r}.")
+        shape = tuple(self.params.params[name].shape)
+        if tuple(tensors[key].shape) != shape:
+            raise ValueError(f"The {owner} state in {source!r} has {key!r} of shape "
+                             f"{tuple(tensors[key].shape)}; parameter {name!r} has {shape}.")
+        return tensors[key]
+
+    def state_nbytes(self) -> int:
+        """Bytes of the method's state: the tensors `save` writes (Ω, θ*, A, ...)."""
         return sum(t.numel() * t.element_size() for t in self._tensors().values())
+
+    def memory_bytes(self) -> int:
+        """Bytes of the tensors the method keeps besides the model (`state_nbytes` + caches)."""
+        return self.state_nbytes()
 
     def consolidation_state(self) -> dict[str, Any]:
         """The method's own state: configuration, parameter shapes, and tensors."""
@@ -179,9 +229,24 @@ class Consolidator(abc.ABC):
                 "tensors": dict(self._tensors())}
 
     def load_consolidation_state(self, state: Mapping[str, Any], source: str = "state") -> None:
-        """Restore from `consolidation_state`, refusing state made for a different model."""
+        """Restore from `consolidation_state`, refusing state made for a different model.
+
+        The saved settings (λ, ...) replace this object's: a `UserWarning` names both values
+        where they differ. Raises ValueError for state made for other parameters, invalid
+        settings (λ < 0 or not finite, ...), non-finite tensors, or missing tensors.
+        """
         self.params.check_description(state["parameters"], source)
-        self._restore(dict(state["tensors"]), dict(state["config"]))
+        tensors, config = dict(state["tensors"]), dict(state["config"])
+        self._check_state(tensors, config, source)
+        mine = self._config()
+        changed = [k for k in mine if k != "n_tasks" and k in config and config[k] != mine[k]]
+        self._restore(tensors, config)
+        if changed:
+            owner = type(self).__name__
+            warnings.warn(f"{owner}: {source!r} was saved with "
+                          f"{', '.join(f'{k}={config[k]!r}' for k in changed)}; this {owner} "
+                          f"had {', '.join(f'{k}={mine[k]!r}' for k in changed)}. The saved "
+                          f"values are used ({self._loaded_settings_note}).", stacklevel=3)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state to a safetensors file (atomically)."""
@@ -191,7 +256,18 @@ class Consolidator(abc.ABC):
                      "parameters": state["parameters"]})
 
     def load(self, path: str | os.PathLike[str]) -> None:
-        """Restore state written by `save`; the model must have the same parameters."""
+        """Restore state written by `save`; the model must have the same parameters.
+
+        The saved settings, λ included, replace this object's; where they differ a
+        `UserWarning` names both values (``EWC(model, 999).load(path)`` of a state saved with
+        λ = 5 warns and uses λ = 5; assign ``.lam`` afterwards to use another).
+
+        Raises:
+            FileNotFoundError: No file at `path`.
+            ValueError: The file holds another method's state or state for other parameters,
+                or invalid state: λ < 0 or not finite, other invalid settings, NaN or inf
+                tensors, missing or misshapen tensors. Nothing is changed then.
+        """
         device = next(iter(self.params.params.values())).device
         tensors, meta = read_state(path, _META_KEY, "consolidation state", device)
         if meta["class"] != type(self).__name__:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -25,28 +25,42 @@ class L2(EWC):
     Args:
         model_or_params: The network to protect, or its parameters.
         lam: λ ≥ 0.
+        state_dtype: Store θ* in this floating dtype (None: each parameter's dtype).
     """
 
     name = "l2"
     needs_importance = False
     _uniform = True
+    _loaded_settings_note = "assign l2.lam afterwards to use another"
 
-    def __init__(self, model_or_params: nn.Module | Iterable[Any], lam: float):
-        super().__init__(model_or_params, lam)
+    def __init__(self, model_or_params: nn.Module | Iterable[Any], lam: float, *,
+                 state_dtype: torch.dtype | None = None):
+        super().__init__(model_or_params, lam, state_dtype=state_dtype)
 
     @torch.no_grad()
     def consolidate(self, importance: Importance | None = None) -> None:
-        """Move the anchor to the current weights (any importance is ignored)."""
+        """Move the anchor to the current weights (any importance is ignored).
+
+        Warns (`RuntimeWarning`) if the wrapped SGD's lr·λ exceeds its stability limit.
+        """
         self.params.check_unchanged()
         self._move_anchor()
         self.n_tasks += 1
+        self._check_stability()
 
     def _config(self) -> dict[str, Any]:
         return {"lam": self.lam, "n_tasks": self.n_tasks}
 
+    def _full_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A saved L2 configuration with EWC's fixed settings added."""
+        return {"mode": self.mode, "gamma": 1.0, "stabilized": False, "lr": None, **config}
+
+    def _check_state(self, tensors: Mapping[str, Tensor], config: Mapping[str, Any],
+                     source: str) -> None:
+        super()._check_state(tensors, self._full_config(config), source)
+
     def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
-        super()._restore(tensors, {"mode": self.mode, "gamma": 1.0, "stabilized": False,
-                                   "lr": None, **config})
+        super()._restore(tensors, self._full_config(config))
 
     def __repr__(self) -> str:
         return f"L2(lam={self.lam}, tasks={self.n_tasks})"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
 import torch
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..importance.base import Importance
 from ._wrapper import SGDGroups, WrappedOptimizer
-from .base import Consolidator, ParameterSet, check_lam
+from .base import Consolidator, ParameterSet
 
 __all__ = ["CURVES", "PLACEMENTS", "WVA", "attenuation"]
 
@@ -20,12 +20,23 @@ PLACEMENTS = ("step", "grad")
 
 
 def attenuation(omega: Tensor, lam: float, curve: str = "hyperbolic") -> Tensor:
-    """The per-element factor A in (0, 1]: 1/(1 + λΩ) or exp(−λΩ); A = 1 where Ω = 0."""
-    if curve == "hyperbolic":
-        return 1.0 / (1.0 + lam * omega)
-    if curve == "exponential":
-        return torch.exp(-lam * omega)
-    raise ValueError(f"curve must be one of {CURVES}. Got {curve!r} instead.")
+    """The per-element factor A in [0, 1]: 1/(1 + λΩ) or exp(−λΩ); A = 1 where Ω = 0.
+
+    Where λΩ overflows `omega`'s dtype, A is 0 (not NaN), and A = 1 where Ω = 0 even for a λ
+    beyond that dtype's range.
+
+    Args:
+        omega: Ω ≥ 0, any shape.
+        lam: λ ≥ 0.
+        curve: "hyperbolic" or "exponential".
+
+    Returns:
+        A, of `omega`'s shape and (floating) dtype.
+    """
+    if curve not in CURVES:
+        raise ValueError(f"curve must be one of {CURVES}. Got {curve!r} instead.")
+    lam_omega = torch.where(omega == 0, 0.0, lam * omega)     # not 0·inf = NaN
+    return 1.0 / (1.0 + lam_omega) if curve == "hyperbolic" else torch.exp(-lam_omega)
 
 
 def _add_reduction(b: Tensor, importance: Tensor, lam: float, curve: str) -> Tensor:
@@ -33,12 +44,16 @@ def _add_reduction(b: Tensor, importance: Tensor, lam: float, curve: str) -> Ten
 
     Hyperbolic: A' = A/(1 + λIA), so B' = (B + λIA)/(1 + λIA). Exponential: A' = A·exp(−λI),
     so B' = B + A·(1 − exp(−λI)). Both stay accurate where B is tiny (A rounds to 1).
+
+    Where λIA overflows the dtype it is capped at the largest finite value, so B' = 1 (A' = 0),
+    not inf/inf = NaN. B and I are finite, so a NaN in λIA or λI can only be 0·inf (λ beyond
+    the dtype's range, times I = 0 or A = 0), whose value is 0.
     """
     a = 1.0 - b
     if curve == "hyperbolic":
-        x = lam * importance * a
+        x = (lam * importance * a).nan_to_num_(nan=0.0, posinf=torch.finfo(b.dtype).max)
         return (b + x) / (1.0 + x)
-    return b - a * torch.expm1(-lam * importance)
+    return b - a * torch.expm1(-(lam * importance).nan_to_num_(nan=0.0))
 
 
 def _as_reduction(dtype: torch.dtype) -> bool:
@@ -132,6 +147,7 @@ class WVA(WrappedOptimizer, Consolidator):
     """
 
     name = "wva"
+    _loaded_settings_note = "the stored attenuation was computed with the saved λ"
 
     @overload
     def __init__(self, model_or_params: nn.Module | Iterable[Any], lam: float, *,
@@ -155,7 +171,7 @@ class WVA(WrappedOptimizer, Consolidator):
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating torch.dtype or None. Got {dtype!r}.")
         self.params = ParameterSet(model_or_params, "WVA")
-        self.lam = check_lam(lam, "WVA")
+        self.lam = lam
         self.curve, self.on, self.factor_dtype = curve, on, dtype
         self._stored: dict[str, Tensor] = {}     # A per parameter, or B = 1 − A if half precision
         self.n_tasks = 0
@@ -324,6 +340,30 @@ class WVA(WrappedOptimizer, Consolidator):
 
     def _config(self) -> dict[str, Any]:
         return {"lam": self.lam, "curve": self.curve, "on": self.on, "n_tasks": self.n_tasks}
+
+    def state_nbytes(self) -> int:
+        """Bytes of the stored A (or B in half precision): one tensor per parameter.
+
+        4 bytes per weight for an fp32 model, 2 with ``dtype=torch.bfloat16`` (half the fp32
+        model's bytes). A step keeps nothing else (`memory_bytes` is the same).
+        """
+        return super().state_nbytes()
+
+    def _check_state(self, tensors: Mapping[str, Tensor], config: Mapping[str, Any],
+                     source: str) -> None:
+        super()._check_state(tensors, config, source)
+        for key, choices in (("curve", CURVES), ("on", PLACEMENTS)):
+            if config.get(key) not in choices:
+                raise ValueError(f"The {key!r} entry of the WVA state in {source!r} must be one "
+                                 f"of {choices}. Got {config.get(key)!r} instead.")
+        if not config["n_tasks"]:
+            return
+        for n in self.params.params:
+            key = f"factor/{n}" if f"factor/{n}" in tensors else f"reduction/{n}"
+            v = self._check_tensor(tensors, key, n, source)
+            if bool(((v < 0) | (v > 1)).any()):
+                raise ValueError(f"The WVA state in {source!r} has values outside [0, 1] in "
+                                 f"{key!r}.")
 
     def _restore(self, tensors: dict[str, Tensor], config: dict[str, Any]) -> None:
         self._stored = {}

@@ -51,7 +51,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -182,6 +183,17 @@ def _as_labels(y: Any, n: int, n_classes: int) -> np.ndarray:
     if len(y) and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"Labels must lie in 0..{n_classes - 1}. Got {y.min()}..{y.max()}.")
     return y.astype(np.int64)
+
+
+class _Load:
+    """``net.load(path)`` loads in place, ``CoLaNET.load(path)`` builds a network.
+
+    On an instance it is `CoLaNET.load_` (as ``EWC.load`` and ``WVA.load`` load in place); on
+    the class, `CoLaNET.from_file` (what ``CoLaNET.load`` always was).
+    """
+
+    def __get__(self, net: CoLaNET | None, cls: type[CoLaNET]) -> Callable[..., CoLaNET]:
+        return cls.from_file if net is None else net.load_
 
 
 class CoLaNET:
@@ -366,9 +378,48 @@ class CoLaNET:
         tensors = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in _STATE}
         write_state(path, tensors, "myelin.colanet", self._meta())
 
+    # net.load(path): load_ (in place, returns net); CoLaNET.load(path): from_file (a new one)
+    load = _Load()
+
+    def load_(self, path: str | os.PathLike[str]) -> CoLaNET:
+        """Replace this network's state by the one `save` wrote to `path`; returns self.
+
+        ``net.load(path)`` is this method. The file's settings (alpha, silent_synapses, seed,
+        the `DEFAULTS` parameters) replace this network's, with a `UserWarning` naming those
+        that differ.
+
+        Raises:
+            FileNotFoundError: No file at `path`.
+            ValueError: The file is no CoLaNET state, or was saved for another architecture
+                (n_inputs, n_classes or microcolumns differ).
+        """
+        saved = type(self).from_file(path)
+        shape = ("n_inputs", "n_classes", "microcolumns")
+        wrong = [f"{k}: saved {getattr(saved, k)}, this network {getattr(self, k)}"
+                 for k in shape if getattr(saved, k) != getattr(self, k)]
+        if wrong:
+            raise ValueError(f"{os.fspath(path)!r} holds a network of another architecture "
+                             f"({'; '.join(wrong)}). Use CoLaNET.from_file(path) to build it.")
+        mine, theirs = self.get_params(), saved.get_params()
+        changed = [k for k in theirs if mine.get(k) != theirs[k]]
+        self.__dict__.update(vars(saved))
+        if changed:
+            warnings.warn(f"CoLaNET: {os.fspath(path)!r} was saved with "
+                          f"{', '.join(f'{k}={theirs[k]!r}' for k in changed)}; this network "
+                          f"had {', '.join(f'{k}={mine.get(k)!r}' for k in changed)}. The "
+                          "saved values are used.", stacklevel=2)
+        return self
+
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> CoLaNET:
-        """Rebuild a network written by `save`, ready to predict or keep learning."""
+    def from_file(cls, path: str | os.PathLike[str]) -> CoLaNET:
+        """Rebuild a network written by `save`, ready to predict or keep learning.
+
+        ``CoLaNET.load(path)``, called on the class, is this method.
+
+        Raises:
+            FileNotFoundError: No file at `path`.
+            ValueError: The file is no CoLaNET state, or its tensors do not fit its settings.
+        """
         tensors, meta = read_state(path, "myelin.colanet", "CoLaNET")
         net = cls(meta["n_inputs"], meta["n_classes"], meta["microcolumns"], meta["alpha"],
                   meta["silent_synapses"], meta["seed"], **meta["params"])

@@ -16,37 +16,61 @@ def model_and_importance(seed=0):
 
 @pytest.mark.parametrize("kwargs", [{}, {"mode": "separate"}, {"mode": "online", "gamma": 0.5},
                                     {"stabilized": True, "lr": 0.05}])
-def test_penalty_gradient_equals_closed_form(kwargs):
+def test_penalty_gradient_equals_autograd_of_the_plain_formula(kwargs):
+    """penalty(), its backward and apply_to_grad against torch autograd of the penalty written
+    out here: Σ_terms Σ c (θ − θ*)², c = λΩ/2 (or (λΩ/2)/(1 + lr·λΩ) stabilized), λ = 3."""
+    lam = 3.0
     model, imp = model_and_importance()
-    ewc = EWC(model, 3.0, **kwargs)
-    ewc.consolidate(imp)
-    perturb(model)
-    ewc.consolidate(imp * 0.5)
-    perturb(model)
-    ewc.penalty().backward()
-    autograd = [p.grad.clone() for p in model.parameters()]
+    ewc = EWC(model, lam, **kwargs)
+    imps, anchors = [], []
+    for scale in (1.0, 0.5):
+        ewc.consolidate(imp * scale)
+        imps.append({n: scale * imp[n] for n in imp})
+        anchors.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        perturb(model)
+    if kwargs.get("mode") == "separate":                 # one penalty per task
+        terms = list(zip(imps, anchors))
+    else:                                                # Ω = γΩ_1 + I_2, the last anchor
+        gamma = kwargs.get("gamma", 1.0)
+        terms = [({n: gamma * imps[0][n] + imps[1][n] for n in imp}, anchors[1])]
+
+    def coefficient(omega):
+        if kwargs.get("stabilized"):
+            return (lam * omega / 2) / (1 + kwargs["lr"] * lam * omega)
+        return lam * omega / 2
+
+    params = dict(model.named_parameters())
+    reference = sum((coefficient(omega[n]) * (params[n] - anchor[n]) ** 2).sum()
+                    for omega, anchor in terms for n in params)
+    expected = torch.autograd.grad(reference, list(params.values()))
+    value = ewc.penalty()
+    assert torch.isclose(value, reference.detach(), rtol=1e-12)
+    value.backward()
+    for e, p in zip(expected, params.values()):
+        assert torch.allclose(p.grad, e, rtol=1e-10, atol=1e-12)
     model.zero_grad()
     ewc.apply_to_grad()
-    for a, p in zip(autograd, model.parameters()):
-        assert torch.allclose(a, p.grad, rtol=1e-10, atol=1e-12)
+    for e, p in zip(expected, params.values()):
+        assert torch.allclose(p.grad, e, rtol=1e-10, atol=1e-12)
 
 
 def test_penalty_values_by_hand():
     model, imp = model_and_importance()
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
-    ewc = EWC(model, 2.0)
+    ewc = EWC(model, 3.0)
     assert ewc.penalty().item() == 0.0                     # nothing consolidated yet
     ewc.consolidate(imp)
     perturb(model)
     params = dict(model.named_parameters())
-    expected = sum((imp[n] * (params[n] - anchor[n]) ** 2).sum() for n in params)
-    assert torch.isclose(ewc.penalty(), expected, rtol=1e-12)      # (λ/2)·Σ Ω (θ−θ*)², λ = 2
-    stab = EWC(model, 2.0, stabilized=True, lr=0.1)
+    expected = sum((1.5 * imp[n] * (params[n] - anchor[n]) ** 2).sum() for n in params)
+    assert torch.isclose(ewc.penalty(), expected, rtol=1e-12)      # (λ/2)·Σ Ω (θ−θ*)², λ = 3
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stab = EWC(model, 3.0, stabilized=True, lr=0.1)
     stab.consolidate(imp)
     perturb(model)
     params = dict(model.named_parameters())
-    c = {n: (imp[n]) / (1 + 0.1 * 2.0 * imp[n]) for n in params}
-    expected = sum((c[n] * (params[n] - stab.anchor[n]) ** 2).sum() for n in params)
+    c = {n: (1.5 * imp[n]) / (1 + 0.1 * 3.0 * imp[n]) for n in params}
+    expected = sum((c[n] * (params[n] - anchor[n]) ** 2).sum() for n in params)
     assert torch.isclose(stab.penalty(), expected, rtol=1e-12)
 
 
@@ -194,9 +218,11 @@ def test_wva_fused_sgd_step_matches_attenuated_reference(maximize, hooked, on, d
         if grads[n] is None:
             assert torch.equal(p, before[n]), n
             continue
-        a = 1.0 - wva.reduction[n].to(p.dtype)    # the stored B (rounded when bf16)
-        if dtype != "bf16-state":
-            assert torch.allclose(a, attenuation(imp[n], 2.0).to(p.dtype), atol=tol)
+        if dtype == "bf16-state":     # B = λS/(1 + λS) rounded to bf16, then A = 1 − B
+            b = (2.0 * imp[n] / (1 + 2.0 * imp[n])).to(torch.bfloat16)
+            a = 1.0 - b.to(p.dtype)
+        else:
+            a = (1 / (1 + 2.0 * imp[n])).to(p.dtype)
         assert torch.allclose(p, before[n] + sign * lrs[n] * a * grads[n], atol=tol), n
         if on == "grad":                                       # .grad holds A ⊙ g
             assert torch.allclose(p.grad, a * grads[n], atol=tol), n
@@ -237,13 +263,14 @@ def test_scheduler_moves_inner_lr_and_state_dict_roundtrip(tmp_path):
     state = wva.state_dict()
     model2, _ = model_and_importance()
     wva2 = WVA(model2, 0.0).wrap(torch.optim.SGD(model2.parameters(), lr=1.0, momentum=0.9))
-    wva2.load_state_dict(state)
+    with pytest.warns(UserWarning, match="saved with lam=3.0; this WVA had lam=0.0"):
+        wva2.load_state_dict(state)
     assert wva2.lam == 3.0 and wva2.base_optimizer.param_groups[0]["lr"] == 0.5
     assert all(torch.equal(wva2.factor[n], wva.factor[n]) for n in imp)
     assert all(torch.allclose(wva.omega[n], imp[n], rtol=1e-5) for n in imp)
     path = tmp_path / "wva.safetensors"
     wva.save(path)
-    wva3 = WVA(model2, 0.0)                   # unbound: save/load need no optimizer
+    wva3 = WVA(model2, 3.0)                   # unbound: save/load need no optimizer
     wva3.load(path)
     assert wva3.lam == 3.0 and all(torch.equal(wva3.factor[n], wva.factor[n]) for n in imp)
 
@@ -256,7 +283,9 @@ def test_save_load_refuses_a_different_model(tmp_path):
     ewc.save(path)
     model2, _ = model_and_importance(1)
     again = EWC(model2, 0.5)
-    again.load(path)
+    with pytest.warns(UserWarning, match=r"saved with lam=2\.0; this EWC had lam=0\.5\. The "
+                                         "saved values are used"):
+        again.load(path)
     assert again.lam == 2.0 and again.n_tasks == 1
     assert all(torch.equal(again.anchor[n], ewc.anchor[n]) for n in imp)
     other = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
@@ -380,7 +409,7 @@ def test_unbound_wva():
             use()
     wva.consolidate(imp)
     assert wva.n_tasks == 1 and wva.memory_bytes() > 0
-    assert all(torch.allclose(wva.factor[n], attenuation(imp[n], 2.0)) for n in imp)
+    assert all(torch.allclose(wva.factor[n], 1 / (1 + 2.0 * imp[n])) for n in imp)
     assert all(torch.allclose(wva.omega[n], imp[n]) for n in imp)
     calls = []
     wva.register_step_post_hook(lambda *_: calls.append(1))     # kept when it is bound
@@ -408,7 +437,9 @@ def test_unbound_wva_saves_and_loads(tmp_path):
     wva.consolidate(imp)
     wva.save(tmp_path / "wva.safetensors")
     again = WVA(model, 0.0)
-    again.load(tmp_path / "wva.safetensors")
+    with pytest.warns(UserWarning, match="lam=2.0, curve='exponential'; this WVA had lam=0.0, "
+                                         "curve='hyperbolic'"):
+        again.load(tmp_path / "wva.safetensors")
     assert again.lam == 2.0 and again.curve == "exponential" and again.base_optimizer is None
     assert all(torch.equal(again.factor[n], wva.factor[n]) for n in imp)
 
@@ -455,13 +486,14 @@ def test_l2_loads_a_file_saved_by_the_earlier_l2(tmp_path):
     save_file({f"anchor/{n}": v.contiguous() for n, v in anchors.items()}, str(path),
               metadata={"myelin.consolidation": json.dumps(meta)})
     l2 = L2(model, 3.0)
-    l2.load(path)
+    with pytest.warns(UserWarning, match="saved with lam=0.5; this L2 had lam=3.0"):
+        l2.load(path)
     assert l2.lam == 0.5 and l2.n_tasks == 2 and l2.omega == {}
     assert all(torch.equal(l2.anchor[n], anchors[n]) for n in anchors)
     count = sum(p.numel() for p in model.parameters())
     assert l2.penalty().item() == pytest.approx(0.25 * count)     # (λ/2)·Σ 1²
     l2.save(tmp_path / "new-l2.safetensors")                       # still the same layout
-    again = L2(model, 1.0)
+    again = L2(model, 0.5)
     again.load(tmp_path / "new-l2.safetensors")
     assert again.lam == 0.5 and again.n_tasks == 2
     assert sorted(again._tensors()) == sorted(f"anchor/{n}" for n in anchors)
@@ -483,7 +515,9 @@ def test_wva_factor_update_equals_attenuation_of_summed_importance(curve):
     for scale in (1.0, 2.5, 0.5):
         wva.consolidate(imp * scale)
     for n in imp:
-        assert torch.allclose(wva.factor[n], attenuation(4.0 * imp[n], 0.7, curve), rtol=1e-12)
+        s = 4.0 * imp[n]                                  # S = Σ_t I_t
+        a = 1 / (1 + 0.7 * s) if curve == "hyperbolic" else torch.exp(-0.7 * s)
+        assert torch.allclose(wva.factor[n], a, rtol=1e-12)
         assert torch.allclose(wva.omega[n], 4.0 * imp[n], rtol=1e-5)
 
 
@@ -524,7 +558,7 @@ def test_wva_stores_a_in_full_precision_b_in_half_and_converts_on_load(tmp_path)
         wva.consolidate(imp)
     assert all(k.startswith("factor/") for k in full._tensors())
     assert all(k.startswith("reduction/") for k in half._tensors())
-    expected = {n: attenuation(imp[n], 2.0) for n in imp}
+    expected = {n: 1 / (1 + 2.0 * imp[n]) for n in imp}
     for n in imp:
         assert torch.allclose(full.factor[n], expected[n], rtol=1e-12)
         assert torch.allclose(full.reduction[n], 1.0 - expected[n], rtol=1e-12)
@@ -532,7 +566,7 @@ def test_wva_stores_a_in_full_precision_b_in_half_and_converts_on_load(tmp_path)
                                       (full, None, 1e-12)):
         path = tmp_path / "wva.safetensors"
         source.save(path)
-        again = WVA(model, 0.0, dtype=target_dtype)
+        again = WVA(model, 2.0, dtype=target_dtype)
         again.load(path)
         for n in imp:
             assert again.factor[n].dtype == (target_dtype or torch.float64)
@@ -541,6 +575,6 @@ def test_wva_stores_a_in_full_precision_b_in_half_and_converts_on_load(tmp_path)
     old = full.state_dict()
     old["wva"] = {**old["wva"], "reduction": full.reduction}
     del old["wva"]["stored"]
-    again = WVA(model, 0.0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    again = WVA(model, 2.0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     again.load_state_dict(old)
     assert all(torch.allclose(again.factor[n], expected[n], rtol=1e-12) for n in imp)
