@@ -13,6 +13,7 @@ against the same option set.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import itertools
@@ -21,8 +22,11 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
+import tempfile
 import textwrap
+import threading
 import time
 import types
 import typing
@@ -70,7 +74,11 @@ CLI_DEFAULTS: dict[str, Any] = {"widths": [100]}
 _SCENARIO_KEYS = {"n_tasks": "tasks", "root": "data_root"}
 #: Keys of the command line itself (a factory option of these names is refused).
 _RESERVED = {"config", "out", "grid", "seeds", "jobs", "quiet", "help", "version", "command",
-             "func", *SELECTORS}
+             "func", "overwrite", *SELECTORS}
+#: Config-file keys only ``myelin sweep`` takes.
+_SWEEP_KEYS = ("grid", "seeds", "jobs")
+#: The files ``myelin run`` writes into its directory.
+RUN_FILES = ("result.json", "config.json", "accuracy.png", "curves.png")
 _GROUPS = ("scenario", "method", "model", "training")
 
 
@@ -202,6 +210,9 @@ class Option:
         except (TypeError, ValueError):
             raise CLIError(f"{where or self.flag}: expects {self._describe()}; got {value!r}."
                            ) from None
+        if self.type.startswith("float") and not all(
+                math.isfinite(v) for v in (parsed if isinstance(parsed, list) else [parsed])):
+            raise CLIError(f"{where or self.flag}: expects a finite number; got {value!r}.")
         if self.choices is not None and parsed not in self.choices:
             raise CLIError(f"{where or self.flag}: must be one of {list(self.choices)}; got "
                            f"{value!r}.")
@@ -379,7 +390,7 @@ def _read_config(path: str, options: Mapping[str, Option]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CLIError(f"{path}: expected a table of options.")
     data = {k.replace("-", "_"): v for k, v in data.items()}
-    _check_keys(data, options, path, extra=("grid", "seeds", "jobs"))
+    _check_keys(data, options, path, extra=_SWEEP_KEYS)
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key == "grid":
@@ -417,7 +428,7 @@ def _given(args: argparse.Namespace, options: Mapping[str, Option],
     """The options set in the config file and on the command line (flags win)."""
     if file_cfg is None:
         file_cfg = _read_config(args.config, options) if getattr(args, "config", None) else {}
-    given = {k: v for k, v in file_cfg.items() if k not in ("grid", "seeds", "jobs")}
+    given = {k: v for k, v in file_cfg.items() if k not in _SWEEP_KEYS}
     for key in (*SELECTORS, *options):
         value = getattr(args, key, None)
         if value is not None:
@@ -501,6 +512,12 @@ def _check_point(spec: Mapping[str, Any]) -> None:
     from .methods import make_method
     from .scenarios import SCENARIOS
 
+    root = spec.get("data_root")
+    if root is not None and not Path(root).is_dir():
+        state = "is not a directory" if Path(root).exists() else "does not exist"
+        raise CLIError(f"--data-root {root!r} {state}. Give the folder that holds the dataset "
+                       "files (or their parent), or leave --data-root out to search "
+                       "$MYELIN_DATA, /usr/share/datasets/<name> and ~/.cache/myelin.")
     parts = _components(spec)
     SCENARIOS.get(spec["scenario"]).check(**_kwargs(spec, parts, "scenario"))
     make_method(spec["method"], **_kwargs(spec, parts, "method"))
@@ -532,6 +549,50 @@ def build_and_fit(spec: Mapping[str, Any], progress: bool | None = None):
 # output -----------------------------------------------------------------------------------------
 def _safe(text: str) -> str:
     return re.sub(r"[^\w.,=+-]", "_", text)
+
+
+def _make_dir(path: Path, flag: str = "--out") -> None:
+    """Create the output directory `path` (and its parents), or raise CLIError naming `flag`."""
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise CLIError(f"{flag} {str(path)!r}: {str(blocker)!r} is a file, not a directory; "
+                       f"choose another {flag}.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"{flag} {str(path)!r}: cannot create the directory "
+                       f"({exc.strerror or exc}).") from None
+
+
+def _claim_run_dir(out: Path, spec: Mapping[str, Any], overwrite: bool) -> bool:
+    """Make `out` ready for a run before it trains; True if this wrote its config.json.
+
+    A directory already holding a run (any of `RUN_FILES`) is refused unless `overwrite`.
+    Otherwise config.json is created exclusively, so that of two runs started into one
+    directory the second is refused too; with `overwrite` the old files stay until the new run
+    replaces them.
+    """
+    _make_dir(out)
+
+    def refuse(held: Sequence[str]) -> CLIError:
+        return CLIError(f"--out {str(out)!r} already holds a run ({', '.join(held)}); pass "
+                        "--overwrite to replace it, or choose another --out.")
+
+    held = [f for f in RUN_FILES if (out / f).exists()]
+    if held and not overwrite:
+        raise refuse(held)
+    try:
+        if overwrite:
+            with tempfile.TemporaryFile(dir=out):       # writable?
+                return False
+        with open(out / "config.json", "x") as f:
+            f.write(json.dumps(dict(spec), indent=1) + "\n")
+        return True
+    except FileExistsError:
+        raise refuse(["config.json"]) from None
+    except OSError as exc:
+        raise CLIError(f"--out {str(out)!r}: cannot write there ({exc.strerror or exc})."
+                       ) from None
 
 
 def _write_run(result: Any, out: Path, title: str) -> None:
@@ -606,12 +667,29 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     options = args.options
-    spec = resolve(_given(args, options), options)
-    start = time.perf_counter()
-    result = build_and_fit(spec, progress=False if args.quiet else None)
-    result.config["wall_seconds"] = time.perf_counter() - start
+    file_cfg = _read_config(args.config, options) if args.config else {}
+    sweep_keys = [k for k in _SWEEP_KEYS if k in file_cfg]
+    if sweep_keys:
+        raise CLIError(f"{args.config}: key(s) {sweep_keys} are for `myelin sweep` only; "
+                       "`myelin run` makes one run. Remove them, or use `myelin sweep --config "
+                       f"{args.config}`.")
+    spec = resolve(_given(args, options, file_cfg), options)
+    _check_point(spec)
     out = Path(args.out or f"runs/{_safe(spec['scenario'])}-{_safe(spec['method'])}"
                f"-seed{spec['seed']}")
+    created = not out.exists()
+    claimed = _claim_run_dir(out, spec, args.overwrite)
+    start = time.perf_counter()
+    try:
+        result = build_and_fit(spec, progress=False if args.quiet else None)
+    except BaseException:                       # leave no half-claimed directory behind
+        if claimed:
+            (out / "config.json").unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()                     # only if empty
+        raise
+    result.config["wall_seconds"] = time.perf_counter() - start
     _write_run(result, out, f"{spec['method']} on {spec['scenario']}")
     _print_matrix(spec["method"], result.accuracy)
     print(f"wrote {out}/ (result.json, config.json, accuracy.png, curves.png) in "
@@ -689,6 +767,88 @@ def _sweep_point(spec: dict[str, Any], root: str, key: str) -> dict[str, Any]:
     return result.metrics
 
 
+_PR_SET_PDEATHSIG = 1                 # <linux/prctl.h>
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _worker_init(sweep_pid: int) -> None:
+    """Set up a sweep worker: Ctrl-C is left to the sweep, and the worker dies with it.
+
+    On Ctrl-C the sweep stops its workers itself. If the sweep is killed (even ``kill -9``),
+    Linux sends its workers SIGTERM (``prctl(PR_SET_PDEATHSIG)``); elsewhere, and should that
+    fail, a thread watching the parent ends the worker within a second.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    if sys.platform.startswith("linux") and parent == sweep_pid:
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+    def watch() -> None:
+        while os.getppid() == parent and _alive(sweep_pid):
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="myelin-sweep-parent", daemon=True).start()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued points and terminate the running workers (their runs are lost)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in workers:
+        if p.is_alive():
+            p.terminate()
+    for p in workers:
+        p.join(timeout=10)
+
+
+def _run_points(todo: Sequence[tuple[dict[str, Any], int, str, dict[str, Any]]], out: Path,
+                jobs: int) -> tuple[list[dict[str, Any]], bool]:
+    """Run the points in `jobs` worker processes: (the failures, whether Ctrl-C stopped it).
+
+    Each finished point writes its record; a failure is reported and the others go on. On
+    Ctrl-C the queued points are cancelled and the running ones stopped.
+    """
+    failures: list[dict[str, Any]] = []
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
+                               initargs=(os.getpid(),))
+    try:
+        futures = {pool.submit(_sweep_point, spec, str(out), key): (params, seed)
+                   for params, seed, key, spec in todo}
+        for i, fut in enumerate(as_completed(futures), 1):
+            params, seed = futures[fut]
+            try:
+                m = fut.result()
+            except Exception as exc:  # report which point failed, keep the others
+                error = str(exc) or type(exc).__name__
+                failures.append({"params": params, "seed": seed, "error": error})
+                print(f"  [{i}/{len(todo)}] {params} seed {seed}: FAILED: {error}", flush=True)
+                continue
+            print(f"  [{i}/{len(todo)}] {params} seed {seed}: "
+                  f"AA {m['average_accuracy']:.3f}", flush=True)
+    except KeyboardInterrupt:
+        print("\nmyelin sweep: interrupted; stopping the workers", file=sys.stderr, flush=True)
+        _stop_workers(pool)
+        return failures, True
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown()
+    return failures, False
+
+
 def _cell(stats: Mapping[str, Any] | None) -> str:
     if not stats:
         return "—"
@@ -706,10 +866,18 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _jobs(value: Any, where: str) -> int:
+    """The number of worker processes: a positive int (from --jobs or the config's jobs)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CLIError(f"{where} must be a positive integer (the number of parallel "
+                       f"processes); got {value!r}.")
+    return value
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from . import metrics
     from .plots import sweep_plot
-    from .records import RecordStore
+    from .records import RecordStore, StoreLockedError
 
     options = args.options
     file_cfg = _read_config(args.config, options) if args.config else {}
@@ -722,9 +890,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if seeds_given is not None and "seed" in given:
         raise CLIError("give the seeds of a sweep as --seeds (or seeds = [...]), not --seed.")
     seeds = _seeds(seeds_given if seeds_given is not None else given.pop("seed", 0))
-    jobs = args.jobs if args.jobs is not None else int(file_cfg.get("jobs", os.cpu_count() or 1))
-    if jobs < 1:
-        raise CLIError(f"--jobs must be at least 1; got {jobs}.")
+    jobs = _jobs(args.jobs, "--jobs") if args.jobs is not None else \
+        _jobs(file_cfg["jobs"], f"{args.config}: jobs") if "jobs" in file_cfg else \
+        os.cpu_count() or 1
     name = {k: str(given.get(k) or v) for k, v in SELECTORS.items()}
     out = Path(args.out or f"sweeps/{_safe(name['scenario'])}-{_safe(name['method'])}")
     keys = sorted(grid)
@@ -739,86 +907,99 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 raise CLIError(f"grid point {params}: {exc}") from exc
             runs.append((params, seed, f"{_point_name(params)}/seed={seed}/result", spec))
     store = RecordStore(out)
-    records = {key: store.get(key, spec) for _, _, key, spec in runs}
-    todo = [r for r in runs if records[r[2]] is None]
-    print(f"sweep: {len(points)} grid point(s) x {len(seeds)} seed(s); "
-          f"{len(runs) - len(todo)} already done, {len(todo)} to run with {jobs} process(es)")
-    reasons: dict[str, int] = {}
-    for _, _, key, _ in todo:
-        if key in store.stale:
-            reasons[store.stale[key]] = reasons.get(store.stale[key], 0) + 1
-    if reasons:
-        print(f"  {sum(reasons.values())} of them stale (their record was made for another "
-              "configuration; re-running):")
-        for why, n in reasons.items():
-            print(f"    {n} x {why}")
-    failed = 0
-    if todo:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(_sweep_point, spec, str(out), key): (params, seed, key)
-                       for params, seed, key, spec in todo}
-            for i, fut in enumerate(as_completed(futures), 1):
-                params, seed, key = futures[fut]
-                try:
-                    m = fut.result()
-                except Exception as exc:  # report which point failed, keep the others
-                    failed += 1
-                    print(f"  [{i}/{len(todo)}] {params} seed {seed}: FAILED: {exc}")
-                    continue
-                print(f"  [{i}/{len(todo)}] {params} seed {seed}: "
-                      f"AA {m['average_accuracy']:.3f}", flush=True)
+    _make_dir(out)
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(store.lock())       # one sweep per directory, for its whole life
+    except StoreLockedError as exc:
+        raise CLIError(f"--out {exc} Another `myelin sweep` is running there; wait for it to "
+                       "finish (a re-run then resumes), or choose another --out.") from None
+    except OSError as exc:
+        raise CLIError(f"--out {str(out)!r}: cannot write there ({exc.strerror or exc})."
+                       ) from None
+    with held:
         records = {key: store.get(key, spec) for _, _, key, spec in runs}
-    rows = []
-    for params in points:
-        values: dict[str, list[float]] = {}
-        for p, _, key, _ in runs:
-            if p is params and records[key] is not None:
-                for k, v in records[key]["metrics"].items():
-                    values.setdefault(k, []).append(v)
-        if values:
-            spec = next(s for p, _, _, s in runs if p is params)
-            row: dict[str, Any] = {"params": params, "n_seeds": len(values["average_accuracy"]),
-                                   "spec": {k: v for k, v in spec.items() if k != "seed"}}
-            for k, vs in values.items():
-                m, ci = metrics.ci95(vs)
-                row[k] = {"mean": m, "ci95": ci, "values": vs}
-            rows.append(row)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(_json_safe(
-        {"config": given, "grid": grid, "seeds": seeds, "rows": rows}), indent=1) + "\n")
-    lines = ["| " + " | ".join(keys) + " | seeds | AA (mean ± 95% CI) | FM (mean ± 95% CI) |",
-             "|" + "---|" * (len(keys) + 3)]
-    for r in rows:
-        lines.append("| " + " | ".join(_show(r["params"][k]) for k in keys)
-                     + f" | {r['n_seeds']} | {_cell(r['average_accuracy'])} | "
-                     f"{_cell(r.get('forgetting'))} |")
-    table = "\n".join(lines)
-    (out / "summary.md").write_text(table + "\n")
-    print(table)
-    param = "lam" if "lam" in grid else keys[0]
-    if rows and all(isinstance(r["params"][param], (int, float))
-                    and not isinstance(r["params"][param], bool) for r in rows):
-        others = [k for k in keys if k != param]
-        sweep_plot(rows, param, out / f"{param}-vs-aa.png", group=others[0] if others else None)
-        print(f"wrote {out}/summary.md, summary.json, {param}-vs-aa.png")
-    else:
-        print(f"wrote {out}/summary.md, summary.json")
-    if failed:
-        print(f"myelin sweep: {failed} of {len(todo)} run(s) failed (see above); they are "
-              "missing from the summary.", file=sys.stderr)
-        return 1
-    return 0
+        todo = [r for r in runs if records[r[2]] is None]
+        print(f"sweep: {len(points)} grid point(s) x {len(seeds)} seed(s); "
+              f"{len(runs) - len(todo)} already done, {len(todo)} to run with {jobs} "
+              "process(es)")
+        reasons: dict[str, int] = {}
+        for _, _, key, _ in todo:
+            if key in store.stale:
+                reasons[store.stale[key]] = reasons.get(store.stale[key], 0) + 1
+        if reasons:
+            print(f"  {sum(reasons.values())} of them stale (their record was made for another "
+                  "configuration, or is unreadable; re-running):")
+            for why, n in reasons.items():
+                print(f"    {n} x {why}")
+        failures: list[dict[str, Any]] = []
+        interrupted = False
+        if todo:
+            failures, interrupted = _run_points(todo, out, jobs)
+            records = {key: store.get(key, spec) for _, _, key, spec in runs}
+        rows = []
+        for params in points:
+            values: dict[str, list[float]] = {}
+            for p, _, key, _ in runs:
+                if p is params and records[key] is not None:
+                    for k, v in records[key]["metrics"].items():
+                        values.setdefault(k, []).append(v)
+            if values:
+                spec = next(s for p, _, _, s in runs if p is params)
+                row: dict[str, Any] = {"params": params,
+                                       "n_seeds": len(values["average_accuracy"]),
+                                       "spec": {k: v for k, v in spec.items() if k != "seed"}}
+                for k, vs in values.items():
+                    m, ci = metrics.ci95(vs)
+                    row[k] = {"mean": m, "ci95": ci, "values": vs}
+                rows.append(row)
+        finished = sum(r is not None for r in records.values())
+        (out / "summary.json").write_text(json.dumps(_json_safe(
+            {"config": given, "grid": grid, "seeds": seeds, "rows": rows,
+             "runs": len(runs), "finished": finished, "failed": failures,
+             "interrupted": interrupted}), indent=1) + "\n")
+        lines = ["| " + " | ".join(keys) + " | seeds | AA (mean ± 95% CI) | FM (mean ± 95% CI) |",
+                 "|" + "---|" * (len(keys) + 3)]
+        for r in rows:
+            lines.append("| " + " | ".join(_show(r["params"][k]) for k in keys)
+                         + f" | {r['n_seeds']} | {_cell(r['average_accuracy'])} | "
+                         f"{_cell(r.get('forgetting'))} |")
+        table = "\n".join(lines)
+        notes = [f"{len(runs) - finished} of {len(runs)} run(s) missing: "
+                 + ("interrupted" if interrupted else "failed")] if finished < len(runs) else []
+        notes += [f"- {f['params']} seed {f['seed']}: FAILED: {f['error']}" for f in failures]
+        (out / "summary.md").write_text(table + "\n" + "".join(f"\n{n}" for n in notes)
+                                        + ("\n" if notes else ""))
+        print(table)
+        param = "lam" if "lam" in grid else keys[0]
+        if rows and all(isinstance(r["params"][param], (int, float))
+                        and not isinstance(r["params"][param], bool) for r in rows):
+            others = [k for k in keys if k != param]
+            sweep_plot(rows, param, out / f"{param}-vs-aa.png",
+                       group=others[0] if others else None)
+            print(f"wrote {out}/summary.md, summary.json, {param}-vs-aa.png")
+        else:
+            print(f"wrote {out}/summary.md, summary.json")
+    if failures:
+        what = f"all {len(todo)}" if len(failures) == len(todo) else \
+            f"{len(failures)} of {len(todo)}"
+        print(f"myelin sweep: {what} run(s) failed; they are missing from the summary:",
+              file=sys.stderr)
+        for f in failures:
+            print(f"  {f['params']} seed {f['seed']}: {f['error']}", file=sys.stderr)
+    if interrupted:
+        print(f"myelin sweep: interrupted with {finished} of {len(runs)} run(s) finished (the "
+              "summary holds them); run the same command again to do the rest.",
+              file=sys.stderr)
+        return 130
+    return 1 if failures else 0
 
 
 def _load_result(path: Path):
-    """A `Result` from a run's result.json (a sweep's also holds its ``spec``)."""
+    """A `Result` from a run's result.json (a sweep's also holds its ``spec``), checked."""
     from .train import Result
 
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or {"accuracy", "random_init"} - set(data):
-        raise ValueError(f"{str(path)!r} is not a myelin result.")
-    names = {f.name for f in dataclasses.fields(Result)}
-    return Result(**{k: v for k, v in data.items() if k in names})
+    return Result.load(path)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -832,16 +1013,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
                            "`myelin run`).")
         try:
             result = _load_result(path)
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise CLIError(f"{path}: {exc}") from exc
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
         label = Path(d).name if Path(d).is_dir() else path.stem
         while label in runs:
             label += "'"
         runs[label] = {"accuracy": result.accuracy, "curves": result.curves}
     out = Path(args.out or "report")
-    out.mkdir(parents=True, exist_ok=True)
+    _make_dir(out)
+    used: set[str] = set()
     for label, r in runs.items():
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+        base = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+        safe, n = base, 2
+        while safe.lower() in used:            # labels that sanitise alike, or differ in case
+            safe, n = f"{base}-{n}", n + 1
+        used.add(safe.lower())
         accuracy_heatmap(r["accuracy"], out / f"{safe}-accuracy.png", label)
         if r["curves"]:
             task_curves(r["curves"], out / f"{safe}-curves.png", label)
@@ -952,7 +1138,10 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="one continual-learning run", epilog=EXAMPLES,
                        formatter_class=fmt)
     _add_run_options(p, options)
-    p.add_argument("--out", help="run directory (default runs/<scenario>-<method>-seed<seed>)")
+    p.add_argument("--out", help="run directory (default runs/<scenario>-<method>-seed<seed>); "
+                   "one that already holds a run is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("sweep", help="grid x seeds in parallel, mean ± 95%% CI, resumable",
                        epilog=EXAMPLES, formatter_class=fmt)
@@ -962,7 +1151,8 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                    "takes v1;v2, e.g. widths=300,150;100)")
     p.add_argument("--seeds", help="comma-separated seeds (default 0)")
     p.add_argument("--jobs", type=int, help=f"parallel processes (default {os.cpu_count()})")
-    p.add_argument("--out", help="sweep directory (default sweeps/<scenario>-<method>)")
+    p.add_argument("--out", help="sweep directory (default sweeps/<scenario>-<method>); one "
+                   "sweep at a time writes to it (it holds the lock file <out>/.lock)")
     p.set_defaults(func=_cmd_sweep)
     p = sub.add_parser("report", help="plots and a table from run directories")
     p.add_argument("runs", nargs="+", help="run directories (or result.json files)")
@@ -1018,3 +1208,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as exc:
         print(f"myelin {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nmyelin {args.command}: interrupted", file=sys.stderr)
+        return 130

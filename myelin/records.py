@@ -5,7 +5,9 @@ Long experiments (``myelin sweep``, the reproductions in ``benchmarks/``) run ma
 atomically as ``<root>/<key>.json``; a record holds a ``"spec"`` — everything that determines
 the run (method, options, protocol, seed ...) — and whatever the run produced. A later run
 reuses a record only if its stored spec equals the spec asked for, so a re-run with a changed
-configuration is re-computed instead of silently reporting the old numbers.
+configuration is re-computed instead of silently reporting the old numbers. A record that
+cannot be read (e.g. an empty file) is stale too, and `lock` keeps a second process (a second
+sweep on the same directory) from running the same points and overwriting the records.
 
 Example:
     >>> store = RecordStore("sweeps/ewc")
@@ -17,13 +19,26 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RecordStore", "canonical"]
+try:
+    import fcntl
+except ImportError:                       # not POSIX: stores are not locked
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["RecordStore", "StoreLockedError", "canonical"]
+
+#: The lock file of a store (`RecordStore.lock`), in its root.
+LOCK_NAME = ".lock"
+
+
+class StoreLockedError(RuntimeError):
+    """Another process holds the lock of a record store (`RecordStore.lock`)."""
 
 
 def canonical(value: Any) -> Any:
@@ -66,10 +81,15 @@ class RecordStore:
     def get(self, key: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
         """The record of `key` if it exists and was made for `spec`; else None.
 
-        A record made for another spec is not returned (and `stale` says why), so the caller
-        re-runs the point and its `put` replaces the record.
+        A record made for another spec, or one that cannot be read (e.g. an empty file left by
+        a crash), is not returned (and `stale` says why, naming the file), so the caller re-runs
+        the point and its `put` replaces the record.
         """
-        record = self.read(key)
+        try:
+            record = self.read(key)
+        except ValueError as exc:
+            self.stale[key] = f"unreadable record: {exc}"
+            return None
         if record is None:
             return None
         stored, wanted = record.get("spec"), canonical(dict(spec))
@@ -97,6 +117,37 @@ class RecordStore:
         tmp.write_text(json.dumps(full, indent=1) + "\n")
         os.replace(tmp, path)
         return full
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the store's lock (the file ``<root>/.lock``) for the ``with`` block.
+
+        One writer per store: a second process asking for the lock (e.g. a second ``myelin
+        sweep`` on the same directory) gets `StoreLockedError` instead of repeating the first
+        one's runs and overwriting its records. The lock is ``fcntl.flock``: released when the
+        block ends or the process dies, however it dies. Creates `root` if needed.
+
+        Raises:
+            StoreLockedError: Another process holds the lock (the message names the directory
+                and the holder's pid).
+            OSError: `root` cannot be created.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_NAME
+        with open(path, "a+") as f:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    f.seek(0)
+                    holder = f.read().strip() or "another process"
+                    raise StoreLockedError(f"{os.fspath(self.root)!r} is in use by {holder} "
+                                           f"(lock file {path}).") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}\n")
+            f.flush()
+            yield
 
     def keys(self) -> Iterator[str]:
         """Keys of every stored record, sorted."""

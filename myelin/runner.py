@@ -68,19 +68,56 @@ class Result:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Result:
-        """Read a result written by `save`."""
+        """Read a result written by `save` (or a sweep's record, which also holds its spec).
+
+        Raises:
+            FileNotFoundError: No such file.
+            ValueError: The file is not JSON, or not a result: keys missing, the accuracy
+                matrix not T x T finite numbers, `random_init` not T of them, or malformed
+                curves (the message names the file and what is wrong).
+        """
+        where = repr(os.fspath(path))
         with open(path) as f:
-            data = json.load(f)
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where} is not a myelin result: not valid JSON ({exc})."
+                                 ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} is not a myelin result (a JSON {type(data).__name__}, "
+                             "not an object).")
         missing = {"accuracy", "random_init"} - set(data)
         if missing:
-            raise ValueError(f"{os.fspath(path)!r} is not a myelin result (missing {missing}).")
+            raise ValueError(f"{where} is not a myelin result (missing {missing}).")
         known = {f.name for f in fields(cls)}       # a record may carry more (e.g. its "spec")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        result = cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            metrics.summary(result.accuracy, result.random_init)     # checks shape and values
+            if not isinstance(result.random_init, list) \
+                    or len(result.random_init) != len(result.accuracy):
+                raise ValueError(f"random_init must hold one accuracy per task "
+                                 f"({len(result.accuracy)}); got {result.random_init!r:.80}.")
+            _check_curves(result.curves)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where} is not a valid myelin result: {exc}") from None
+        return result
 
     @property
     def average_accuracy(self) -> float:
         """AA: mean accuracy over all tasks after the last one."""
         return metrics.average_accuracy(self.accuracy)
+
+
+def _check_curves(curves: Any) -> None:
+    """Raise ValueError unless `curves` is a list of {"iteration", "task", "accuracies"}."""
+    if not isinstance(curves, list):
+        raise ValueError(f"curves must be a list; got a {type(curves).__name__}.")
+    for i, c in enumerate(curves):
+        if not (isinstance(c, dict) and isinstance(c.get("iteration"), (int, float))
+                and isinstance(c.get("task"), int) and isinstance(c.get("accuracies"), list)
+                and all(isinstance(v, (int, float)) for v in c["accuracies"])):
+            raise ValueError(f"curves[{i}] must be {{'iteration': number, 'task': int, "
+                             f"'accuracies': [numbers]}}; got {str(c)[:80]}.")
 
 
 class Learner:

@@ -8,8 +8,8 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._registry import Registry
-from .idx import read_idx
+from .idx import parse_idx, read_raw
 
 __all__ = ["DATASETS", "ArrayDataset", "DataNotFoundError", "load", "search_paths"]
 
@@ -110,7 +110,14 @@ class ArrayDataset(Dataset):
 
 @dataclass(frozen=True)
 class IdxSpec:
-    """A dataset stored as four IDX files."""
+    """A dataset stored as four IDX files.
+
+    MNIST and Fashion-MNIST use the same file names, so a file is taken for what its content
+    is, not its name: `content` holds the sha256 and size of each published file, decompressed
+    (the same for ``x.gz`` and ``x``). A file of a published size must have its checksum, and a
+    file that is another dataset's is never read as this one's; files of other sizes (a custom
+    or reduced copy) are read as they are.
+    """
 
     folder: str                       # directory name under a data root / the Debian path
     files: dict[str, tuple[str, str]]  # split -> (images file, labels file), gzipped names
@@ -120,6 +127,8 @@ class IdxSpec:
     transpose: bool = False            # EMNIST stores images transposed
     label_offset: int = 0              # EMNIST letters labels are 1..26
     torchvision: str = ""              # torchvision's folder name (<root>/<name>/raw/)
+    content: dict[str, tuple[str, int]] = field(default_factory=dict)  # file name without
+    # ".gz" -> (sha256, bytes) of the decompressed published file
 
 
 def _mnist_files(prefix: str = "") -> dict[str, tuple[str, str]]:
@@ -146,7 +155,17 @@ IDX_DATASETS: dict[str, IdxSpec] = {
          "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
         ("https://ossci-datasets.s3.amazonaws.com/mnist/",
          "https://storage.googleapis.com/cvdf-datasets/mnist/"),
-        tuple(str(i) for i in range(10)), torchvision="MNIST"),
+        tuple(str(i) for i in range(10)), torchvision="MNIST",
+        # sha256 of the decompressed files whose .gz have the md5s above
+        content={
+            "train-images-idx3-ubyte": (
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47040016),
+            "train-labels-idx1-ubyte": (
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60008),
+            "t10k-images-idx3-ubyte": (
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7840016),
+            "t10k-labels-idx1-ubyte": (
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10008)}),
     "fashion-mnist": IdxSpec(
         "fashion-mnist", _mnist_files(),
         {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -155,7 +174,18 @@ IDX_DATASETS: dict[str, IdxSpec] = {
          "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-         "Bag", "Ankle boot"), torchvision="FashionMNIST"),
+         "Bag", "Ankle boot"), torchvision="FashionMNIST",
+        # sha256 of the decompressed files (the .gz above; Debian's dataset-fashion-mnist
+        # re-gzips the same bytes)
+        content={
+            "train-images-idx3-ubyte": (
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47040016),
+            "train-labels-idx1-ubyte": (
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60008),
+            "t10k-images-idx3-ubyte": (
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7840016),
+            "t10k-labels-idx1-ubyte": (
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10008)}),
     # EMNIST ships as one 536 MB zip; no per-file mirror is known, so no download: the loader
     # reads the IDX files once a user has unpacked them into <root>/emnist/.
     "emnist-letters": IdxSpec("emnist", _emnist_files("letters"), {}, (), _LETTERS,
@@ -170,7 +200,8 @@ def search_paths(name: str, root: str | os.PathLike[str] | None = None) -> list[
 
     Explicit `root`, ``$MYELIN_DATA``, Debian's ``/usr/share/datasets/<name>``, then the user
     cache (``$XDG_CACHE_HOME/myelin`` or ``~/.cache/myelin``). Within a root, the files may lie
-    directly in it, in ``<root>/<name>/``, or in torchvision's ``<root>/<Name>/raw/``.
+    directly in it, in ``<root>/<name>/``, or in torchvision's ``<root>/<Name>/raw/``; a
+    folder whose files are another dataset's (by their checksums) is passed over.
     """
     spec = IDX_DATASETS.get(name)
     folder = spec.folder if spec else name
@@ -195,7 +226,8 @@ def cache_dir() -> Path:
     return Path(base) / "myelin"
 
 
-def _find(names: Sequence[str], dirs: Sequence[Path]) -> list[Path] | None:
+def _find(names: Sequence[str], dirs: Sequence[Path]) -> Iterator[list[Path]]:
+    """The paths of `names` (gzipped or not) in each of `dirs` that holds them all, in order."""
     for d in dirs:
         found = []
         for n in names:
@@ -204,8 +236,41 @@ def _find(names: Sequence[str], dirs: Sequence[Path]) -> list[Path] | None:
                     found.append(candidate)
                     break
         if len(found) == len(names):
-            return found
+            yield found
+
+
+def _not_this(name: str, path: Path, raw: bytes) -> str | None:
+    """Why the decompressed bytes `raw` of `path` are not dataset `name`'s file, or None."""
+    if len(raw) not in {size for spec in IDX_DATASETS.values() for _, size in
+                        spec.content.values()}:
+        return None                             # no published file: a custom copy
+    key = path.name.removesuffix(".gz")
+    digest = hashlib.sha256(raw).hexdigest()
+    published = IDX_DATASETS[name].content.get(key)
+    if published and digest == published[0]:
+        return None
+    for other, spec in IDX_DATASETS.items():
+        for file, (other_digest, _) in spec.content.items():
+            if other != name and digest == other_digest:
+                return f"{path} is {other}'s {file}, not {name}'s"
+    if published and len(raw) == published[1]:
+        return (f"{path} has the size of {name}'s {key} but not its content (sha256 "
+                f"{digest[:16]}..., published {published[0][:16]}...): another dataset with "
+                "the same file names, or a modified copy")
     return None
+
+
+def _read_checked(name: str, paths: Sequence[Path], skipped: list[str]
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(images, labels) from `paths`, or None (and why in `skipped`) if they are not `name`'s."""
+    raw = {}
+    for path in reversed(paths):                # the labels first: small, and enough to tell
+        raw[path] = read_raw(path)
+        problem = _not_this(name, path, raw[path])
+        if problem:
+            skipped.append(problem)
+            return None
+    return parse_idx(raw[paths[0]], paths[0]), parse_idx(raw[paths[1]], paths[1])
 
 
 def _md5(path: Path) -> str:
@@ -252,19 +317,25 @@ def _load_idx(name: str, split: str, root: str | os.PathLike[str] | None, downlo
     spec = IDX_DATASETS[name]
     names = spec.files[split]
     dirs = search_paths(name, root)
-    paths = _find(names, dirs)
-    if paths is None and download:
+    skipped: list[str] = []
+    found = next(((paths, arrays) for paths in _find(names, dirs)
+                  if (arrays := _read_checked(name, paths, skipped)) is not None), None)
+    if found is None and download:
         try:
             _download(spec, names, cache_dir() / spec.folder, timeout)
         except DataNotFoundError as exc:
-            raise DataNotFoundError(_missing_message(name, names, dirs, str(exc))) from exc
-        paths = _find(names, [cache_dir() / spec.folder])
-    if paths is None:
-        hint = ("pass download=True (or --download) to fetch them"
+            raise DataNotFoundError(_missing_message(name, names, dirs, str(exc), skipped)
+                                    ) from exc
+        found = next(((paths, arrays) for paths in _find(names, [cache_dir() / spec.folder])
+                      if (arrays := _read_checked(name, paths, skipped)) is not None), None)
+    if found is None:
+        hint = (f"fetch them into {cache_dir() / spec.folder} with python -c \"from myelin.data "
+                f"import load; load('{name}', 'train', download=True); load('{name}', 'test', "
+                "download=True)\" (the command line never downloads)"
                 if spec.urls else "download the EMNIST archive from NIST and unpack the IDX files")
-        raise DataNotFoundError(_missing_message(name, names, dirs, hint))
-    images = read_idx(paths[0])
-    labels = read_idx(paths[1]).astype(np.int64)
+        raise DataNotFoundError(_missing_message(name, names, dirs, hint, skipped))
+    paths, (images, labels) = found
+    labels = labels.astype(np.int64)
     if len(images) != len(labels):
         raise ValueError(f"{paths[0]} holds {len(images)} images but {paths[1]} holds "
                          f"{len(labels)} labels.")
@@ -280,11 +351,14 @@ def _load_idx(name: str, split: str, root: str | os.PathLike[str] | None, downlo
                         name=f"{name}/{split}")
 
 
-def _missing_message(name: str, names: Sequence[str], dirs: Sequence[Path], hint: str) -> str:
+def _missing_message(name: str, names: Sequence[str], dirs: Sequence[Path], hint: str,
+                     skipped: Sequence[str] = ()) -> str:
     looked = "\n  ".join(str(d) for d in dirs)
+    passed = "".join(f"\n  {s}" for s in skipped)
+    passed = f"Passed over (not {name}'s files):{passed}\n" if passed else ""
     return (f"Dataset {name!r}: files {list(names)} not found. Looked in:\n  {looked}\n"
-            f"Put the files in one of these folders (or set $MYELIN_DATA, or pass root=), or "
-            f"{hint}.")
+            f"{passed}Put the files in one of these folders (or set $MYELIN_DATA, or pass "
+            f"root=), or {hint}.")
 
 
 def _load_digits(split: str) -> ArrayDataset:
@@ -316,16 +390,24 @@ def load(name: str, split: str = "train", root: str | os.PathLike[str] | None = 
     Args:
         name: "mnist", "fashion-mnist", "emnist-letters", "emnist-balanced" or "digits".
         split: "train" or "test".
-        root: A directory to search first (see `search_paths` for the rest).
+        root: A directory to search first (see `search_paths` for the rest); it must exist.
         download: Fetch missing files into the user cache, verifying checksums (MNIST and
             Fashion-MNIST). Off by default: nothing touches the network unless asked.
         timeout: Seconds before a stalled download is abandoned.
 
     Raises:
-        DataNotFoundError: The files are missing (the message lists where it looked).
+        DataNotFoundError: `root` is not a directory, or the files are missing, or only
+            another dataset's files of the same names were found (the message lists where it
+            looked and what it passed over).
         ValueError: Unknown name or split, or corrupted/truncated files.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Got {split!r}.")
+    if root is not None and not Path(root).is_dir():
+        state = "is not a directory" if Path(root).exists() else "does not exist"
+        raise DataNotFoundError(
+            f"The data root (root={os.fspath(root)!r}) {state}. Pass the folder that holds the "
+            f"{name} files (or their parent), or no root to search $MYELIN_DATA, "
+            f"{DEBIAN_ROOT}/<name> and {cache_dir()}.")
     factory = DATASETS.get(name)
     return factory(split, root, download, timeout)

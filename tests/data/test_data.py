@@ -85,6 +85,7 @@ def test_missing_files_give_a_clear_message_and_no_download_by_default(tmp_path,
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("MYELIN_DATA", raising=False)
     monkeypatch.setattr(datasets, "DEBIAN_ROOT", tmp_path / "debian")
+    (tmp_path / "nowhere").mkdir()                  # a root that exists but is empty
     with pytest.raises(DataNotFoundError) as err:
         load("fashion-mnist", "train", root=tmp_path / "nowhere")
     msg = str(err.value)
@@ -102,6 +103,7 @@ def test_download_failure_is_fast_clear_and_leaves_no_partial_file(tmp_path, mon
         raise OSError("network unreachable")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    (tmp_path / "none").mkdir()
     with pytest.raises(DataNotFoundError, match=r"Download failed.*network unreachable"):
         load("mnist", "train", root=tmp_path / "none", download=True)
     leftovers = list((tmp_path / "cache").rglob("*"))
