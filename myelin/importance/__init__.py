@@ -10,8 +10,13 @@ Estimators (all return an `Importance`, a mapping parameter name -> tensor):
 Fisher and MAS use exact per-sample gradients from one batched forward and backward per batch:
 forward hooks keep each layer's input, one backward pass from the logits gives each layer's
 output gradient δ, and a per-layer rule forms Σ_n f(g_n) (for Linear, f(δ)ᵀ f(x): one matmul).
-Layers without a rule (e.g. MultiheadAttention) use `torch.func` (vmap of a vector-Jacobian
-product), so any model works. `register_rule` adds a rule for a custom layer.
+Layers without a rule (e.g. MultiheadAttention; RNN, GRU and LSTM, run step by step so that
+vmap can batch them) use `torch.func` (vmap of a vector-Jacobian product), so any model works.
+`register_rule` adds a rule for a custom layer. SIG has no definition for recurrent layers and
+refuses them by name.
+
+Importances are summed, and returned, in float32 for half-precision (bfloat16/float16) models
+(float64 for float64 ones): a bfloat16 sum over many batches stalls far below the true one.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ the estimator turns the logits into cotangents (the gradient of each sample's ob
 its logits, shape (M, N, ..., C)); one backward pass from the logits to the kept layer outputs
 gives δ for every layer; each layer's rule (`_rules.py`) turns (input, δ) into Σ_n f(g_n) for the
 per-sample parameter gradients g_n. Parameters of layers without a rule go through a generic
-`torch.func` path (vmap over samples of a vector-Jacobian product), so every model works.
+`torch.func` path (vmap over samples of a vector-Jacobian product), so every model works:
+stock RNN/GRU/LSTM layers run a step-by-step forward there (`_recurrent.py`), and a model vmap
+cannot batch at all (data-dependent control flow, PackedSequence) is run one sample at a time.
 
 Rules assume each layer sees the samples on its first dimension. A layer whose output's first
 dimension differs from the batch size (e.g. a Linear applied to a time-first (T, N, I) tensor)
@@ -28,13 +30,16 @@ from torch.func import functional_call, vjp, vmap
 
 from .._progress import progress_bar
 from ..losses import IGNORE_INDEX, call_model
+from ._recurrent import vmappable_recurrent_layers
 from ._rules import Rule, find_rule
 from .base import (
+    accumulation_dtype,
     all_finite,
     batch_len,
     check_token_ids,
     eval_mode,
     iter_batches,
+    model_error,
     trainable_parameters,
 )
 
@@ -136,6 +141,17 @@ def _grads_to_outputs(logits: Tensor, outputs: list[Tensor],
             for i in range(len(outputs))]
 
 
+def _widen(t: Any) -> Any:
+    """A half-precision floating tensor in float32; anything else as it is."""
+    if isinstance(t, Tensor) and t.is_floating_point() and t.element_size() < 4:
+        return t.float()
+    return t
+
+
+def _widen_all(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(_widen(a) for a in inputs)
+
+
 def _slice_inputs(inputs: tuple[Any, ...], sl: slice) -> tuple[Any, ...]:
     return tuple(a[sl] if isinstance(a, Tensor) and a.dim() > 0 else a for a in inputs)
 
@@ -172,23 +188,24 @@ def _functional_sums(model: nn.Module, names: list[str], x: Any, cot: Tensor,
 
     numel = max(1, sum(diff[n].numel() for n in names) * cot.shape[0])
     step = max(1, _CHUNK_ELEMENTS // numel)
-    sums = {n: torch.zeros_like(diff[n]) for n in names}
+    sums = {n: torch.zeros_like(diff[n], dtype=accumulation_dtype(diff[n].dtype)) for n in names}
     for i in range(0, batch_len(x), step):
         xi = ({k: v[i:i + step] for k, v in x.items()} if isinstance(x, dict)
               else x[i:i + step])
         try:
-            g = vmap(one, in_dims=(None, 0, 1))(diff, xi, cot[:, i:i + step])
+            with vmappable_recurrent_layers(model):
+                g = vmap(one, in_dims=(None, 0, 1))(diff, xi, cot[:, i:i + step])
         except RuntimeError as err:
-            if "vmap" not in str(err):
-                raise
-            # data-dependent control flow (e.g. Hugging Face attention masks): one sample at a
-            # time with plain autograd — the naive loop, exact, slower
+            # the model ran on this batch already, so this is vmap's limit: data-dependent
+            # control flow (e.g. Hugging Face attention masks), an op without a batching rule,
+            # a PackedSequence. One sample at a time with plain autograd — the naive loop,
+            # exact, slower
             _warn_loop(names, err)
             for n, v in _looped_sums(model, names, xi, cot[:, i:i + step], f).items():
                 sums[n] += v
             continue
         for n in names:
-            sums[n] += f(g[n]).sum((0, 1))
+            sums[n] += f(_widen(g[n])).sum((0, 1))
     return sums
 
 
@@ -211,7 +228,8 @@ def _looped_sums(model: nn.Module, names: list[str], x: Any, cot: Tensor,
     """Σ_m Σ_n f(g) for the named parameters, one sample and one objective at a time."""
     all_params = dict(model.named_parameters())
     params = [all_params[n] for n in names]
-    sums = {n: torch.zeros_like(p) for n, p in zip(names, params)}
+    sums = {n: torch.zeros_like(p, dtype=accumulation_dtype(p.dtype))
+            for n, p in zip(names, params)}
     for k in range(cot.shape[1]):
         xk = ({key: (v[k:k + 1] if isinstance(v, Tensor) and v.dim() else v)
                for key, v in x.items()} if isinstance(x, dict) else x[k:k + 1])
@@ -221,7 +239,7 @@ def _looped_sums(model: nn.Module, names: list[str], x: Any, cot: Tensor,
                                         retain_graph=j < cot.shape[0] - 1)
             for n, g in zip(names, grads):
                 if g is not None:
-                    sums[n] += f(g)
+                    sums[n] += f(_widen(g))
     return sums
 
 
@@ -258,6 +276,8 @@ def per_sample_sum(
 
     Returns:
         (sums, n): name -> tensor of the parameter's shape, and the number of samples used.
+        The sums are float32 for a half-precision parameter (`accumulation_dtype`): the rules
+        get their inputs and δ in float32 and every batch is added to a float32 sum.
 
     """
     if reduce not in REDUCTIONS:
@@ -269,7 +289,8 @@ def per_sample_sum(
     if not params:
         raise ValueError("model has no trainable parameters (all have requires_grad=False).")
     first = next(iter(params.values()))
-    sums = {n: torch.zeros_like(p, memory_format=torch.contiguous_format)
+    sums = {n: torch.zeros_like(p, dtype=accumulation_dtype(p.dtype),
+                                memory_format=torch.contiguous_format)
             for n, p in params.items()}
     capture = _Capture()
     plan = _plan(model, params, fallback, capture.misfits)
@@ -318,9 +339,11 @@ def per_sample_sum(
                     capture.batch, capture.active = batch_len(x), True
                     try:
                         logits = _logits_of(call_model(model, x))
-                    except RuntimeError:
+                    except RuntimeError as err:
                         if not capture.expanded - capture.misfits:
-                            raise
+                            if type(err) is not RuntimeError:
+                                raise
+                            raise model_error(err, x, n_seen) from err
                         # the model needed the broadcast row as it was: those layers go to
                         # the generic path
                         capture.misfits.update(capture.expanded)
@@ -394,9 +417,11 @@ def _checked_cotangent(cotangent: Cotangent, logits: Any, y: Tensor | None, star
         )
     if not all_finite(logits.detach()):
         raise ValueError(f"The model's outputs are NaN or inf for the batch at sample {start}.")
-    cot = cotangent(logits.detach(), y)
+    # the objective's gradient in float32 for half-precision logits, cast back for the backward
+    cot = cotangent(_widen(logits.detach()), y)
     if not all_finite(cot):
         raise ValueError(f"Gradients w.r.t. the outputs are NaN or inf at sample {start}.")
+    cot = cot.to(logits.dtype)
     if y is not None and not y.is_floating_point() and tuple(y.shape) == tuple(logits.shape[:-1]):
         ignored = y == IGNORE_INDEX                  # a label -100 takes no part
         if bool(ignored.any()):
@@ -409,6 +434,8 @@ def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: 
     if not records:
         return
     deltas = _grads_to_outputs(logits, [r.output for r in records], cot)
+    # rules compute in float32 for half-precision layers: no underflow of δ², no fp16 overflow
+    deltas = [None if d is None else [_widen(t) for t in d] for d in deltas]
     calls = Counter(id(r.layer.module) for r in records)
     slow: list[tuple[_Record, list[Tensor]]] = []
     for rec, delta in zip(records, deltas):
@@ -418,7 +445,7 @@ def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: 
         res = None
         if layer.rule.reduce is not None and calls[id(layer.module)] == 1 and not layer.shared:
             stacked = delta[0] if len(delta) == 1 else torch.cat(delta)
-            res = layer.rule.reduce(layer.module, rec.inputs, stacked, f)
+            res = layer.rule.reduce(layer.module, _widen_all(rec.inputs), stacked, f)
         if res is None:
             slow.append((rec, delta))
             continue
@@ -436,7 +463,7 @@ def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: 
             acc: dict[str, Tensor] = {}
             for rec, delta in slow:    # contributions of every call, summed before f
                 grads = rec.layer.rule.per_sample(
-                    rec.layer.module, _slice_inputs(rec.inputs, sl), delta[j][:, sl])
+                    rec.layer.module, _widen_all(_slice_inputs(rec.inputs, sl)), delta[j][:, sl])
                 for local, name in rec.layer.names.items():
                     acc[name] = grads[local] if name not in acc else acc[name] + grads[local]
             for name, g in acc.items():

@@ -13,6 +13,10 @@ per-sample tensor (BackPACK's observation). Conv: per-sample weight gradients by
 layer's weight-gradient op, which PyTorch runs as one grouped convolution (no unfold copy).
 Embedding: row-sparse per-sample gradients summed per (sample, token id) with index_add.
 Norm layers: per-sample gradients are (N, C), cheap to materialise.
+
+For a half-precision layer (bfloat16, float16) ``inputs`` and ``delta`` arrive in float32 (the
+layer's own parameters keep their dtype: cast them before a matmul with the inputs), so that
+f(g) neither underflows (δ² in float16) nor is rounded to 8 bits before it is summed.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ def register_rule(module_type: type[nn.Module], per_sample: PerSample,
 
     Args:
         module_type: The layer class.
-        per_sample: ``(module, inputs, delta) -> {param_name: (M, N, *param.shape)}``.
+        per_sample: ``(module, inputs, delta) -> {param_name: (M, N, *param.shape)}``
+            (inputs and delta in float32 for a half-precision layer; see the module docstring).
         reduce: Optional shortcut ``(module, inputs, delta, f) -> {param_name: Σ f(g)}`` or None.
         supports: Optional predicate; a layer it rejects goes to the generic fallback.
 
@@ -125,10 +130,14 @@ def hf_rmsnorm_xhat(module: nn.Module, x: Tensor) -> Tensor:
         x.dtype)
 
 
-def rmsnorm_xhat(module: nn.RMSNorm, x: Tensor) -> Tensor:
-    """x̂ of ``torch.nn.RMSNorm`` over its trailing ``normalized_shape`` dims."""
+def rmsnorm_xhat(module: nn.RMSNorm, x: Tensor, eps_dtype: torch.dtype | None = None) -> Tensor:
+    """x̂ of ``torch.nn.RMSNorm`` over its trailing ``normalized_shape`` dims.
+
+    With ``eps=None`` the layer uses the machine epsilon of the dtype it ran in: `eps_dtype`
+    (default ``x.dtype``; the rules pass the layer's own dtype, as they get float32 inputs).
+    """
     dims = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
-    eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps
+    eps = module.eps if module.eps is not None else torch.finfo(eps_dtype or x.dtype).eps
     return x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
 
 
@@ -182,7 +191,7 @@ def _conv_per_sample(module: nn.Conv1d | nn.Conv2d, inputs, delta):
         mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
         x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
         padding = (0,) * (x.dim() - 2)
-    weight = module.weight.detach()
+    weight = module.weight.detach().to(x.dtype)   # float32 inputs for a half-precision layer
 
     def weight_grad(xn: Tensor, dn: Tensor) -> Tensor:
         # one sample's weight gradient, without re-running the forward; under vmap PyTorch
@@ -296,7 +305,7 @@ def _gn_per_sample(module, inputs, delta):
 
 
 def _rms_per_sample(module, inputs, delta):
-    x_hat = rmsnorm_xhat(module, inputs[0])
+    x_hat = rmsnorm_xhat(module, inputs[0], module.weight.dtype)
     return _affine_per_sample(module, x_hat, delta, len(module.normalized_shape), False)
 
 

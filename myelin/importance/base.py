@@ -19,8 +19,18 @@ from torch import Tensor, nn
 
 from .._state import read_state, write_state
 
-__all__ = ["Importance", "all_finite", "batch_len", "check_token_ids", "eval_mode",
-           "iter_batches", "loss_view", "token_rows", "trainable_parameters"]
+__all__ = ["Importance", "accumulation_dtype", "all_finite", "batch_len", "check_token_ids",
+           "eval_mode", "iter_batches", "loss_view", "token_rows", "trainable_parameters"]
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype importances are summed and returned in: float32, or float64 for float64.
+
+    A bfloat16 sum stops growing once it is 2⁸ times its increments (8-bit mantissa), so over
+    hundreds of batches a half-precision sum falls far below the true one; the estimators keep
+    their sums, and return their importances, in at least float32 whatever the model's dtype.
+    """
+    return torch.promote_types(dtype, torch.float32)
 
 
 def all_finite(t: Tensor) -> bool:
@@ -141,8 +151,9 @@ class Importance(Mapping[str, Tensor]):
 
     @classmethod
     def zeros_like(cls, model: nn.Module, meta: Mapping[str, Any] | None = None) -> Importance:
-        """All-zero importance for every trainable parameter of `model`."""
-        return cls({n: torch.zeros_like(p) for n, p in trainable_parameters(model).items()}, meta)
+        """All-zero importance for every trainable parameter of `model` (float32 or wider)."""
+        return cls({n: torch.zeros_like(p, dtype=accumulation_dtype(p.dtype))
+                    for n, p in trainable_parameters(model).items()}, meta)
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per-parameter statistics: numel, mean, std, min, max, sum and fraction of zeros."""
@@ -274,6 +285,26 @@ def batch_len(x: Any) -> int:
     return len(x)
 
 
+def describe_batch(x: Any) -> str:
+    """Shapes and dtypes of a batch's inputs, for error messages."""
+    def one(t: Any) -> str:
+        return (f"shape {tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+                if isinstance(t, Tensor) else type(t).__name__)
+    if isinstance(x, Mapping):
+        return ", ".join(f"{k}: {one(v)}" for k, v in x.items())
+    return f"x: {one(x)}"
+
+
+def model_error(err: RuntimeError, x: Any, start: int) -> RuntimeError:
+    """The model's RuntimeError again, naming the batch that caused it.
+
+    Typically data of the wrong shape (``mat1 and mat2 shapes cannot be multiplied``). Callers
+    re-raise RuntimeError subclasses (e.g. out-of-memory) unchanged.
+    """
+    return RuntimeError(f"The model failed on the batch of data starting at sample {start} "
+                        f"({describe_batch(x)}): {err}")
+
+
 def check_token_ids(model: nn.Module, x: Any) -> None:
     """Refuse a dict batch whose ``input_ids`` fall outside the model's vocabulary.
 
@@ -362,14 +393,24 @@ def _slice_dict(d: Mapping[str, Any], sl: slice) -> dict[str, Any]:
 
 
 def _is_pair(data: Any) -> bool:
-    return (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(d, (Tensor, np.ndarray)) for d in data)
-        and len(data[0]) == len(data[1])
-        and len(data[0]) > 0
-        and not (isinstance(data[0], Tensor) and data[0].dim() == 0)
-    )
+    """True for an (X, Y) pair of tensors/arrays, False for anything else.
+
+    Raises:
+        ValueError: X and Y differ in length, unless they have the same dtype and the same
+            shape past the first dimension: then `data` is taken for a list of two input
+            batches (the last one shorter), as before.
+    """
+    if not (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(d, (Tensor, np.ndarray)) for d in data)
+            and all(d.ndim > 0 for d in data)):
+        return False
+    x, y = data
+    if len(x) != len(y):
+        if x.dtype == y.dtype and tuple(x.shape[1:]) == tuple(y.shape[1:]):
+            return False   # two batches of inputs, e.g. [x[:256], x[256:300]]
+        raise ValueError(f"data is an (X, Y) pair of different lengths: X has {len(x)} samples "
+                         f"(shape {tuple(x.shape)}), Y has {len(y)} (shape {tuple(y.shape)}).")
+    return len(x) > 0
 
 
 def iter_batches(
@@ -427,7 +468,7 @@ def iter_batches(
             for i in range(0, len(xs), batch_size):
                 yield xs[i:i + batch_size]
         elif isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
-            yield from torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+            yield from _dataset_batches(data, batch_size)
         elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, Mapping)):
             yield from data
         else:
@@ -457,7 +498,8 @@ def iter_batches(
         if x.dim() == 0:
             raise ValueError("Each batch x must have a leading sample dimension; got a scalar.")
         if y is not None and len(y) != len(x):
-            raise ValueError(f"Batch has {len(x)} inputs but {len(y)} labels.")
+            raise ValueError(f"data: the batch starting at sample {seen} has {len(x)} inputs but "
+                             f"{len(y)} labels.")
         if len(x) == 0:
             continue
         if max_samples is not None and seen + len(x) > max_samples:
@@ -465,7 +507,8 @@ def iter_batches(
             x, y = x[:keep], (None if y is None else y[:keep])
         if x.is_floating_point():
             if check_finite and not all_finite(x):
-                raise ValueError(f"Input batch starting at sample {seen} contains NaN or inf.")
+                raise ValueError(f"data: the input batch starting at sample {seen} contains NaN "
+                                 "or inf.")
             if dtype is not None:
                 x = x.to(dtype)
         if device is not None:
@@ -479,13 +522,33 @@ def iter_batches(
         raise ValueError("data yielded no samples; an importance needs at least one.")
 
 
+def _dataset_batches(data: torch.utils.data.Dataset, batch_size: int) -> Iterator[Any]:
+    """Batches of a map-style Dataset; items that cannot be stacked into a batch are named."""
+    items = iter(torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False))
+    start = 0
+    while True:
+        try:
+            batch = next(items)
+        except StopIteration:
+            return
+        except RuntimeError as err:
+            if "stack expects" not in str(err) and "equal size" not in str(err):
+                raise
+            raise ValueError(f"data ({type(data).__name__}) yields items of different shapes "
+                             f"among samples {start}..{start + batch_size - 1}, which cannot be "
+                             f"stacked into a batch: {str(err).splitlines()[0]}") from err
+        start += batch_size
+        yield batch
+
+
 def _dict_batch(x: dict[str, Any], y: Tensor | None, seen: int, max_samples: int | None,
                 device: torch.device | None, dtype: torch.dtype | None,
                 check_finite: bool) -> Iterator[tuple[dict[str, Any], Tensor | None]]:
     """One dict batch, cut to `max_samples`, checked and moved (iter_batches' dict branch)."""
     n = batch_len(x)
     if y is not None and len(y) != n:
-        raise ValueError(f"Batch has {n} samples but {len(y)} labels.")
+        raise ValueError(f"data: the batch starting at sample {seen} has {n} samples but "
+                         f"{len(y)} labels.")
     if n == 0:
         return
     if max_samples is not None and seen + n > max_samples:
@@ -496,7 +559,7 @@ def _dict_batch(x: dict[str, Any], y: Tensor | None, seen: int, max_samples: int
         if isinstance(value, Tensor):
             if value.is_floating_point():
                 if check_finite and not all_finite(value):
-                    raise ValueError(f"Input {key!r} of the batch starting at sample {seen} "
+                    raise ValueError(f"data: input {key!r} of the batch starting at sample {seen} "
                                      "contains NaN or inf.")
                 if dtype is not None:
                     value = value.to(dtype)

@@ -82,7 +82,9 @@ def fisher(
             sequence. Exact, at one sequence pass per token (`token_rows`).
 
     Returns:
-        Importance with one tensor per trainable parameter, ``meta`` recording the variant.
+        Importance with one tensor per trainable parameter, ``meta`` recording the variant;
+        float32 for a half-precision model (float64 for a float64 one): the per-sample terms
+        are formed and summed in it (EWC and WVA cast to the parameters' dtype themselves).
 
     Raises:
         ValueError: Empty data, NaN/inf, labels out of range, contradictory options.

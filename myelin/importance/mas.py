@@ -58,7 +58,8 @@ def mas(
             (`token_rows`), instead of each sequence.
 
     Returns:
-        Importance with one non-negative tensor per trainable parameter.
+        Importance with one non-negative tensor per trainable parameter; float32 for a
+        half-precision model (float64 for a float64 one), as for `fisher`.
 
     """
     if output not in _OUTPUTS:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Importance, all_finite, trainable_parameters
+from .base import Importance, accumulation_dtype, all_finite, trainable_parameters
 
 __all__ = ["NonFiniteGradientError", "SynapticIntelligence"]
 
@@ -23,7 +23,8 @@ class SynapticIntelligence:
     the optimizer just used (the total loss's, penalties included, as in the seeds' code) and Δθ
     the step it took. Call `update` yourself after ``optimizer.step()``, or `attach` it to the
     optimizer once. At the end of a task, `importance` returns ω / ((θ − θ_start)² + ξ) and
-    `reset` starts the next task's window.
+    `reset` starts the next task's window. ω is summed, and the importance returned, in float32
+    for a half-precision model (float64 for a float64 one).
 
     Args:
         model: The network being trained; its trainable parameters are tracked.
@@ -52,7 +53,9 @@ class SynapticIntelligence:
     @torch.no_grad()
     def reset(self) -> None:
         """Start a new task: ω ← 0, θ_start ← θ."""
-        self.omega_path_ = {n: torch.zeros_like(p) for n, p in self._params.items()}
+        # ω sums thousands of tiny terms: float32 (or wider) whatever the parameters' dtype
+        self.omega_path_ = {n: torch.zeros_like(p, dtype=accumulation_dtype(p.dtype))
+                            for n, p in self._params.items()}
         self._start = {n: p.detach().clone() for n, p in self._params.items()}
         self._prev = {n: p.detach().clone() for n, p in self._params.items()}
         self.steps_ = 0
@@ -65,7 +68,9 @@ class SynapticIntelligence:
                 if not all_finite(p.grad):
                     raise NonFiniteGradientError(
                         f"Gradient of parameter {n!r} is NaN or inf: training diverged.")
-                self.omega_path_[n].sub_(p.grad * (p.detach() - self._prev[n]))
+                omega = self.omega_path_[n]
+                step = p.detach().to(omega.dtype) - self._prev[n].to(omega.dtype)
+                omega.sub_(p.grad.to(omega.dtype) * step)
             self._prev[n].copy_(p.detach())
         self.steps_ += 1
 
@@ -81,6 +86,8 @@ class SynapticIntelligence:
         """ω / ((θ − θ_start)² + ξ) for the current task, one tensor per parameter."""
         values: dict[str, Tensor] = {}
         for n, p in self._params.items():
-            values[n] = self.omega_path_[n] / ((p.detach() - self._start[n]) ** 2 + self.damping)
+            omega = self.omega_path_[n]
+            moved = p.detach().to(omega.dtype) - self._start[n].to(omega.dtype)
+            values[n] = omega / (moved ** 2 + self.damping)
         return Importance(values, {"estimator": "si", "damping": self.damping,
                                    "steps": self.steps_})

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,12 +52,14 @@ from ._rules import (
 )
 from .base import (
     Importance,
+    accumulation_dtype,
     all_finite,
     batch_len,
     check_token_ids,
     eval_mode,
     iter_batches,
     loss_view,
+    model_error,
     trainable_parameters,
 )
 
@@ -78,14 +80,17 @@ Reducer = Callable[[Tensor], Tensor]
 
 # Measured on 2 cores: for column sums of (N, I), abs().sum(0) is 7x faster than
 # vector_norm(ord=1); for (N, C, H, W) over (0, 2, 3), the fused vector_norm is 2x faster.
+# Every sum is taken in float32 or wider (`accumulation_dtype`): a bfloat16 model's signal
+# summed in bfloat16 over many batches stalls far below the true total.
 def _sum_last(y: Tensor) -> Tensor:
     """Σ |y| over every dimension but the last."""
-    return y.abs().sum(tuple(range(y.dim() - 1)))
+    return y.abs().sum(tuple(range(y.dim() - 1)), dtype=accumulation_dtype(y.dtype))
 
 
 def _sum_channel1(y: Tensor) -> Tensor:
     """Σ |y| over every dimension but dim 1."""
-    return torch.linalg.vector_norm(y, 1, dim=(0, *range(2, y.dim())))
+    return torch.linalg.vector_norm(y, 1, dim=(0, *range(2, y.dim())),
+                                    dtype=accumulation_dtype(y.dtype))
 
 
 @dataclass
@@ -106,7 +111,8 @@ def _conv(module: nn.Conv1d | nn.Conv2d, args, kwargs, output) -> _Signal:
     x = args[0]
     if x.dim() == module.weight.dim() - 1:  # unbatched
         x = x.unsqueeze(0)
-    total = torch.linalg.vector_norm(x, 1, dim=0, keepdim=True)  # Σ_k |x_k|, (1, C, *S)
+    total = torch.linalg.vector_norm(x, 1, dim=0, keepdim=True,  # Σ_k |x_k|, (1, C, *S)
+                                     dtype=accumulation_dtype(x.dtype))
     taps = conv_patches(module, total).sum(-1).reshape(-1)       # (C*kk,)
     g, out_ch = module.groups, module.weight.shape[0]
     taps = taps.reshape(g, 1, -1).expand(g, out_ch // g, -1)     # group's own input channels
@@ -117,9 +123,10 @@ def _conv(module: nn.Conv1d | nn.Conv2d, args, kwargs, output) -> _Signal:
 def _embedding(module: nn.Embedding, args, kwargs, output,
                mask: Tensor | None = None) -> _Signal:
     ids = args[0].reshape(-1)
-    weights = None if mask is None else mask.reshape(-1).to(module.weight.dtype)
+    dtype = accumulation_dtype(module.weight.dtype)   # bfloat16 counts are exact only to 256
+    weights = None if mask is None else mask.reshape(-1).to(dtype)
     counts = torch.bincount(ids, weights=weights, minlength=module.num_embeddings)
-    return _Signal({"weight": counts.to(module.weight.dtype).unsqueeze(1)})
+    return _Signal({"weight": counts.to(dtype).unsqueeze(1)})
 
 
 def _hf_conv1d(module: nn.Module, args, kwargs, output) -> _Signal:
@@ -132,7 +139,8 @@ def _rmsnorm(module: nn.Module, args, kwargs, output) -> _Signal:
     if isinstance(module, nn.RMSNorm):
         shape = tuple(module.normalized_shape)
         x_hat = rmsnorm_xhat(module, x)
-        return _Signal({"weight": x_hat.abs().sum(tuple(range(x.dim() - len(shape))))})
+        return _Signal({"weight": x_hat.abs().sum(tuple(range(x.dim() - len(shape))),
+                                                  dtype=accumulation_dtype(x_hat.dtype))})
     return _Signal({"weight": _sum_last(hf_rmsnorm_xhat(module, x))})
 
 
@@ -154,7 +162,7 @@ def _layernorm(module: nn.LayerNorm, args, kwargs, output) -> _Signal:
     shape = tuple(module.normalized_shape)
 
     def reducer(y: Tensor) -> Tensor:
-        return y.abs().sum(tuple(range(y.dim() - len(shape))))
+        return y.abs().sum(tuple(range(y.dim() - len(shape))), dtype=accumulation_dtype(y.dtype))
 
     return _Signal({"weight": reducer(layernorm_xhat(module, args[0]))}, bias="bias",
                    reducer=reducer)
@@ -246,6 +254,13 @@ def _plan(model: nn.Module, params: dict[str, nn.Parameter]) -> list[_Layer]:
         own = {ln: n for ln, n in own.items() if n not in covered}
         if not own:
             continue
+        if handler is None and isinstance(module, nn.RNNBase):
+            raise TypeError(
+                f"SIG is not defined for recurrent layers: layer {mod_name or '<model>'!r} "
+                f"({type(module).__name__}) holds trainable parameters {sorted(own)}, and "
+                "the signal through a weight reused at every time step has no definition in "
+                "the method (Kutalev 2020). Use fisher or mas for this model."
+            )
         if handler is None:
             raise TypeError(
                 f"SIG has no rule for layer {mod_name or '<model>'!r} "
@@ -256,6 +271,30 @@ def _plan(model: nn.Module, params: dict[str, nn.Parameter]) -> list[_Layer]:
             covered.update(own.values())
         layers.append(_Layer(mod_name, module, handler, own))
     return layers
+
+
+def _output_logits(output: Any) -> Tensor:
+    """The model's output tensor, or the ``.logits`` of a Hugging Face style output."""
+    if isinstance(output, Tensor):
+        return output
+    logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits",
+                                                                                None)
+    if isinstance(logits, Tensor):
+        return logits
+    raise TypeError(f"signal needs a model returning a tensor of outputs (or an output with a "
+                    f".logits tensor, as Hugging Face models return); this model returned "
+                    f"{type(output).__name__}. Wrap it so that it returns the output tensor, or "
+                    "pass loss= with a logits(output) method.")
+
+
+def _raise_non_finite(x: Any, start: int) -> None:
+    """Name the NaN/inf source: the input batch (the data), else the weights."""
+    inputs = x.values() if isinstance(x, Mapping) else [x]
+    if not all(all_finite(t) for t in inputs if isinstance(t, Tensor)):
+        raise ValueError(f"data: the input batch starting at sample {start} contains NaN or "
+                         "inf.")
+    raise ValueError(f"The model's outputs are NaN or inf for the batch at sample {start} "
+                     "although its inputs are finite: check the model's weights.")
 
 
 def signal(
@@ -275,8 +314,9 @@ def signal(
 
     Args:
         model: Any network built from Linear, Conv1d/2d, Embedding, BatchNorm, LayerNorm,
-            GroupNorm and MultiheadAttention layers (a layer of another kind holding trainable
-            parameters raises TypeError). Its train/eval mode is restored.
+            GroupNorm, RMSNorm and MultiheadAttention layers (a layer of another kind holding
+            trainable parameters, e.g. an RNN/GRU/LSTM, raises TypeError), returning an output
+            tensor or an output with ``.logits``. Its train/eval mode is restored.
         data: A DataLoader or iterable of batches, a Dataset, an (X, Y) pair or a tensor X of
             shape (N, ...). Labels are not used.
         last_layer: "softmax": a Linear layer whose output is the model's output reports the
@@ -290,7 +330,14 @@ def signal(
             registered estimator takes the same arguments.
 
     Returns:
-        Importance with one non-negative tensor per trainable parameter.
+        Importance with one non-negative tensor per trainable parameter, in float32 for a
+        half-precision model (float64 for a float64 one): the sums are accumulated in it.
+
+    Raises:
+        TypeError: A layer SIG has no definition for (named), or a model output that is
+            neither a tensor nor has ``.logits`` (its type named).
+        ValueError: Empty data, NaN/inf inputs or outputs, no trainable parameters, bad
+            batch_size/max_samples, an (X, Y) pair of different lengths.
 
     """
     if last_layer not in ("softmax", "linear"):
@@ -309,6 +356,7 @@ def signal(
     pending: list[tuple[_Layer, _Signal, Tensor | None, Tensor]] = []
 
     def add(store: dict[str, Tensor], name: str, value: Tensor) -> None:
+        value = value.to(accumulation_dtype(value.dtype))
         store[name] = value if name not in store else store[name] + value
 
     def tracked(t: Any) -> tuple[int, bool] | None:
@@ -380,15 +428,20 @@ def signal(
                 if isinstance(x, dict) and isinstance(x.get("attention_mask"), Tensor) \
                         and x["attention_mask"].dim() == 2:
                     token_mask.append(x["attention_mask"])
-                out = call_model(model, x)
-                if isinstance(out, Tensor) and not all_finite(out):
-                    raise ValueError(f"The model's outputs are NaN or inf for the batch at "
-                                     f"sample {n}: check the inputs and the weights.")
+                try:
+                    out = _output_logits(call_model(model, x))
+                except RuntimeError as err:
+                    if type(err) is not RuntimeError:
+                        raise
+                    raise model_error(err, x, n) from err
+                if not all_finite(out):
+                    _raise_non_finite(x, n)
                 entry = tracked(out)
                 if last_layer == "softmax" and entry is not None and not entry[1]:
                     layer, sig, _, raw = pending[entry[0]]
                     if isinstance(layer.module, nn.Linear):
-                        pending[entry[0]] = (layer, sig, sig.reducer(F.softmax(out, dim=-1)), raw)
+                        prob = F.softmax(out, dim=-1, dtype=accumulation_dtype(out.dtype))
+                        pending[entry[0]] = (layer, sig, sig.reducer(prob), raw)
                 for layer, sig, value, raw in pending:
                     add(sums, layer.params[sig.bias], sig.reducer(raw) if value is None else value)
                 n += batch_len(x)
@@ -404,7 +457,7 @@ def signal(
         elif name in sums:
             values[name] = sums[name] / n
         else:
-            values[name] = torch.zeros_like(p)
+            values[name] = torch.zeros_like(p, dtype=accumulation_dtype(p.dtype))
     unused = [la.name for la in layers if la.calls == 0]
     if unused:
         warnings.warn(f"Layers never called in the forward pass get zero signal: {unused}",

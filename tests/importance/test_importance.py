@@ -137,7 +137,7 @@ def test_label_errors(model, data):
         fisher(model, x)
     with pytest.raises(ValueError, match="exact=True"):
         fisher(model, (x, y), exact=True)
-    with pytest.raises(ValueError, match="Batch has 20 inputs but 19 labels"):
+    with pytest.raises(ValueError, match="has 20 inputs but 19 labels"):
         fisher(model, [(x, y[:19])])
 
 
