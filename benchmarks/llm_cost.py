@@ -1,0 +1,156 @@
+"""Cost on a transformer (issue 20): estimators and consolidated Trainer steps ÷ plain ones.
+
+One process, ratios of paired alternating timings (`benchmarks._common.paired`):
+
+* per-sequence Fisher (myelin's exact estimator, one batched pass) ÷ one plain forward +
+  backward of the mean loss over the same sequences — target ≤ 1.5×;
+* the batch-1 loop public EWC code uses (one backward per sequence, squared) ÷ the same plain
+  pass — for comparison;
+* a ``transformers.Trainer`` step with `ConsolidationCallback(EWC)` ÷ a plain Trainer step —
+  target ≤ 1.10×; with WVA as the Trainer's optimizer — target ≤ 1.05×;
+* state bytes ÷ the fp32 model's bytes for EWC and WVA, fp32 and bf16 state.
+
+    python -m benchmarks.llm_cost                     # SmolLM2-135M → results/llm_cost.json
+    python -m benchmarks.llm_cost --quick --out /tmp/c.json     # tiny random Llama (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Any
+
+import torch
+
+from benchmarks._common import command, environment, paired, write_json
+from benchmarks.llm import load_smollm2, tiny_model
+from myelin.consolidation import EWC, WVA
+from myelin.importance import fisher
+from myelin.losses import CausalLM
+
+
+def plain_pass(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+    """One forward + backward of the mean loss (what a training step computes)."""
+    model.zero_grad(set_to_none=True)
+    CausalLM()(model, batch).backward()
+
+
+def batch1_loop(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+    """Per-sequence squared gradients by one backward per sequence (public EWC code)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    sums = [torch.zeros_like(p) for p in params]
+    loss = CausalLM()
+    for k in range(len(batch["input_ids"])):
+        one = {key: v[k:k + 1] for key, v in batch.items()}
+        for s, g in zip(sums, torch.autograd.grad(loss(model, one), params)):
+            s.add_(g.square())
+
+
+def trainer_runner(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: int,
+                   kind: str, out: str) -> Any:
+    """A function training `steps` Trainer steps from the same state on every call."""
+    import transformers
+
+    from myelin.integrations.hf import ConsolidationCallback
+
+    state = copy.deepcopy(model.state_dict())
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(batch["input_ids"]) * steps
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            k = i % len(batch["input_ids"])
+            return {"input_ids": batch["input_ids"][k], "labels": batch["input_ids"][k]}
+
+    args = transformers.TrainingArguments(
+        output_dir=out, per_device_train_batch_size=len(batch["input_ids"]), max_steps=steps,
+        learning_rate=1e-4, report_to=[], use_cpu=True, save_strategy="no",
+        logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0, seed=0)
+    imp = fisher(model, batch, progress=False)
+
+    def run() -> None:
+        model.load_state_dict(state)
+        callbacks, optimizers = [], (None, None)
+        if kind == "ewc":
+            ewc = EWC(model, 1.0)
+            ewc.consolidate(imp)
+            callbacks = [ConsolidationCallback(ewc)]
+        elif kind == "wva":
+            wva = WVA(model, 1.0, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4))
+            wva.consolidate(imp)
+            optimizers = (wva, None)
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=Rows(),
+                                       callbacks=callbacks, optimizers=optimizers)
+        trainer.train()
+
+    return run
+
+
+def state_ratios(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """State bytes ÷ fp32 model bytes, EWC and WVA, fp32 and bf16 state."""
+    imp = fisher(model, batch, progress=False)
+    fp32 = sum(p.numel() * 4 for p in model.parameters())
+    out = {}
+    for dtype, label in ((None, "fp32"), (torch.bfloat16, "bf16")):
+        ewc = EWC(model, 1.0, state_dtype=dtype)
+        ewc.consolidate(imp)
+        out[f"ewc_{label}"] = ewc.state_nbytes() / fp32
+    for dtype, label in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        wva = WVA(model, 1.0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                  dtype=dtype)
+        wva.consolidate(imp)
+        out[f"wva_{label}"] = wva.state_nbytes() / fp32
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure; write the JSON."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny random Llama (tests)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--tokens", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=2, help="Trainer steps per timed call")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, _ = tiny_model() if args.quick else load_smollm2()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.tokens), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    model.eval()
+    rows: dict[str, Any] = {}
+    base = lambda: plain_pass(model, batch)  # noqa: E731
+    ratio, t_base, t_fn, _ = paired(base, lambda: fisher(model, batch, progress=False),
+                                    args.repeats)
+    rows["fisher"] = {"ratio": ratio, "plain_s": t_base, "s": t_fn, "target": "≤ 1.5×"}
+    print(f"per-sequence Fisher {ratio:.2f}× a plain forward+backward", flush=True)
+    ratio, t_base, t_fn, _ = paired(base, lambda: batch1_loop(model, batch), args.repeats)
+    rows["batch1_loop"] = {"ratio": ratio, "plain_s": t_base, "s": t_fn, "target": "—"}
+    print(f"batch-1 loop {ratio:.2f}× a plain forward+backward", flush=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = trainer_runner(model, batch, args.steps, "plain", tmp)
+        for kind, target in (("ewc", "≤ 1.10×"), ("wva", "≤ 1.05×")):
+            ratio, t_base, t_fn, _ = paired(plain, trainer_runner(model, batch, args.steps,
+                                                                  kind, tmp), args.repeats)
+            rows[f"trainer_{kind}"] = {"ratio": ratio, "plain_s": t_base / args.steps,
+                                       "s": t_fn / args.steps, "target": target}
+            print(f"Trainer step with {kind} {ratio:.3f}× a plain Trainer step", flush=True)
+    write_json("llm_cost", {
+        "what": "time ÷ the plain computation, one process, paired alternating rounds; "
+                f"{'tiny random Llama' if args.quick else 'SmolLM2-135M'}, batch "
+                f"{args.batch} × {args.tokens} tokens",
+        "command": command("llm_cost", argv), "environment": environment(),
+        "parameters": sum(q.numel() for q in model.parameters()), "rows": rows,
+        "state_bytes_per_fp32_model": state_ratios(model, batch),
+        "repeats": args.repeats}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
