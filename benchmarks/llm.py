@@ -63,19 +63,21 @@ EVAL_WINDOWS = 16          # windows per validation / test set
 IMPORTANCE_WINDOWS = 64
 SKILLS = ("code", "prose", "chat")
 
-# method -> (consolidation, importance estimator, LoRA?)
-METHODS: dict[str, tuple[str | None, str | None, bool]] = {
-    "finetune": (None, None, False),
-    "l2": ("l2", None, False),
-    "ewc": ("ewc", "fisher-empirical", False),
-    "ewc-sampled": ("ewc", "fisher-sampled", False),
-    "ewc-batchsq": ("ewc", "batch-squared", False),     # the public-code "Fisher"
-    "ewc-mas": ("ewc", "mas", False),
-    "ewc-sig": ("ewc", "signal", False),
-    "ewc-selfgen": ("ewc", "selfgen", False),
-    "wva": ("wva", "fisher-empirical", False),
-    "lora": (None, None, True),
-    "lora-ewc": ("ewc", "fisher-empirical", True),
+# method -> (consolidation, importance estimator, LoRA?, state stored in bf16?)
+METHODS: dict[str, tuple[str | None, str | None, bool, bool]] = {
+    "finetune": (None, None, False, False),
+    "l2": ("l2", None, False, False),
+    "ewc": ("ewc", "fisher-empirical", False, False),
+    "ewc-bf16": ("ewc", "fisher-empirical", False, True),   # Ω and θ* in bf16 (1× the model)
+    "ewc-sampled": ("ewc", "fisher-sampled", False, False),
+    "ewc-batchsq": ("ewc", "batch-squared", False, False),  # the public-code "Fisher"
+    "ewc-mas": ("ewc", "mas", False, False),
+    "ewc-sig": ("ewc", "signal", False, False),
+    "ewc-selfgen": ("ewc", "selfgen", False, False),
+    "wva": ("wva", "fisher-empirical", False, False),
+    "wva-bf16": ("wva", "fisher-empirical", False, True),   # A stored in bf16 (0.5×)
+    "lora": (None, None, True, False),
+    "lora-ewc": ("ewc", "fisher-empirical", True, False),
 }
 
 
@@ -364,7 +366,8 @@ def evaluate(model: torch.nn.Module, data: Data) -> dict[str, dict[str, float]]:
 def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bool,
             out: Path, progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Train one method; the loss curves every EVAL_EVERY steps and the cost."""
-    consolidation, kind, lora = METHODS[method]
+    consolidation, kind, lora, bf16 = METHODS[method]
+    state_dtype = torch.bfloat16 if bf16 else None
     model, tokenizer = tiny_model() if quick else load_smollm2()
     data = prepare(model, tokenizer, quick, out)
     curve = [{"step": 0, **evaluate(model, data)}]
@@ -396,11 +399,11 @@ def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bo
         consolidator.consolidate()
         optimizer = consolidator.wrap(base)
     elif consolidation == "ewc":
-        consolidator = EWC(model, lam)
+        consolidator = EWC(model, lam, state_dtype=state_dtype)
         consolidator.consolidate(imp)
         optimizer = consolidator.wrap(base)
     elif consolidation == "wva":
-        consolidator = WVA(model, lam, optimizer=base)
+        consolidator = WVA(model, lam, optimizer=base, dtype=state_dtype)
         consolidator.consolidate(imp)
         optimizer = consolidator
     loss_fn = CausalLM()
@@ -431,7 +434,7 @@ def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bo
     n_model = sum(p.numel() * p.element_size() for p in model.parameters())
     return {"curve": curve, "importance_seconds": importance_s,
             "step_seconds": sum(step_times) / len(step_times),
-            "state_bytes": consolidator.memory_bytes() if consolidator else 0,
+            "state_bytes": consolidator.state_nbytes() if consolidator else 0,
             "model_bytes": n_model,
             "importance": None if imp is None else imp.meta}
 
