@@ -290,3 +290,8 @@ def test_llm_benchmark_quick_run_is_resumable(tmp_path, monkeypatch):
     assert rec["measured"]["state_bytes"] == 2 * rec["measured"]["model_bytes"]
     again = run("llm", "run", "--quick", "--methods", "ewc", "--steps", "2", "--out", str(out))
     assert "ewc-lam100-seed0: recorded" in again.stdout
+    docs = tmp_path / "docs"
+    run("llm", "report", "--out", str(out), "--docs", str(docs))
+    page = (docs / "llm.md").read_text()
+    assert "| ewc | 100 | 1 |" in page and "| lora | — | 1 |" in page
+    assert (docs / "results" / "llm-pareto.png").stat().st_size > 0
