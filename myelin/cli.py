@@ -79,6 +79,10 @@ _RESERVED = {"config", "out", "grid", "seeds", "jobs", "quiet", "help", "version
 _SWEEP_KEYS = ("grid", "seeds", "jobs")
 #: The files ``myelin run`` writes into its directory.
 RUN_FILES = ("result.json", "config.json", "accuracy.png", "curves.png")
+#: The folder of a run directory holding the checkpoint while the run is under way.
+CHECKPOINT_DIR = "checkpoint"
+#: Spec keys a resumed run may change (where the data is read from, not what it is).
+_RESUMABLE_CHANGES = ("data_root",)
 _GROUPS = ("scenario", "method", "model", "training")
 
 
@@ -523,10 +527,13 @@ def _check_point(spec: Mapping[str, Any]) -> None:
     make_method(spec["method"], **_kwargs(spec, parts, "method"))
 
 
-def build_and_fit(spec: Mapping[str, Any], progress: bool | None = None):
+def build_and_fit(spec: Mapping[str, Any], progress: bool | None = None,
+                  checkpoint_dir: str | os.PathLike[str] | None = None,
+                  checkpoint_every: int | None = None, resume: bool = False):
     """Build the scenario, model and method of a resolved spec (`resolve`) and run `myelin.fit`.
 
-    Returns the `Result`; its ``config["cli"]`` is the spec.
+    Returns the `Result`; its ``config["cli"]`` is the spec. `checkpoint_dir`,
+    `checkpoint_every` and `resume` go to `myelin.fit`.
     """
     import torch
 
@@ -541,7 +548,9 @@ def build_and_fit(spec: Mapping[str, Any], progress: bool | None = None):
                                       **_kwargs(spec, parts, "model"))
     training = {k: spec[k] for k in TRAINING_OPTIONS if k != "optimizer"}
     result = fit(scenario, model, spec["method"], spec["optimizer"],
-                 method_options=_kwargs(spec, parts, "method"), progress=progress, **training)
+                 method_options=_kwargs(spec, parts, "method"), progress=progress,
+                 checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                 resume=resume, **training)
     result.config["cli"] = dict(spec)
     return result
 
@@ -564,10 +573,46 @@ def _make_dir(path: Path, flag: str = "--out") -> None:
                        f"({exc.strerror or exc}).") from None
 
 
-def _claim_run_dir(out: Path, spec: Mapping[str, Any], overwrite: bool) -> bool:
+def _checkpoint_note(out: Path) -> str | None:
+    """How far the checkpoint in run directory `out` is, or None if it holds none."""
+    from .train import _describe_position, read_checkpoint
+
+    try:
+        position = read_checkpoint(out / CHECKPOINT_DIR)
+    except ValueError as exc:
+        return f"an unreadable checkpoint: {exc}"
+    return None if position is None else _describe_position(position)
+
+
+def _check_resumable(out: Path, spec: Mapping[str, Any]) -> None:
+    """Refuse to --resume into `out` a run that is finished or was made with other options."""
+    if (out / "result.json").exists():
+        raise CLIError(f"--out {str(out)!r} holds a finished run (result.json): there is "
+                       "nothing to resume. Pass --overwrite (without --resume) to run it again, "
+                       "or choose another --out.")
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return                                  # no (readable) config: the checkpoint decides
+    if not isinstance(saved, dict):
+        return
+    current = json.loads(json.dumps(dict(spec)))
+    differ = [k for k in sorted(set(saved) | set(current))
+              if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
+    if differ:
+        shown = "; ".join(f"--{k.replace('_', '-')}: {saved.get(k)!r} there, "
+                          f"{current.get(k)!r} now" for k in differ)
+        raise CLIError(f"--out {str(out)!r} holds a run made with other options ({shown}); "
+                       "--resume needs the options of the interrupted run. Pass them, or "
+                       "choose another --out.")
+
+
+def _claim_run_dir(out: Path, spec: Mapping[str, Any], overwrite: bool,
+                   resume: bool = False) -> bool:
     """Make `out` ready for a run before it trains; True if this wrote its config.json.
 
-    A directory already holding a run (any of `RUN_FILES`) is refused unless `overwrite`.
+    A directory already holding a run (any of `RUN_FILES`) is refused unless `overwrite` (its
+    checkpoint is then deleted) or `resume` (an unfinished run with the same options).
     Otherwise config.json is created exclusively, so that of two runs started into one
     directory the second is refused too; with `overwrite` the old files stay until the new run
     replaces them.
@@ -575,16 +620,29 @@ def _claim_run_dir(out: Path, spec: Mapping[str, Any], overwrite: bool) -> bool:
     _make_dir(out)
 
     def refuse(held: Sequence[str]) -> CLIError:
-        return CLIError(f"--out {str(out)!r} already holds a run ({', '.join(held)}); pass "
-                        "--overwrite to replace it, or choose another --out.")
+        note = _checkpoint_note(out)
+        hint = (f"pass --resume to continue it (its checkpoint: {note}), --overwrite to "
+                "replace it" if note else "pass --overwrite to replace it")
+        return CLIError(f"--out {str(out)!r} already holds a run ({', '.join(held)}); "
+                        f"{hint}, or choose another --out.")
+
+    from .train import CHECKPOINT_FILE
 
     held = [f for f in RUN_FILES if (out / f).exists()]
-    if held and not overwrite:
+    if (out / CHECKPOINT_DIR / CHECKPOINT_FILE).exists():
+        held.append(f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}")
+    if resume:
+        _check_resumable(out, spec)
+        if held:
+            return False
+    elif held and not overwrite:
         raise refuse(held)
     try:
         if overwrite:
             with tempfile.TemporaryFile(dir=out):       # writable?
-                return False
+                pass
+            (out / CHECKPOINT_DIR / CHECKPOINT_FILE).unlink(missing_ok=True)
+            return False
         with open(out / "config.json", "x") as f:
             f.write(json.dumps(dict(spec), indent=1) + "\n")
         return True
@@ -677,12 +735,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_point(spec)
     out = Path(args.out or f"runs/{_safe(spec['scenario'])}-{_safe(spec['method'])}"
                f"-seed{spec['seed']}")
+    if args.resume and args.overwrite:
+        raise CLIError("--resume continues the run in --out and --overwrite replaces it; "
+                       "give one of them.")
+    every = args.checkpoint_every
+    if every is not None and every <= 0:
+        raise CLIError(f"--checkpoint-every must be a positive number of steps. Got {every}.")
     created = not out.exists()
-    claimed = _claim_run_dir(out, spec, args.overwrite)
+    claimed = _claim_run_dir(out, spec, args.overwrite, args.resume)
+    checkpoint = out / CHECKPOINT_DIR
+    note = _checkpoint_note(out)
+    resumable = note is not None               # a checkpoint this run must never delete
+    if args.resume:
+        print(f"note: resuming {out} ({note})" if note else
+              f"note: --resume: {out} holds no checkpoint; starting from the first task",
+              file=sys.stderr)
     start = time.perf_counter()
     try:
-        result = build_and_fit(spec, progress=False if args.quiet else None)
-    except BaseException:                       # leave no half-claimed directory behind
+        result = build_and_fit(spec, progress=False if args.quiet else None,
+                               checkpoint_dir=checkpoint, checkpoint_every=every,
+                               resume=args.resume)
+    except BaseException as exc:                # leave no half-claimed directory behind
+        note = _checkpoint_note(out)
+        refused = isinstance(exc, (ValueError, TypeError, FloatingPointError))
+        if note is not None and not refused:    # interrupted (Ctrl-C, I/O error): keep it
+            print(f"myelin run: the checkpoint in {checkpoint} keeps the run ({note}); "
+                  "continue it with the same command and --resume.", file=sys.stderr)
+            raise
+        if resumable:
+            raise                               # the interrupted run's files stay
+        _remove_checkpoint(checkpoint)          # this run's own (or its empty folder)
         if claimed:
             (out / "config.json").unlink(missing_ok=True)
         if created:
@@ -691,10 +773,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise
     result.config["wall_seconds"] = time.perf_counter() - start
     _write_run(result, out, f"{spec['method']} on {spec['scenario']}")
+    _remove_checkpoint(checkpoint)              # the run is complete: result.json replaces it
     _print_matrix(spec["method"], result.accuracy)
     print(f"wrote {out}/ (result.json, config.json, accuracy.png, curves.png) in "
           f"{result.config['wall_seconds']:.1f}s")
     return 0
+
+
+def _remove_checkpoint(checkpoint: Path) -> None:
+    """Delete a run's checkpoint file and its folder (if then empty)."""
+    from .train import CHECKPOINT_FILE
+
+    (checkpoint / CHECKPOINT_FILE).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        checkpoint.rmdir()
 
 
 def _parse_grid(items: Mapping[str, Sequence[Any]], options: Mapping[str, Option],
@@ -1142,6 +1234,11 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                    "one that already holds a run is refused unless --overwrite")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its checkpoint (saved in "
+                   "<out>/checkpoint after every task; same options needed)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="also save the checkpoint every N steps (default: after each task)")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("sweep", help="grid x seeds in parallel, mean ± 95%% CI, resumable",
                        epilog=EXAMPLES, formatter_class=fmt)

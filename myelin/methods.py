@@ -27,6 +27,10 @@ Methods compose: ``er(...) + ewc(...)`` (or ``Compose(a, b)``) calls each hook o
 `b`; the batch and the loss are threaded through in that order; at most one part may own the
 step.
 
+A method that keeps state across steps or tasks (importances, anchors, memories, counters)
+returns it from ``state_dict()`` and takes it back in ``load_state_dict(state)``, so a run saved
+with ``fit(..., checkpoint_dir=...)`` resumes exactly; the default keeps nothing.
+
 Registered factories (`METHODS`, ``myelin run --method NAME``) take keyword options with type
 annotations, defaults and an ``Args:`` docstring section: the command line builds its flags
 from them. `make_method` builds a method from a registered name, from ``"a+b"`` (composition)
@@ -212,6 +216,21 @@ class Method:
     def before_eval(self, ctx: Context, task_index: int) -> None:
         """Before the model is evaluated on task `task_index`'s test set."""
 
+    # checkpoints (not loop hooks) ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The state the method changes during a run, for a checkpoint (default: none).
+
+        Override it in a method that keeps state across steps or tasks (importances, anchors,
+        memories, counters, random generators): what is not returned here is lost when a run
+        resumes. Use tensors, numbers, strings, None, lists and dicts only (checkpoints load
+        with ``torch.load(..., weights_only=True)``). Derived state that `setup` rebuilds
+        identically need not be saved.
+        """
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict`; called after `setup` (and, mid-task, after `begin_task`)."""
+
     def __add__(self, other: Method) -> Compose:
         return Compose(self, other)
 
@@ -294,6 +313,19 @@ class Compose(Method):
         for p in self.parts:
             p.before_eval(ctx, task_index)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Each part's state, in order."""
+        return {"parts": [p.state_dict() for p in self.parts]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Give each part its state back."""
+        parts = state.get("parts")
+        if not isinstance(parts, list) or len(parts) != len(self.parts):
+            raise ValueError(f"The saved state of {self.name!r} does not hold one state per "
+                             f"part ({len(self.parts)}).")
+        for p, part_state in zip(self.parts, parts, strict=True):
+            p.load_state_dict(part_state)
+
 
 # importance sources --------------------------------------------------------------------------
 class ImportanceSource:
@@ -307,6 +339,13 @@ class ImportanceSource:
     def importance(self, ctx: Context) -> Importance:
         """The importance of the task that just ended."""
         raise TypeError(f"{type(self).__name__} must implement importance(ctx).")
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """State accumulated during a task, for a checkpoint (None: none)."""
+        return None
+
+    def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
+        """Restore `state_dict` (after `setup`)."""
 
 
 class Estimated(ImportanceSource):
@@ -355,6 +394,29 @@ class PathIntegral(ImportanceSource):
         self.tracker.reset()
         return importance
 
+    def state_dict(self) -> dict[str, Any]:
+        """The task's running path integral ω, θ at its start and at the latest step."""
+        t = self.tracker
+        return {"omega": {n: v.clone() for n, v in t.omega_path_.items()},
+                "start": {n: v.clone() for n, v in t._start.items()},
+                "prev": {n: v.clone() for n, v in t._prev.items()}, "steps": t.steps_}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
+        """Restore `state_dict` into the tracker (same parameters and shapes)."""
+        if state is None:
+            return
+        t = self.tracker
+        for key, mine in (("omega", t.omega_path_), ("start", t._start), ("prev", t._prev)):
+            saved = state[key]
+            if set(saved) != set(mine) or any(saved[n].shape != v.shape
+                                              for n, v in mine.items()):
+                raise ValueError(f"The saved SI path integral ({key!r}) was made for other "
+                                 "parameters than the model's.")
+            for n, v in mine.items():
+                v.copy_(saved[n])
+        t.steps_ = int(state["steps"])
+
 
 ONLINE_SOURCES: dict[str, Callable[[], ImportanceSource]] = {"si": PathIntegral}
 
@@ -400,6 +462,7 @@ class Consolidate(Method):
         self.consolidator = self.make(ctx.model, ctx.lr)
         ctx.optimizer = self.consolidator.wrap(ctx.optimizer)
         self._source_ready = False
+        self._source_state: Mapping[str, Any] | None = None
 
     def begin_task(self, ctx: Context) -> None:
         """Set the importance source up before the first task.
@@ -410,6 +473,9 @@ class Consolidate(Method):
         if self.source is not None and not self._source_ready:
             self.source.setup(ctx)
             self._source_ready = True
+            if self._source_state is not None:      # saved before the source was set up
+                self.source.load_state_dict(self._source_state)
+                self._source_state = None
 
     def end_task(self, ctx: Context) -> None:
         """Consolidate the finished task (skipped after the last task)."""
@@ -419,6 +485,21 @@ class Consolidate(Method):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)      # SI's negatives are clipped
             self.consolidator.consolidate(importance)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The consolidator's state (Ω, anchors, ...) and the importance source's (SI's path)."""
+        source = self.source.state_dict() if self.source is not None and self._source_ready \
+            else self._source_state
+        return {"consolidator": self.consolidator.consolidation_state(), "source": source}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` after `setup` (the source's once it is set up)."""
+        self.consolidator.load_consolidation_state(state["consolidator"], "checkpoint")
+        source = state.get("source")
+        if self.source is not None and self._source_ready:
+            self.source.load_state_dict(source)
+        else:
+            self._source_state = source
 
 
 METHODS: Registry[Callable[..., Method]] = Registry("method")
@@ -558,6 +639,15 @@ class Joint(Method):
         """Keep the initial weights and optimizer state."""
         self._initial = (copy.deepcopy(ctx.model.state_dict()),
                          copy.deepcopy(ctx.optimizer.state_dict()))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The initial weights and optimizer state every task restarts from."""
+        return {"model": dict(self._initial[0]), "optimizer": self._initial[1]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` after `setup`."""
+        self._initial = (copy.deepcopy(dict(state["model"])),
+                         copy.deepcopy(dict(state["optimizer"])))
 
     def begin_task(self, ctx: Context) -> None:
         """Train on everything seen so far (from the initial state if `restart`)."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -19,6 +20,17 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU,
     "sigmoid": nn.Sigmoid,
 }
+
+
+def _check_sizes(name: str, sizes: object, meaning: str) -> list[int]:
+    """`sizes` as a list of ints, or ValueError unless it is a sequence of positive ints."""
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
+        raise ValueError(f"{name} must be a sequence of positive ints ({meaning}), e.g. "
+                         f"(300, 150). Got {sizes!r}.")
+    items = list(sizes)
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 for v in items):
+        raise ValueError(f"{name} must be positive ints ({meaning}). Got {items!r}.")
+    return [int(v) for v in items]
 
 
 def _activation(name: str) -> Callable[[], nn.Module]:
@@ -39,13 +51,17 @@ def mlp(input_shape: Sequence[int], n_classes: int, widths: Sequence[int] = (300
         n_classes: Number of output logits.
         widths: Hidden layer widths, e.g. 300,150.
         activation: relu, leaky_relu, tanh, gelu or sigmoid.
+
+    Raises:
+        ValueError: A width is not a positive int, or the activation is unknown.
     """
+    widths = _check_sizes("widths", widths, "hidden layer sizes")
     act = _activation(activation)
     layers: list[nn.Module] = [nn.Flatten()]
     n_in = math.prod(input_shape)
     for w in widths:
-        layers += [nn.Linear(n_in, int(w)), act()]
-        n_in = int(w)
+        layers += [nn.Linear(n_in, w), act()]
+        n_in = w
     layers.append(nn.Linear(n_in, n_classes))
     return nn.Sequential(*layers)
 
@@ -61,7 +77,11 @@ def small_cnn(input_shape: Sequence[int], n_classes: int, channels: Sequence[int
         n_classes: Number of output logits.
         channels: Output channels of each convolution, e.g. 16,32.
         activation: relu, leaky_relu, tanh, gelu or sigmoid.
+
+    Raises:
+        ValueError: A channel count is not a positive int, or the activation is unknown.
     """
+    channels = _check_sizes("channels", channels, "output channels of each convolution")
     act = _activation(activation)
     c, h, w = input_shape
     layers: list[nn.Module] = []

@@ -15,7 +15,13 @@ The `Learner` protocol (every hook but `learn` and `evaluate` may be omitted by 
 * ``evaluate(task, after)`` — accuracy in [0, 1] on ``task.test`` (``after``: index of the last
   task trained, None before any training);
 * ``end_task(k, task, row)`` — after the row of task k was measured (e.g. consolidate);
-* ``config()`` — JSON-serialisable settings, merged into ``Result.config``.
+* ``config()`` — JSON-serialisable settings, merged into ``Result.config``;
+* ``restore(result)`` — right after `begin`: load a saved state (a checkpoint) into the
+  learner and the partial `result`, and return how many tasks it had finished (0: start
+  afresh); the runner then skips those tasks, and the random-init evaluation if the restored
+  result holds it;
+* ``checkpoint(k, result)`` — after task k's row and timings were added to `result` (e.g. save
+  a checkpoint a later `restore` continues from).
 """
 
 from __future__ import annotations
@@ -141,6 +147,13 @@ class Learner:
         """JSON-serialisable settings for ``Result.config``."""
         return {}
 
+    def restore(self, result: Result) -> int:
+        """Load a saved state into the learner and `result`; tasks already done (default 0)."""
+        return 0
+
+    def checkpoint(self, k: int, result: Result) -> None:
+        """After task `k`'s row was added to `result` (e.g. save a checkpoint)."""
+
 
 def _scenario_config(scenario: Scenario) -> dict[str, Any]:
     return {"name": scenario.name, "setting": scenario.setting,
@@ -158,12 +171,22 @@ def run(scenario: Scenario, learner: Learner) -> Result:
     Returns:
         A `Result`: the accuracy matrix (T x T), random-init accuracies, per-task timings
         ("train", "eval", and "importance" — the time of `end_task`), metrics and config.
+        A run resumed by ``learner.restore`` keeps the restored rows and timings (the "train"
+        time of a task resumed mid-way counts only its resumed part).
     """
     tasks = scenario.tasks
     result = Result(accuracy=[], random_init=[])
     learner.begin(scenario, result)
-    result.random_init = [learner.evaluate(t, None) for t in tasks]
-    for k, task in enumerate(tasks):
+    done = learner.restore(result)
+    if isinstance(done, bool) or not isinstance(done, int) or not 0 <= done <= len(tasks) \
+            or len(result.accuracy) != done:
+        raise ValueError(f"{type(learner).__name__}.restore must return the number of tasks "
+                         f"done (0..{len(tasks)}), one row of result.accuracy each; it returned "
+                         f"{done!r} with {len(result.accuracy)} rows.")
+    if not result.random_init:
+        result.random_init = [learner.evaluate(t, None) for t in tasks]
+    for k in range(done, len(tasks)):
+        task = tasks[k]
         t0 = time.perf_counter()
         extra = learner.learn(k, task) or {}
         t1 = time.perf_counter()
@@ -174,6 +197,7 @@ def run(scenario: Scenario, learner: Learner) -> Result:
         result.accuracy.append(row)
         result.timings.append({"train": t1 - t0, "importance": t3 - t2, "eval": t2 - t1,
                                **extra})
+        learner.checkpoint(k, result)
     result.metrics = metrics.summary(result.accuracy, result.random_init)
     result.config = {"scenario": _scenario_config(scenario), **learner.config()}
     return result

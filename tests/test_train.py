@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from myelin.methods import METHODS, make_method
+from myelin.methods import METHODS, Method, make_method
 from myelin.models import mlp, small_cnn
 from myelin.scenarios import SCENARIOS
 from myelin.train import Result, fit
@@ -92,6 +92,38 @@ def test_divergence_is_reported(scenario):
     with pytest.raises(FloatingPointError, match="diverged"):
         fit(scenario, model_for(scenario), "ewc", lr=0.1, epochs=4, batch_size=32,
             method_options={"lam": 1e6}, progress=False)
+
+
+class _Poison(Method):
+    """Sets one weight to NaN after step `at` (the loss of that step was still finite)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def after_step(self, ctx, batch) -> None:
+        if ctx.step + 1 == self.at:
+            with torch.no_grad():
+                ctx.model[3].weight[0, 0] = float("nan")
+
+
+def test_non_finite_parameters_stop_the_run_after_the_task(scenario):
+    torch.manual_seed(0)
+    model = mlp(scenario.input_shape, 10, (16, 8))
+    with pytest.raises(FloatingPointError) as err:
+        fit(scenario, model, _Poison(at=10), iterations=10, batch_size=32, progress=False)
+    assert str(err.value) == (
+        "Parameter '3.weight' of the model became non-finite (1 of 128 values NaN or inf) "
+        "after task 1 (step 10): training diverged. Lower lr or the method's strength (lam), "
+        "or use its stabilized form (stabilized=True, --stabilized).")
+
+
+def test_non_finite_parameters_are_never_checkpointed(scenario, tmp_path):
+    torch.manual_seed(0)
+    model = mlp(scenario.input_shape, 10, (16, 8))
+    with pytest.raises(FloatingPointError, match=r"^Parameter '3\.weight' .* at step 5 \(task 1\)"):
+        fit(scenario, model, _Poison(at=5), iterations=10, batch_size=32, progress=False,
+            checkpoint_dir=tmp_path, checkpoint_every=5)
+    assert not any(tmp_path.iterdir())
 
 
 def test_registry_lists_methods():

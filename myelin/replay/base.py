@@ -132,7 +132,16 @@ class Replay(Method):
         self.memory = (ReservoirMemory(total, generator) if self.buffer == "reservoir"
                        else RingMemory(per_task, n_tasks, generator))
         self.config.update(memory_total=self.memory.capacity, memory_unit="samples")
+        self._device = ctx.device
         self._check_sizes(ctx, per_task)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The memory (stored rows, their tasks, its generator's state), for a checkpoint."""
+        return {"memory": self.memory.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` after `setup` (the rows go to the training device)."""
+        self.memory.load_state_dict(state["memory"], getattr(self, "_device", None))
 
     def _check_sizes(self, ctx: Context, per_task: int) -> None:
         sizes = [len(t.train) for t in ctx.scenario.tasks]

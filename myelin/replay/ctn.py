@@ -40,7 +40,7 @@ episodic memory, as ``min(n_memories, replay_batch_size)`` does in the original.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -440,6 +440,25 @@ class CTN(Replay):
         if self._soft is None:
             self._soft = soft.new_zeros(self.memory.capacity, soft.shape[-1])
         self._soft[slots.to(self._soft.device)] = soft
+
+    # checkpoints ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Both memories, the distillation targets, the held-out sample, the controller's SGD."""
+        return {"memory": self.memory.state_dict(), "semantic": self.semantic.state_dict(),
+                "soft": None if self._soft is None else self._soft.clone(),
+                "pending": None if self._pending is None else list(self._pending),
+                "context_optimizer": self.context_optimizer.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` after `setup` (tensors go to the training device)."""
+        device = self._base[0].device
+        self.memory.load_state_dict(state["memory"], device)
+        self.semantic.load_state_dict(state["semantic"], device)
+        soft, pending = state.get("soft"), state.get("pending")
+        self._soft = None if soft is None else soft.to(device)
+        self._pending = None if pending is None else (pending[0].to(device),
+                                                      pending[1].to(device))
+        self.context_optimizer.load_state_dict(state["context_optimizer"])
 
 
 @METHODS.register("ctn", "CTN: task-aware controller (FiLM) trained bilevel on a semantic memory")

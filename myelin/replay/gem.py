@@ -17,6 +17,7 @@ finite termination).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -159,6 +160,15 @@ class GEM(Replay):
                 self.projections += 1
         _set_grad(params, g)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The memory and the count of projected steps."""
+        return {**super().state_dict(), "projections": self.projections}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` after `setup`."""
+        super().load_state_dict(state)
+        self.projections = int(state["projections"])
+
 
 class AGEM(Replay):
     """Averaged GEM: one reference gradient on past tasks' memory, projected when it conflicts.
@@ -204,6 +214,15 @@ class AGEM(Replay):
     def after_step(self, ctx: Context, batch: Any) -> None:
         """Store the incoming batch in the current task's ring."""
         self.store(ctx, batch if ctx.incoming is None else None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The memory and the count of projected steps."""
+        return {**super().state_dict(), "projections": self.projections}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` after `setup`."""
+        super().load_state_dict(state)
+        self.projections = int(state["projections"])
 
 
 @METHODS.register("gem", "GEM: gradient projected so no past task's memory loss rises (dual QP)")

@@ -24,6 +24,13 @@ from torch import Tensor
 __all__ = ["Memory", "ReservoirMemory", "RingMemory", "batch_rows", "batch_size", "positive_int"]
 
 
+def _tensor_state(state: Mapping[str, Any], key: str, what: str) -> Tensor:
+    value = state.get(key)
+    if not isinstance(value, Tensor):
+        raise ValueError(f"The saved {what} lacks the tensor {key!r}.")
+    return value
+
+
 def _fields(batch: Any) -> tuple[list[str] | None, list[Tensor]]:
     """(keys or None, tensors) of an ``(x, y)`` / tuple batch or a dict batch."""
     if isinstance(batch, Mapping):
@@ -166,6 +173,40 @@ class Memory:
         """Bytes one stored sample takes (all its fields)."""
         return self.nbytes() // self.capacity
 
+    # checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the memory holds: stored rows, their tasks, and its generator's state.
+
+        Tensors, ints, strings and lists only (a checkpoint loads with ``weights_only=True``).
+        """
+        return {"kind": type(self).__name__, "capacity": self.capacity, "keys": self._keys,
+                "data": None if self._data is None else [d.detach().clone() for d in self._data],
+                "task": self.task.clone(), "filled": self.filled.clone(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any],
+                        device: torch.device | str | None = None) -> None:
+        """Restore `state_dict`; the stored rows go to `device` (default: where they were saved).
+
+        Raises:
+            ValueError: The state is another kind of memory's or of another capacity.
+        """
+        what = f"{type(self).__name__} state"
+        if state.get("kind") != type(self).__name__ or state.get("capacity") != self.capacity:
+            raise ValueError(f"The saved memory is a {state.get('kind')} of capacity "
+                             f"{state.get('capacity')!r}; this is a {type(self).__name__} of "
+                             f"capacity {self.capacity}.")
+        task, filled = _tensor_state(state, "task", what), _tensor_state(state, "filled", what)
+        data = state.get("data")
+        if data is not None and (not isinstance(data, list) or any(
+                not isinstance(d, Tensor) or d.shape[:1] != (self.capacity,) for d in data)):
+            raise ValueError(f"The saved {what} has stored rows of the wrong shape.")
+        move = (lambda t: t) if device is None else (lambda t: t.to(device))
+        self._keys = None if state.get("keys") is None else list(state["keys"])
+        self._data = None if data is None else [move(d.clone()) for d in data]
+        self.task, self.filled = move(task.clone()), move(filled.clone())
+        self.generator.set_state(_tensor_state(state, "generator", what).cpu())
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(capacity={self.capacity}, stored={len(self)})"
 
@@ -203,6 +244,16 @@ class ReservoirMemory(Memory):
         self._write(torch.tensor(slots, dtype=torch.long), torch.tensor(rows, dtype=torch.long),
                     batch, task)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The memory's state plus how many samples the reservoir has seen."""
+        return {**super().state_dict(), "seen": self.seen}
+
+    def load_state_dict(self, state: Mapping[str, Any],
+                        device: torch.device | str | None = None) -> None:
+        """Restore `state_dict` (see `Memory.load_state_dict`)."""
+        super().load_state_dict(state, device)
+        self.seen = int(state["seen"])
+
 
 class RingMemory(Memory):
     """A ring buffer per task: the last `per_task` samples seen of each task.
@@ -233,3 +284,16 @@ class RingMemory(Memory):
     def task_slots(self, task: int) -> Tensor:
         """The filled slots of `task`."""
         return self.slots(tasks=[task])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The memory's state plus each task ring's write position."""
+        return {**super().state_dict(), "next": list(self._next)}
+
+    def load_state_dict(self, state: Mapping[str, Any],
+                        device: torch.device | str | None = None) -> None:
+        """Restore `state_dict` (see `Memory.load_state_dict`)."""
+        if len(state.get("next", ())) != self.n_tasks:
+            raise ValueError(f"The saved RingMemory state has {len(state.get('next', ()))} "
+                             f"task rings; this one has {self.n_tasks}.")
+        super().load_state_dict(state, device)
+        self._next = [int(v) for v in state["next"]]

@@ -21,6 +21,7 @@ ever used, so the loss is kept).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -50,6 +51,19 @@ class ScoredReservoir(ReservoirMemory):
         if self.old_loss.device != self.task.device:
             self.old_loss = self.old_loss.to(self.task.device)
         self.old_loss[slots.to(self.task.device)] = math.nan
+
+    def state_dict(self) -> dict[str, Any]:
+        """The reservoir's state plus each slot's lowest loss."""
+        return {**super().state_dict(), "old_loss": self.old_loss.clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any],
+                        device: torch.device | str | None = None) -> None:
+        """Restore `state_dict` (see `Memory.load_state_dict`)."""
+        old = state.get("old_loss")
+        if not isinstance(old, Tensor) or old.shape != (self.capacity,):
+            raise ValueError("The saved ScoredReservoir state lacks its (capacity,) old losses.")
+        super().load_state_dict(state, device)
+        self.old_loss = old.clone().to(self.task.device)
 
 
 class MIR(Replay):

@@ -35,6 +35,15 @@ def _subsample(ds: ArrayDataset, n: int | None, rng: np.random.RandomState) -> A
     return ds.subset(np.sort(rng.choice(len(ds), n, replace=False)))
 
 
+def _check_seed(seed: object) -> None:
+    """TypeError unless `seed` is an int (not a bool); ValueError outside numpy's range."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int. Got {seed!r}.")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32 - 1] (it seeds "
+                         f"numpy.random.RandomState). Got {seed!r}.")
+
+
 def _check_tasks(n_tasks: int) -> None:
     if isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 1:
         raise ValueError(f"n_tasks must be a positive int. Got {n_tasks!r}.")
@@ -57,6 +66,7 @@ def permuted(dataset: object, n_tasks: int, seed: int = 0, *, first_identity: bo
         root: Data directory, when `dataset` is a name.
     """
     _check_tasks(n_tasks)
+    _check_seed(seed)
     train, test, base = _datasets(dataset, root)
     rng = np.random.RandomState(seed)
     n_pix = int(np.prod(train.shape))
@@ -97,7 +107,10 @@ def split(dataset: object, groups: Sequence[Sequence[int]], scenario: str = "tas
     if scenario not in SETTINGS:
         raise ValueError(f"scenario must be one of {SETTINGS}. Got {scenario!r}.")
     if labels_trick and scenario != "class":
-        raise ValueError("labels_trick applies to class-incremental learning (scenario='class').")
+        raise ValueError(f"labels_trick applies to class-incremental learning (scenario='class'); "
+                         f"got scenario={scenario!r}. On the command line use a "
+                         f"split-<dataset>-class scenario (e.g. --scenario split-mnist-class).")
+    _check_seed(seed)
     train, test, base = _datasets(dataset, root)
     groups = [list(map(int, g)) for g in groups]
     flat = [c for g in groups for c in g]
@@ -148,6 +161,7 @@ def rotated(dataset: object, angles: Sequence[float], *, per_task_samples: int |
     """Rotated dataset: task t rotates every image by ``angles[t]`` degrees (domain-IL)."""
     if not angles:
         raise ValueError("angles must list at least one angle.")
+    _check_seed(seed)
     train, test, base = _datasets(dataset, root)
     rng = np.random.RandomState(seed)
     tasks = []
@@ -187,6 +201,7 @@ def sequence(*datasets: object, relabel: str = "offset",
         raise ValueError(f"relabel must be 'offset' or 'shared'. Got {relabel!r}.")
     if classes is not None and len(classes) != len(datasets):
         raise ValueError("classes needs one entry (or None) per dataset.")
+    _check_seed(seed)
     rng = np.random.RandomState(seed)
     tasks, offset, names, sizes = [], 0, [], []
     for k, d in enumerate(datasets):
