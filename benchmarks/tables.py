@@ -2,6 +2,11 @@
 
     python -m benchmarks.tables                  # prints the tables for results/*.json
     python -m benchmarks.tables --write-readme   # replaces them between markers in README.md
+
+The README's "Reproductions" highlights and the numbers its prose quotes from them are made
+here too, from the reproduction records (`benchmarks.report.readme_sections`), between
+``<!-- table:reproductions -->``, ``<!-- text:reproductions -->`` and ``<!-- text:wva-adam -->``
+markers.
 """
 
 from __future__ import annotations
@@ -170,26 +175,43 @@ def rendered() -> dict[str, str]:
     return out
 
 
-def write_readme(readme: Path) -> None:
-    """Replace the text between <!-- table:NAME --> and <!-- /table:NAME --> in `readme`."""
-    text = readme.read_text()
-    for name, table in rendered().items():
-        start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+def readme_blocks(summary: dict | None = None) -> dict[str, str]:
+    """Every generated block of README.md, by marker name: the benchmark tables
+    (``table:NAME``) and the reproduction highlights with the figures quoted in the prose
+    (`benchmarks.report.readme_sections`; `summary`: `benchmarks.report.summarize` of the
+    reproduction records, computed if not given)."""
+    from benchmarks.report import readme_sections, summarize
+    from benchmarks.runner import OUT
+    blocks = {f"table:{name}": text for name, text in rendered().items()}
+    blocks.update(readme_sections(summarize(OUT) if summary is None else summary))
+    return blocks
+
+
+def fill(text: str, blocks: dict[str, str]) -> str:
+    """`text` with the text between ``<!-- NAME -->`` and ``<!-- /NAME -->`` replaced by
+    ``blocks[NAME]``, for every block whose markers it has."""
+    for name, block in blocks.items():
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
         if start in text and end in text:
             head, rest = text.split(start, 1)
             _, tail = rest.split(end, 1)
-            text = f"{head}{start}\n{table}\n{end}{tail}"
-    readme.write_text(text)
+            text = f"{head}{start}\n{block}\n{end}{tail}"
+    return text
+
+
+def write_readme(readme: Path) -> None:
+    """Replace every generated block of `readme` (`readme_blocks`) between its markers."""
+    readme.write_text(fill(readme.read_text(), readme_blocks()))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--write-readme" in argv:
         write_readme(ROOT / "README.md")
-        print("README.md tables updated")
+        print("README.md tables and reproduction highlights updated")
         return 0
-    for name, table in rendered().items():
-        print(f"### {name}\n\n{table}\n")
+    for name, table in readme_blocks().items():
+        print(f"### {name.removeprefix('table:')}\n\n{table}\n")
     return 0
 
 

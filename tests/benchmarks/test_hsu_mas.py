@@ -36,6 +36,44 @@ def test_hsu_mas_is_the_mean_over_batches_of_abs_grad_of_batch_mean():
     assert BENCHMARK_ESTIMATORS["mas-hsu"] is hsu_mas
 
 
+def _linear():
+    """z = w x + b, one input, three outputs: w (1, 2, -1), b (1, 5, 0)."""
+    model = nn.Linear(1, 3).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0], [2.0], [-1.0]]))
+        model.bias.copy_(torch.tensor([1.0, 5.0, 0.0]))
+    return model
+
+
+X = torch.tensor([[1.0], [-3.0], [2.0]], dtype=torch.float64)     # batches of 2: (1, -3), (2)
+
+
+def test_hsu_mas_by_hand_on_the_task_outputs():
+    """Numbers worked by hand from Hsu et al.'s code (agents/regularization.py, MAS): per batch
+    L = mean over the B samples and the C task outputs of z², so ∂L/∂w_c = 2/(B·C) Σ_n z_nc x_n
+    and ∂L/∂b_c = 2/(B·C) Σ_n z_nc; the importance is |∂L| averaged over the batches (not over
+    samples, and the absolute value taken per batch).
+
+    Outputs 0 and 2 (C = 2). Batch 1 (B = 2, 2/(B·C) = 1/2): output 0, z = 2, -2: ∂w 4, ∂b 0;
+    output 2, z = -1, 3: ∂w -5, ∂b 1. Batch 2 (B = 1, factor 1): output 0, z = 3: ∂w 6, ∂b 3;
+    output 2, z = -2: ∂w -4, ∂b -2. Mean of |·|: w (5, 0, 4.5), b (1.5, 0, 1.5). (|mean| would
+    give b_2 = 0.5; a mean over samples w_0 = 14/3; a sum over outputs twice these.)
+    """
+    imp = hsu_mas(_linear(), (X, None), loss=SimpleNamespace(classes=[2, 0]), batch_size=2)
+    assert imp["weight"].flatten().tolist() == pytest.approx([5.0, 0.0, 4.5], abs=1e-12)
+    assert imp["bias"].tolist() == pytest.approx([1.5, 0.0, 1.5], abs=1e-12)
+    assert imp.meta == {"estimator": "mas-hsu", "n_samples": 3, "batch_size": 2}
+
+
+def test_hsu_mas_by_hand_on_every_output():
+    """As above with all three outputs (C = 3). Batch 1 (factor 1/3): z = (2, 7, -1) and
+    (-2, -1, 3): ∂w (8, 10, -10)/3, ∂b (0, 6, 2)/3. Batch 2 (factor 2/3): z = (3, 9, -2):
+    ∂w (4, 12, -8/3), ∂b (2, 6, -4/3). Mean of |·|: w (10/3, 23/3, 3), b (1, 4, 1)."""
+    imp = hsu_mas(_linear(), (X, None), batch_size=2)
+    assert imp["weight"].flatten().tolist() == pytest.approx([10 / 3, 23 / 3, 3.0], abs=1e-12)
+    assert imp["bias"].tolist() == pytest.approx([1.0, 4.0, 1.0], abs=1e-12)
+
+
 @pytest.mark.parametrize("loss", [None, SimpleNamespace(classes=None)])
 def test_hsu_mas_uses_every_output_without_a_class_restriction(loss):
     model = _model()

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks.report import walltime_lines, warm_adam_lines
 
 
@@ -142,3 +144,47 @@ def test_a_single_run_shows_no_interval():
     stats = _stats([0.5, 0.6])
     assert abs(stats["mean"] - 0.55) < 1e-12 and stats["ci95"] > 0
     assert _pm([0.5, 0.6]).startswith("55.00 ± ")
+
+
+def _fig4_record(store, row, label, seed, v, f, wall, quick=False):
+    """A seed000-fig4 record whose 10 × 10 accuracy matrix has AA = v and FM = f: every seen
+    task at v, then the last row v − f on tasks 1..9 and v + 9f on task 10."""
+    acc = [[v if j <= k else 0.0 for j in range(10)] for k in range(10)]
+    acc[-1] = [v - f] * 9 + [v + 9 * f]
+    store.put(f"seed000-fig4/{row}/seed{seed}", {"seed": seed, "row": row}, {
+        "experiment": "seed000-fig4", "row": row, "label": label, "seed": seed,
+        "wall_seconds": wall, "measured": {"aa": v, "fm": f}, "quick": quick,
+        "result": {"accuracy": acc}, "environment": {"commit": "abc1234"}})
+
+
+def test_the_results_page_shows_the_measured_mean_and_interval_of_each_row(tmp_path):
+    """summarize + markdown on records written here: every measured cell is checked by hand
+    (mean ± 95 % Student-t CI, t(0.975, 2) = 4.3027), not only the catalogue's numbers."""
+    from benchmarks.report import markdown, summarize
+    from myelin.records import RecordStore
+    store = RecordStore(tmp_path)
+    for seed, v, f, wall in ((0, 0.70, 0.03, 90), (1, 0.72, 0.02, 100), (2, 0.77, 0.01, 110)):
+        _fig4_record(store, "sgd", "SGD", seed, v, f, wall)
+    _fig4_record(store, "sgd", "SGD", 4, 0.10, 0.5, 1, quick=True)       # smoke run: ignored
+    _fig4_record(store, "ewc-f", "EWC-F (λ=14)", 3, 0.90, 0.0, 50)
+    summary = summarize(tmp_path)
+    sgd = summary["seed000-fig4"]["sgd"]
+    assert sgd["n"] == 3 and sgd["seeds"] == [0, 1, 2] and sgd["published"]["aa"] == 0.74308
+    # AA 0.70, 0.72, 0.77: mean 0.73, s = 0.036056, half-width 4.3027 · s / √3 = 0.08957
+    assert sgd["measured"]["aa"]["mean"] == pytest.approx(0.73)
+    assert sgd["measured"]["aa"]["ci95"] == pytest.approx(0.089566, abs=1e-6)
+    assert sgd["measured"]["fm"]["mean"] == pytest.approx(0.02)       # FM 0.03, 0.02, 0.01
+    assert sgd["measured"]["fm"]["ci95"] == pytest.approx(0.024841, abs=1e-6)
+    assert sgd["aa_curve"] == pytest.approx([0.73] * 10)
+    assert sgd["wall_seconds"] == {"mean": 100.0, "min": 90.0}
+    assert summary["seed000-fig4"]["ewc-f"]["measured"]["aa"] == {"mean": 0.9, "ci95": None}
+    lines = markdown(summary, {}).splitlines()
+    head = lines.index("| method | n | aa ours | aa published | fm ours | s/run |")
+    assert lines[head + 2:head + 4] == [
+        "| SGD | 3 | 73.00 ± 8.96 | 74.31 | 2.00 ± 2.48 | 100 |",
+        "| EWC-F (λ=14) | 1 | 90.00 (1 run) | 92.34 | 0.00 (1 run) | 50 |"]
+    # A_k after k tasks, ours (ours − published): SGD's published curve 96.849 ... 74.308
+    gap = next(line for line in lines if line.startswith("| SGD | 73.0 ("))
+    cells = gap.strip("| ").split(" | ")
+    assert cells[1] == "73.0 (-23.8)" and cells[-1] == "73.0 (-1.3)" and len(cells) == 11
+    assert "| EWC-F (λ=14) | 90.0 (-6.9) |" in "\n".join(lines)

@@ -226,3 +226,21 @@ def test_self_generated_text_masks_the_prompts_and_is_seeded():
     assert imp.meta["n_samples"] == 6
     with pytest.raises(ValueError, match="prompts"):
         self_generated(model, tok, [])
+
+
+def test_readme_hf_example_runs(tmp_path, monkeypatch):
+    import io
+    import math
+    from contextlib import redirect_stdout
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    block = text.split("<!-- example:hf -->")[1].split("<!-- /example:hf -->")[0]
+    code = block.split("```python\n")[1].split("```")[0]
+    assert len(code.strip().splitlines()) <= 25          # the bound
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    value = float(out.getvalue().strip().splitlines()[-1].split(":")[-1])
+    assert math.isfinite(value) and value > 0
