@@ -374,16 +374,22 @@ def option_set(method: str | None = None) -> dict[str, Option]:
 def _read_config(path: str, options: Mapping[str, Option]) -> dict[str, Any]:
     """A TOML/YAML config: option keys (checked and typed), plus grid, seeds and jobs."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise CLIError(f"cannot read the config {path!r}: {exc.strerror}.") from exc
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"cannot read the config {path!r}: not UTF-8 text ({exc.reason} at "
+                       f"byte {exc.start}).") from exc
     if path.endswith((".yaml", ".yml")):
         try:
             import yaml
         except ImportError as exc:
             raise CLIError("YAML configs need PyYAML (pip install pyyaml); TOML works "
                            "without it.") from exc
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise CLIError(f"{path}: not valid YAML: {exc}") from exc
     else:
         import tomllib
 
@@ -393,6 +399,9 @@ def _read_config(path: str, options: Mapping[str, Option]) -> dict[str, Any]:
             raise CLIError(f"{path}: not valid TOML: {exc}") from exc
     if not isinstance(data, dict):
         raise CLIError(f"{path}: expected a table of options.")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise CLIError(f"{path}: option names must be strings; got {bad!r}.")
     data = {k.replace("-", "_"): v for k, v in data.items()}
     _check_keys(data, options, path, extra=_SWEEP_KEYS)
     out: dict[str, Any] = {}
@@ -826,6 +835,9 @@ def _grid_args(items: Sequence[str], options: Mapping[str, Option]) -> dict[str,
 
 def _seeds(value: Any) -> list[int]:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    for v in items:
+        if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+            raise CLIError(f"--seeds must be integers, e.g. 0,1,2. Got {value!r}.")
     try:
         seeds = [int(v) if not isinstance(v, str) else int(v.strip()) for v in items
                  if not (isinstance(v, str) and not v.strip())]

@@ -3,9 +3,8 @@ config files, and the safetensors state files.
 
 Every reader either returns exactly what was written or raises a clear ``ValueError``-type error
 (`CLIError` for the command line) — never an IndexError, struct.error, zlib.error or traceback,
-and never a silent wrong load. Properties that fail today because of a bug in the library are
-marked ``xfail(strict=True)`` with the failing input and the fix, so they turn into failures to
-remove the mark once the bug is fixed.
+and never a silent wrong load (state files carry a sha256 of their contents, so a flipped bit
+is caught). Each property keeps the failing example that found its bug as an ``@example``.
 """
 
 import contextlib
@@ -103,11 +102,6 @@ def test_gzipped_idx_truncated_is_a_value_error(tmp_path, a, data):
 _DIGITS = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
 
 
-@pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "bug in myelin/data/idx.py read_raw: a corrupted deflate stream raises zlib.error (not "
-    "caught: only OSError/EOFError are), e.g. _DIGITS gzipped with byte 11 bit 1 flipped -> "
-    "'zlib.error: Error -3 while decompressing data: invalid stored block lengths', a traceback "
-    "from `myelin run`. Fix: catch zlib.error too: except (OSError, EOFError, zlib.error)."))
 @FAST
 @given(st.just(_DIGITS), st.data())
 @example(_DIGITS, None)
@@ -154,11 +148,6 @@ def test_seeds_refuse_anything_else_with_a_cli_error(value):
         assert out and all(isinstance(s, int) for s in out)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in myelin/cli.py _seeds: a config's non-integer seeds are truncated silently "
-    "(seeds = [0.5, 1.7] runs seeds [0, 1]; seeds = [true] runs seed 1). Fix: in _seeds refuse "
-    "bools and non-integral floats: `if isinstance(v, bool) or (isinstance(v, float) and not "
-    "v.is_integer()): raise CLIError(...)` before int(v)."))
 @FAST
 @given(st.lists(st.one_of(st.booleans(), st.floats(0, 100).filter(lambda v: not v.is_integer())),
                 min_size=1, max_size=3))
@@ -284,12 +273,6 @@ def test_any_toml_text_is_read_or_refused_with_a_cli_error(tmp_path, text):
         assert "r.toml" in str(exc)
 
 
-@pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "bug in myelin/cli.py _read_config: bytes that are not UTF-8 raise UnicodeDecodeError, "
-    "whose message does not name the file (b'\\xff' -> \"myelin run: error: 'utf-8' codec "
-    "can't decode byte 0xff in position 0\"). Fix: catch UnicodeDecodeError beside OSError "
-    "around Path(path).read_text() and raise CLIError(f'cannot read the config {path!r}: not "
-    "UTF-8 text ({exc.reason} at byte {exc.start}).')."))
 @FAST
 @given(st.binary(max_size=20))
 @example(b"\xff")
@@ -302,13 +285,6 @@ def test_config_bytes_that_are_not_text_give_a_cli_error(tmp_path, raw):
         assert "b.toml" in str(exc)
 
 
-@pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "bug in myelin/cli.py _read_config: a malformed YAML config raises yaml.YAMLError ('lam: "
-    "[1' -> yaml.parser.ParserError; `myelin run --config bad.yaml` ends in a traceback, exit "
-    "1) and a non-string key raises AttributeError ('1: 2' -> 'int' object has no attribute "
-    "'replace'). Fix: wrap yaml.safe_load in `except yaml.YAMLError as exc: raise "
-    "CLIError(f'{path}: not valid YAML: {exc}')`, and refuse non-string keys with a CLIError "
-    "before k.replace."))
 @FAST
 @given(st.text(max_size=30))
 @example("lam: [1\n")
@@ -405,15 +381,6 @@ def test_state_flipped_bit_never_crashes(tmp_path, data):
         Importance.load(bad)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gap in myelin/_state.py: no checksum, so a flipped bit in the tensor data (or in a name "
-    "or meta value in the header) loads silently as different numbers: e.g. byte -5 bit 0 of "
-    "an Importance file changes fc.weight; a flip inside the JSON meta gives a bare "
-    "json.JSONDecodeError ('Expecting ...') that does not name the file. Fix: write_state "
-    "stores a sha256 of the meta JSON and of every tensor's name, dtype, shape and bytes in the "
-    "metadata (e.g. key 'myelin.sha256'), and read_state recomputes it and raises "
-    "ValueError(f'{path!r} is corrupted (checksum mismatch)'); wrap json.loads(meta_text) in "
-    "a ValueError naming the file."))
 @FAST
 @given(st.data())
 @example(None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def read_raw(path: str | os.PathLike[str]) -> bytes:
     try:
         with opener(path, "rb") as f:
             return f.read()
-    except (OSError, EOFError) as exc:  # bad gzip stream or truncated archive
+    except (OSError, EOFError, zlib.error) as exc:  # bad gzip stream or truncated archive
         raise ValueError(f"{path!r} is a corrupted or truncated gzip file: {exc}") from exc
 
 
