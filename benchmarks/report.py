@@ -940,8 +940,10 @@ def results_page(out: Path, summary: dict[str, Any], figures: Path | None = None
     """
     from benchmarks.colanet import FIGURES as COLANET_FIGURES
     from benchmarks.colanet import markdown_section  # brings numba: imported on use
+    from benchmarks.seed002 import results_section as seed002_section
     made = _plots(out, figures) if figures is not None else figure_names(_load(out))
-    return markdown(summary, made, markdown_section(figures=figures or COLANET_FIGURES))
+    extra = [markdown_section(figures=figures or COLANET_FIGURES), seed002_section(figures)]
+    return markdown(summary, made, "\n\n".join(x for x in extra if x))
 
 
 def write_report(out: Path, docs: Path) -> None:

@@ -1,14 +1,15 @@
 """myelin: stop neural networks from forgetting.
 
 Exact weight importances (Fisher, MAS, SI, SIG), the consolidation methods that use them (EWC,
-WVA, L2), and the continual-learning harness (scenarios, metrics, `fit`).
+WVA, L2), diagnostics of importances (`analysis`: Fisher overlap, perturbation test), and the
+continual-learning harness (scenarios, metrics, `fit`).
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import consolidation, data, importance, losses, methods, metrics, models, scenarios
+from . import analysis, consolidation, data, importance, losses, methods, metrics, models, scenarios
 from .consolidation import EWC, L2, WVA, Consolidator
 from .importance import Importance
 from .methods import Method, make_method
@@ -30,6 +31,7 @@ __all__ = [
     "Method",
     "Result",
     "__version__",
+    "analysis",
     "consolidation",
     "data",
     "fit",
