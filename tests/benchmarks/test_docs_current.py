@@ -39,7 +39,8 @@ def test_readme_generated_blocks_equal_what_the_json_renders(summary):
                if f"<!-- {name} -->\n" not in text or f"\n<!-- /{name} -->" not in text]
     assert not missing, f"README.md lacks the markers of {missing}"
     assert all(blocks.values()), [name for name, block in blocks.items() if not block]
-    assert {"table:reproductions", "text:reproductions", "text:wva-adam"} <= set(blocks)
+    assert {"table:reproductions", "text:reproductions", "text:wva-adam", "text:importance",
+            "text:overhead", "text:walltime", "text:replay_cost"} <= set(blocks)
     regenerated = tables.fill(text, blocks)
     if regenerated != text:
         pytest.fail(f"README.md is not what the committed JSON gives; {REGENERATE}\n"
