@@ -267,10 +267,13 @@ class WVA(WrappedOptimizer, Consolidator):
         base = self._base()
         if "base" not in state_dict or "wva" not in state_dict:
             raise ValueError("Not a WVA state_dict (expected keys 'base' and 'wva').")
-        base.load_state_dict(state_dict["base"])
         wva = state_dict["wva"]
         tensors = wva["stored"] if "stored" in wva else \
             {f"reduction/{n}": v for n, v in wva["reduction"].items()}    # before A was stored
+        # check WVA's part first: a refused state_dict must leave the base optimizer untouched
+        self.params.check_description(wva["parameters"], "state_dict")
+        self._check_state(dict(tensors), dict(wva["config"]), "state_dict")
+        base.load_state_dict(state_dict["base"])
         self.load_consolidation_state({"config": wva["config"], "parameters": wva["parameters"],
                                        "tensors": tensors}, "state_dict")
 

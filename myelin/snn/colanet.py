@@ -163,6 +163,11 @@ def as_pixels(x: Any, n_inputs: int | None = None) -> np.ndarray:
         return np.ascontiguousarray(x)
     if not np.issubdtype(x.dtype, np.number):
         raise TypeError(f"X must be numeric. Got dtype {x.dtype}.")
+    if np.issubdtype(x.dtype, np.integer):      # pixel values given as another integer type
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise ValueError("Integer X must hold pixel values 0..255 (or pass floats in "
+                             f"[0, 1]). Got range [{x.min()}, {x.max()}].")
+        return np.ascontiguousarray(x.astype(np.uint8))
     xf = x.astype(np.float64)
     if not np.isfinite(xf).all():
         raise ValueError("X contains NaN or infinite values.")
@@ -244,8 +249,11 @@ class CoLaNET:
             raise ValueError(f"decay must lie in (0, 1]. Got {p['decay']}.")
         if p["active_steps"] > p["steps"]:
             raise ValueError("active_steps cannot exceed steps.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise TypeError(f"seed must be a non-negative int. Got {seed!r}.")
         self.n_inputs, self.n_classes, self.microcolumns = n_inputs, n_classes, microcolumns
-        self.alpha, self.silent_synapses, self.seed = float(alpha), float(silent_synapses), seed
+        self.alpha, self.silent_synapses = float(alpha), float(silent_synapses)
+        self.seed = int(seed)
         self.params = p
         self._init_state()
 
@@ -295,6 +303,9 @@ class CoLaNET:
 
         Calling it again continues learning (the next task of a sequence). Returns self.
         """
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int (images per compiled call). "
+                             f"Got {chunk!r}.")
         pixels = as_pixels(X, self.n_inputs)
         labels = _as_labels(y, len(pixels), self.n_classes)
         fp, ip = self._vectors()

@@ -431,3 +431,26 @@ def test_state_dtype_errors():
         with pytest.raises(TypeError, match=r"'state_dtype' parameter of EWC must be a "
                                             r"floating torch\.dtype"):
             EWC(model, 1.0, state_dtype=bad)
+
+
+def test_refused_wva_state_dict_leaves_the_base_optimizer_untouched():
+    import copy
+
+    import torch
+
+    from myelin.consolidation import WVA
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    wva = WVA(model, 1.0, optimizer=opt)
+    state = wva.state_dict()
+    before = copy.deepcopy(opt.state_dict())
+    bad = copy.deepcopy(state)
+    bad["base"]["param_groups"][0]["lr"] = 123.0
+    bad["wva"]["config"]["lam"] = -3.0                   # invalid: refused
+    with pytest.raises(ValueError, match="lam"):
+        wva.load_state_dict(bad)
+    assert opt.state_dict()["param_groups"][0]["lr"] == before["param_groups"][0]["lr"]
