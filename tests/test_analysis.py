@@ -215,7 +215,9 @@ def test_same_seed_same_curves_and_a_custom_loss(trained):
     d = perturbation_test(model, f, test, norms=[3], kinds=["uniform"], samples=2, seed=7,
                           loss=CrossEntropy())
     assert d.loss["uniform"] == pytest.approx(a.loss["uniform"], rel=1e-6)
-    assert d.accuracy == pytest.approx(a.accuracy)
+    assert set(d.accuracy) == set(a.accuracy)
+    for kind in a.accuracy:                  # approx does not take nested dicts in pytest 8+
+        assert list(d.accuracy[kind]) == pytest.approx(list(a.accuracy[kind]))
 
 
 def test_result_serialises_and_plots(trained, tmp_path):
