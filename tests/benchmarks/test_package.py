@@ -84,7 +84,12 @@ def test_every_module_imports_alone_and_registers_nothing():
             "after = ([e.name for e in ESTIMATORS.entries()], "
             "[e.name for e in METHODS.entries()])\n"
             "assert before == after, (before, after)\n")
-    for module in MODULES:
-        proc = subprocess.run([sys.executable, "-c", code, module], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, f"{module}: {proc.stderr[-1500:]}"
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(module: str) -> tuple[str, subprocess.CompletedProcess]:
+        return module, subprocess.run([sys.executable, "-c", code, module], cwd=ROOT,
+                                      capture_output=True, text=True, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:    # two interpreters at once: 2 cores
+        for module, proc in pool.map(check, MODULES):
+            assert proc.returncode == 0, f"{module}: {proc.stderr[-1500:]}"
