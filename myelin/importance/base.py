@@ -505,14 +505,8 @@ def iter_batches(
         if max_samples is not None and seen + len(x) > max_samples:
             keep = max_samples - seen
             x, y = x[:keep], (None if y is None else y[:keep])
-        if x.is_floating_point():
-            if check_finite and not all_finite(x):
-                raise ValueError(f"data: the input batch starting at sample {seen} contains NaN "
-                                 "or inf.")
-            if dtype is not None:
-                x = x.to(dtype)
+        x = _prepared(x, "the input batch", seen, device, dtype, check_finite)
         if device is not None:
-            x = x.to(device)
             y = None if y is None else y.to(device)
         seen += len(x)
         yield x, y
@@ -541,6 +535,17 @@ def _dataset_batches(data: torch.utils.data.Dataset, batch_size: int) -> Iterato
         yield batch
 
 
+def _prepared(t: Tensor, what: str, seen: int, device: torch.device | None,
+              dtype: torch.dtype | None, check_finite: bool) -> Tensor:
+    """One input tensor checked for NaN/inf, cast to `dtype` if floating, moved to `device`."""
+    if t.is_floating_point():
+        if check_finite and not all_finite(t):
+            raise ValueError(f"data: {what} starting at sample {seen} contains NaN or inf.")
+        if dtype is not None:
+            t = t.to(dtype)
+    return t if device is None else t.to(device)
+
+
 def _dict_batch(x: dict[str, Any], y: Tensor | None, seen: int, max_samples: int | None,
                 device: torch.device | None, dtype: torch.dtype | None,
                 check_finite: bool) -> Iterator[tuple[dict[str, Any], Tensor | None]]:
@@ -554,18 +559,9 @@ def _dict_batch(x: dict[str, Any], y: Tensor | None, seen: int, max_samples: int
     if max_samples is not None and seen + n > max_samples:
         keep = max_samples - seen
         x, y = _slice_dict(x, slice(0, keep)), (None if y is None else y[:keep])
-    out = {}
-    for key, value in x.items():
-        if isinstance(value, Tensor):
-            if value.is_floating_point():
-                if check_finite and not all_finite(value):
-                    raise ValueError(f"data: input {key!r} of the batch starting at sample {seen} "
-                                     "contains NaN or inf.")
-                if dtype is not None:
-                    value = value.to(dtype)
-            if device is not None:
-                value = value.to(device)
-        out[key] = value
+    out = {key: _prepared(value, f"input {key!r} of the batch", seen, device, dtype,
+                          check_finite) if isinstance(value, Tensor) else value
+           for key, value in x.items()}
     if device is not None and y is not None:
         y = y.to(device)
     yield out, y
