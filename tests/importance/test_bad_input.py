@@ -25,18 +25,6 @@ GRADIENT_ESTIMATORS = ["fisher", "fisher-sampled", "fisher-exact", "mas"]
 LABEL_FREE = ["fisher-sampled", "fisher-exact", "mas", "signal"]
 
 
-@pytest.fixture
-def model():
-    torch.manual_seed(0)
-    return mlp((6, 8, 3))
-
-
-@pytest.fixture
-def data():
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g)
-
-
 class Items(Dataset):
     """A map-style dataset of the given (x, y) items."""
 

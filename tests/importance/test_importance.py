@@ -11,18 +11,6 @@ from myelin.importance import ESTIMATORS, Importance, fisher, mas, signal
 from .models import mixed_data, mlp, trained_bn_mixed
 
 
-@pytest.fixture
-def model():
-    torch.manual_seed(0)
-    return mlp((6, 8, 3))
-
-
-@pytest.fixture
-def data():
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(20, 6, generator=g), torch.randint(0, 3, (20,), generator=g)
-
-
 def test_add_scale_and_sum(model, data):
     a, b = fisher(model, data), mas(model, data)
     total = a + b
