@@ -421,10 +421,11 @@ def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bo
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         step_times.append(time.perf_counter() - t)
-        if not math.isfinite(float(loss)):
-            raise FloatingPointError(f"{method} λ={lam}: loss {float(loss)} at step {step}")
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{method} λ={lam}: loss {value} at step {step}")
         if step % EVAL_EVERY == 0 or step == steps:
-            curve.append({"step": step, "train_loss": float(loss), **evaluate(model, data)})
+            curve.append({"step": step, "train_loss": value, **evaluate(model, data)})
             model.train()
             last = curve[-1]
             progress(f"{method} λ={lam:g} seed {seed} step {step}: kjv "
@@ -528,6 +529,24 @@ def summary(out: Path) -> dict[str, Any]:
     return {"pretrained": start, "methods": methods}
 
 
+def dominance(methods: dict[str, Any]) -> list[str]:
+    """Sentences: which consolidated points dominate full fine-tuning and LoRA on test."""
+    def point(method: str, lam: str) -> tuple[float, float]:
+        test = methods[method]["lams"][lam]["test"]
+        return test["kjv"], sum(test[s] for s in SKILLS) / len(SKILLS)
+
+    out = []
+    for ref in ("finetune", "lora"):
+        if ref not in methods:
+            continue
+        rx, ry = point(ref, methods[ref]["chosen"])
+        wins = [f"{m} λ={lam}" for m, e in methods.items() if METHODS[m][0] is not None
+                for lam in e["lams"] if point(m, lam)[0] <= rx and point(m, lam)[1] <= ry]
+        out.append(f"Points that dominate {ref} (lower or equal new-domain *and* mean old-skill "
+                   f"test loss): {', '.join(wins) if wins else 'none'}.")
+    return [*out, ""] if out else []
+
+
 def report(out: Path, docs: Path) -> str:
     """docs/llm.md and its plots from the records."""
     import matplotlib
@@ -581,26 +600,25 @@ def report(out: Path, docs: Path) -> str:
     fig.tight_layout()
     fig.savefig(figures / "llm-pareto.png", dpi=110)
     plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
     groups = records(out)
     for method, entry in methods.items():
         runs = groups[(method, float(entry["chosen"]))]
         steps = [c["step"] for c in runs[0]["curve"]]
-        for ax, what in zip(axes, ("kjv", "old")):
+        for ax, what in zip(axes, ("kjv", *SKILLS)):
             ys = []
             for i in range(len(steps)):
-                vals = [r["curve"][i]["validation"] for r in runs if len(r["curve"]) > i]
-                ys.append(sum(v["kjv"] if what == "kjv" else sum(v[s] for s in SKILLS) / 3
-                              for v in vals) / len(vals))
+                vals = [r["curve"][i]["validation"][what] for r in runs if len(r["curve"]) > i]
+                ys.append(sum(vals) / len(vals))
             ax.plot(steps, ys, label=method)
-    axes[0].set_title("KJV validation loss")
-    axes[1].set_title("mean old-skill validation loss")
-    for ax in axes:
+    for ax, what in zip(axes, ("KJV (new domain)", *SKILLS)):
+        ax.set_title(f"{what}: validation loss per token", fontsize=9)
         ax.set_xlabel("step")
-    axes[1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(figures / "llm-curves.png", dpi=110)
     plt.close(fig)
+    lines += dominance(methods)
     missing = [m for m in METHODS if m not in methods]
     lines += ["![Pareto](results/llm-pareto.png)", "", "![Curves](results/llm-curves.png)", ""]
     if missing:
