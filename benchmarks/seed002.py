@@ -1033,7 +1033,8 @@ def perturbation_section(result: dict[str, Any],
 def results_section(figures: Path | None = None) -> str:
     """The seed 002 sections of docs/results.md from the committed JSON ('' if none).
 
-    With `figures` (a folder), the two plots are redrawn there; without, they are only named.
+    With `figures` (a folder), the plots are redrawn there; without, they are only named.
+    Fig. 3A–C (permuted MNIST) come from `benchmarks.seed002_mnist.results_section`.
     """
     parts = []
     fig2_json, perturb_json = OUT / "fig2.json", OUT / "perturbation.json"
@@ -1051,6 +1052,10 @@ def results_section(figures: Path | None = None) -> str:
         if figures is not None:
             plot_perturbation(presult, figures / PERTURB_FIGURE.name)
         parts.append(perturbation_section(presult, f"results/{PERTURB_FIGURE.name}"))
+    from benchmarks.seed002_mnist import results_section as fig3_section  # Fig. 3A–C
+    fig3 = fig3_section(figures)
+    if fig3:
+        parts.append(fig3)
     return "\n\n".join(parts)
 
 
