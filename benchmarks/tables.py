@@ -165,8 +165,29 @@ def replay_cost_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def llm_cost_table(data: dict) -> str:
+    env = data["environment"]
+    names = {"fisher": "per-sequence Fisher (myelin, one batched pass) ÷ a plain forward+backward",
+             "batch1_loop": "batch-1 loop of public EWC code ÷ a plain forward+backward",
+             "trainer_ewc": "Trainer step with `ConsolidationCallback(EWC)` ÷ a plain Trainer step",
+             "trainer_wva": "Trainer step with WVA as the optimizer ÷ a plain Trainer step"}
+    lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} thread(s), commit "
+             f"{env['commit']}; {data['what']} ({data['parameters']:,} parameters), median of "
+             f"{data['repeats']} rounds.", "",
+             "| what | ratio | s (plain s) | issue's target |", "|---|---:|---:|---|"]
+    for key, r in data["rows"].items():
+        lines.append(f"| {names.get(key, key)} | {r['ratio']:.2f}× | {r['s']:.2f} "
+                     f"({r['plain_s']:.2f}) | {r['target']} |")
+    state = data["state_bytes_per_fp32_model"]
+    lines += ["", "Consolidation state ÷ the fp32 model's bytes: "
+              + ", ".join(f"{k.replace('_', ' ')} {v:.2f}×" for k, v in state.items())
+              + " (targets: EWC ≤ 1×, WVA ≤ 0.5×, seed 003's 3× and 2× before)."]
+    return "\n".join(lines)
+
+
 RENDERERS = {"importance": importance_table, "overhead": overhead_table,
-             "walltime": walltime_table, "replay_cost": replay_cost_table}
+             "walltime": walltime_table, "replay_cost": replay_cost_table,
+             "llm_cost": llm_cost_table}
 
 
 def rendered() -> dict[str, str]:

@@ -1,5 +1,11 @@
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` (the README's command) runs one worker per core: one torch thread each
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
