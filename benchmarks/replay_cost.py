@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks._common import command, environment, mnist_root, paired, write_json
+from benchmarks._common import RESULTS, command, environment, mnist_root, paired, write_json
 from myelin import Result, make_method
 from myelin.models import mlp
 from myelin.replay import CTNNet, Replay, gem_dual, gem_project
@@ -169,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="training batch sizes, comma list (10 is seed 001's)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--out", default=None)
+    p.add_argument("--add", action="store_true",
+                   help="merge these methods into the existing JSON (same --past, --steps, "
+                   "--repeats) instead of replacing it; the commands are kept side by side")
     args = p.parse_args(argv)
     try:
         batches = [int(b) for b in args.batch.split(",")]
@@ -185,6 +190,21 @@ def main(argv: list[str] | None = None) -> int:
                         per_task_samples=1000)
     by_batch = {str(b): measure(scenario, args.past, args.steps, args.repeats, b, methods)
                 for b in batches}
+    if args.add:
+        path = Path(args.out) if args.out else RESULTS / "replay_cost.json"
+        if not path.exists():
+            p.error(f"--add merges into {path}, which does not exist")
+        old = json.loads(path.read_text())
+        same = {k: old.get(k) for k in ("past_tasks", "steps", "repeats")}
+        if same != {"past_tasks": args.past, "steps": args.steps, "repeats": args.repeats}:
+            p.error(f"--add needs the settings of {path} ({same})")
+        for b, measured in by_batch.items():
+            old["batches"].setdefault(b, {"methods": {}})["methods"].update(measured["methods"])
+        old["command"] = f"{old['command']} && {command('replay_cost', argv)}"
+        old.setdefault("added", []).append({"command": command("replay_cost", argv),
+                                            "environment": environment()})
+        write_json("replay_cost", old, args.out)
+        return 0
     torch.manual_seed(0)
     n_params = sum(q.numel() for q in mlp(scenario.input_shape, scenario.n_classes,
                                           (256, 256)).parameters())
