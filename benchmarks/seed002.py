@@ -1034,7 +1034,8 @@ def results_section(figures: Path | None = None) -> str:
     """The seed 002 sections of docs/results.md from the committed JSON ('' if none).
 
     With `figures` (a folder), the plots are redrawn there; without, they are only named.
-    Fig. 3A–C (permuted MNIST) come from `benchmarks.seed002_mnist.results_section`.
+    Fig. 3A–C (permuted MNIST) come from `benchmarks.seed002_mnist.results_section`, Fig. 4
+    (MinAtar) from `benchmarks.seed002_rl.results_section`.
     """
     parts = []
     fig2_json, perturb_json = OUT / "fig2.json", OUT / "perturbation.json"
@@ -1056,6 +1057,10 @@ def results_section(figures: Path | None = None) -> str:
     fig3 = fig3_section(figures)
     if fig3:
         parts.append(fig3)
+    from benchmarks.seed002_rl import results_section as fig4_section  # Fig. 4 (MinAtar)
+    fig4 = fig4_section(figures)
+    if fig4:
+        parts.append(fig4)
     return "\n\n".join(parts)
 
 
