@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .._state import read_state, write_state
+from ..distributed import unwrap, world_size
 from ..importance.base import Importance, trainable_parameters
 
 __all__ = ["Consolidator", "ParameterSet", "check_lam", "clip_negative"]
@@ -52,7 +53,8 @@ class ParameterSet:
     def __init__(self, model_or_params: nn.Module | Iterable[Any], owner: str):
         self.owner = owner
         if isinstance(model_or_params, nn.Module):
-            self.model: nn.Module | None = model_or_params
+            # a DDP model's inner module: parameter names without the "module." prefix
+            self.model: nn.Module | None = unwrap(model_or_params)
             self.params: dict[str, nn.Parameter] = trainable_parameters(model_or_params)
         else:
             self.model = None
@@ -249,11 +251,18 @@ class Consolidator(abc.ABC):
                           f"values are used ({self._loaded_settings_note}).", stacklevel=3)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state to a safetensors file (atomically)."""
+        """Write the state to a safetensors file (atomically).
+
+        Under torch.distributed the state is the same on every rank (`myelin.distributed`):
+        save from one rank. The world size is recorded (``world_size``, when > 1) for the
+        record only: the state loads under any world size, or in a single process.
+        """
         state = self.consolidation_state()
-        write_state(path, state["tensors"], _META_KEY,
-                    {"class": type(self).__name__, "config": state["config"],
-                     "parameters": state["parameters"]})
+        meta = {"class": type(self).__name__, "config": state["config"],
+                "parameters": state["parameters"]}
+        if world_size() > 1:
+            meta["world_size"] = world_size()
+        write_state(path, state["tensors"], _META_KEY, meta)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Restore state written by `save`; the model must have the same parameters.

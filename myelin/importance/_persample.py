@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
 from .._progress import progress_bar
+from ..distributed import reduce_over_ranks, unwrap
 from ..losses import IGNORE_INDEX, call_model
 from ._recurrent import vmappable_recurrent_layers
 from ._rules import Rule, find_rule
@@ -255,6 +256,7 @@ def per_sample_sum(
     progress: bool | None = None,
     desc: str = "importance",
     targets: Targets | None = None,
+    distributed: bool = True,
 ) -> tuple[dict[str, Tensor], int]:
     """Σ over samples (and objectives) of f(per-sample gradient), for every trainable parameter.
 
@@ -273,18 +275,33 @@ def per_sample_sum(
         desc: Progress bar label.
         targets: ``(inputs, labels) -> y`` given to `cotangent` (e.g. `CausalLM.targets`,
             which shifts the labels); None: the batch's labels as they are.
+        distributed: Under an initialised torch.distributed process group, sum the sums and
+            the sample counts over every rank (`myelin.distributed.reduce_over_ranks`: every
+            rank must call, each with its own shard of the data). False: this rank's data only.
 
     Returns:
-        (sums, n): name -> tensor of the parameter's shape, and the number of samples used.
-        The sums are float32 for a half-precision parameter (`accumulation_dtype`): the rules
-        get their inputs and δ in float32 and every batch is added to a float32 sum.
+        (sums, n): name -> tensor of the parameter's shape, and the number of samples used
+        (over all ranks under a process group). The sums are float32 for a half-precision
+        parameter (`accumulation_dtype`): the rules get their inputs and δ in float32 and every
+        batch is added to a float32 sum.
 
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {sorted(REDUCTIONS)}. Got {reduce!r}.")
     if fallback not in ("functional", "error"):
         raise ValueError(f"fallback must be 'functional' or 'error'. Got {fallback!r}.")
-    f = REDUCTIONS[reduce]
+    model = unwrap(model)     # run the inner module: DDP's forward has collectives of its own
+    return reduce_over_ranks(
+        lambda: _local_sums(model, data, cotangent, REDUCTIONS[reduce], batch_size=batch_size,
+                            max_samples=max_samples, fallback=fallback, progress=progress,
+                            desc=desc, targets=targets), desc, distributed)
+
+
+def _local_sums(model: nn.Module, data: Any, cotangent: Cotangent,
+                f: Callable[[Tensor], Tensor], *, batch_size: int, max_samples: int | None,
+                fallback: str, progress: bool | None, desc: str,
+                targets: Targets | None) -> tuple[dict[str, Tensor], int]:
+    """`per_sample_sum` on this process's data alone."""
     params = trainable_parameters(model)
     if not params:
         raise ValueError("model has no trainable parameters (all have requires_grad=False).")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .._state import read_state, write_state
+from ..distributed import unwrap
 
 __all__ = ["Importance", "accumulation_dtype", "all_finite", "batch_len", "check_token_ids",
            "eval_mode", "iter_batches", "loss_view", "token_rows", "trainable_parameters"]
@@ -216,10 +217,14 @@ class Importance(Mapping[str, Tensor]):
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Name -> parameter for every parameter with ``requires_grad`` (shared ones once)."""
+    """Name -> parameter for every parameter with ``requires_grad`` (shared ones once).
+
+    A `DistributedDataParallel` model's names are its inner module's (no ``module.`` prefix,
+    `myelin.distributed.unwrap`).
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module. Got {type(model).__name__}.")
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p for n, p in unwrap(model).named_parameters() if p.requires_grad}
 
 
 @contextlib.contextmanager

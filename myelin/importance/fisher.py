@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import rank, reduced_world_size, unwrap
 from ..losses import IGNORE_INDEX, default_loss
 from ._persample import per_sample_sum
 from .base import Importance, loss_view, token_rows
@@ -52,6 +53,7 @@ def fisher(
     progress: bool | None = None,
     loss: Any = None,
     per_token: bool = False,
+    distributed: bool = True,
 ) -> Importance:
     """Estimate the diagonal Fisher information, F = mean_n (∂ log p(y_n | x_n) / ∂θ)².
 
@@ -80,6 +82,11 @@ def fisher(
         per_token: For dict batches with per-position labels (language models): each token is
             a sample (mean over tokens of the per-token squared gradient) instead of each
             sequence. Exact, at one sequence pass per token (`token_rows`).
+        distributed: Under an initialised torch.distributed process group (every rank calls,
+            each with its own shard; `max_samples` is per rank), sum over all ranks: every rank
+            gets the union's Fisher (`myelin.distributed`). Sampled labels are drawn with
+            ``seed + rank``. False: this rank's data only. A DDP-wrapped model is accepted
+            (its inner module's parameter names).
 
     Returns:
         Importance with one tensor per trainable parameter, ``meta`` recording the variant;
@@ -94,6 +101,9 @@ def fisher(
     if exact and empirical:
         raise ValueError("exact=True takes the expectation over the model's own labels; "
                          "it needs empirical=False.")
+    model = unwrap(model)
+    # each rank draws its own labels: one stream per rank, not the same draws on every shard
+    offset = rank() if distributed else 0
     generator: list[torch.Generator] = []
 
     def cotangent(logits: Tensor, y: Tensor | None) -> Tensor:
@@ -112,7 +122,8 @@ def fisher(
         else:
             if not generator:
                 g = torch.Generator(device=logits.device)
-                g.manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
+                base = seed if seed is not None else int(torch.randint(2**31, ()).item())
+                g.manual_seed(base + offset)
                 generator.append(g)
             labels = torch.multinomial(p.reshape(-1, c), 1, generator=generator[0])
             labels = labels.reshape(p.shape[:-1])
@@ -125,11 +136,14 @@ def fisher(
         sums, n = per_sample_sum(model, data, cotangent, reduce="square",
                                  batch_size=batch_size, max_samples=max_samples,
                                  fallback=fallback, progress=progress, desc="fisher",
-                                 targets=getattr(loss, "targets", None))
+                                 targets=getattr(loss, "targets", None),
+                                 distributed=distributed)
     variant = "empirical" if empirical else ("exact" if exact else "sampled")
     meta = {"estimator": "fisher", "labels": variant, "n_samples": n}
     if per_token:
         meta["per_token"] = True
     if variant == "sampled":
         meta["seed"] = seed
+    if reduced_world_size(distributed) > 1:
+        meta["world_size"] = reduced_world_size(distributed)
     return Importance({k: v / n for k, v in sums.items()}, meta)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import reduced_world_size, unwrap
 from ..losses import default_loss
 from ._persample import per_sample_sum
 from .base import Importance, loss_view, token_rows
@@ -32,6 +33,7 @@ def mas(
     loss: Any = None,
     seed: int | None = None,
     per_token: bool = False,
+    distributed: bool = True,
 ) -> Importance:
     """Estimate MAS importance, mean_n |∂ ‖f(x_n)‖² / ∂θ| with f the softmax output.
 
@@ -56,6 +58,11 @@ def mas(
             registered estimator takes the same arguments.
         per_token: For dict batches with per-position labels: each counted token is a sample
             (`token_rows`), instead of each sequence.
+        distributed: Under an initialised torch.distributed process group (every rank calls,
+            each with its own shard; `max_samples` is per rank), sum over all ranks: every rank
+            gets the union's MAS (`myelin.distributed`; with ``per_sample=False`` the signed
+            sums are reduced before the absolute value). False: this rank's data only. A
+            DDP-wrapped model is accepted (its inner module's parameter names).
 
     Returns:
         Importance with one non-negative tensor per trainable parameter; float32 for a
@@ -66,6 +73,7 @@ def mas(
         raise ValueError(f"output must be one of {_OUTPUTS}. Got {output!r}.")
     if norm not in _NORMS:
         raise ValueError(f"norm must be one of {_NORMS}. Got {norm!r}.")
+    model = unwrap(model)
 
     def cotangent(logits: Tensor, y: Tensor | None) -> Tensor:
         z = logits.detach().requires_grad_(True)
@@ -82,10 +90,13 @@ def mas(
         sums, n = per_sample_sum(model, data, cotangent,
                                  reduce="abs" if per_sample else "sum", batch_size=batch_size,
                                  max_samples=max_samples, fallback=fallback, progress=progress,
-                                 desc="mas", targets=getattr(loss, "targets", None))
+                                 desc="mas", targets=getattr(loss, "targets", None),
+                                 distributed=distributed)
     values = {k: (v if per_sample else v.abs()) / n for k, v in sums.items()}
     meta = {"estimator": "mas", "output": output, "norm": norm, "per_sample": per_sample,
             "n_samples": n}
     if per_token:
         meta["per_token"] = True
+    if reduced_world_size(distributed) > 1:
+        meta["world_size"] = reduced_world_size(distributed)
     return Importance(values, meta)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..distributed import unwrap
 from .base import Importance, accumulation_dtype, all_finite, trainable_parameters
 
 __all__ = ["NonFiniteGradientError", "SynapticIntelligence"]
@@ -26,6 +27,12 @@ class SynapticIntelligence:
     `reset` starts the next task's window. ω is summed, and the importance returned, in float32
     for a half-precision model (float64 for a float64 one).
 
+    Under torch.distributed DDP no communication is needed: the gradients are averaged over
+    the ranks by the time the optimizer steps and the parameters are the same on every rank, so
+    every rank accumulates the same ω, the path integral of the global loss (see
+    `myelin.distributed`). A DDP-wrapped model is accepted (its inner module's parameter names).
+    Call `update` after the synchronised step, not inside ``no_sync()`` (rank-local gradients).
+
     Args:
         model: The network being trained; its trainable parameters are tracked.
         damping: ξ > 0 in the denominator (0.1 in Zenke et al. and the seeds' code).
@@ -43,7 +50,7 @@ class SynapticIntelligence:
                 or not math.isfinite(damping) or damping <= 0:
             raise ValueError(f"The 'damping' parameter of SynapticIntelligence must be a finite "
                              f"float > 0. Got {damping!r} instead.")
-        self.model = model
+        self.model = unwrap(model)
         self.damping = float(damping)
         self._params = trainable_parameters(model)
         if not self._params:

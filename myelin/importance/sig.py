@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._progress import progress_bar
+from ..distributed import reduce_over_ranks, reduced_world_size, unwrap
 from ..losses import call_model, default_loss
 from ._rules import (
     batchnorm_xhat,
@@ -307,6 +308,7 @@ def signal(
     progress: bool | None = None,
     loss: Any = None,
     seed: int | None = None,
+    distributed: bool = True,
 ) -> Importance:
     """Estimate SIG, the mean total absolute signal through each weight and bias.
 
@@ -328,6 +330,11 @@ def signal(
             e.g. a class-masked `myelin.losses.CrossEntropy`); None: the raw output.
         seed: Unused (this estimator draws no random numbers); accepted so that every
             registered estimator takes the same arguments.
+        distributed: Under an initialised torch.distributed process group (every rank calls,
+            each with its own shard; `max_samples` is per rank), sum the signal and the sample
+            counts over all ranks: every rank gets the union's SIG (`myelin.distributed`).
+            False: this rank's data only. A DDP-wrapped model is accepted (its inner module's
+            parameter names).
 
     Returns:
         Importance with one non-negative tensor per trainable parameter, in float32 for a
@@ -342,125 +349,138 @@ def signal(
     """
     if last_layer not in ("softmax", "linear"):
         raise ValueError(f"last_layer must be 'softmax' or 'linear'. Got {last_layer!r}.")
-    params = trainable_parameters(model)
-    if not params:
-        raise ValueError("model has no trainable parameters (all have requires_grad=False).")
-    layers = _plan(model, params)
-    first = next(iter(params.values()))
-    factors: dict[str, Tensor] = {}
-    sums: dict[str, Tensor] = {}
-    # id(tensor) -> (tensor, key into `pending`, already activated?) for the current batch
-    live: dict[int, tuple[Tensor, int, bool]] = {}
-    # per layer call: the bias signal once known, else the raw output, reduced after the forward
-    # only if no activation claimed it (saves a pass over every activated output)
-    pending: list[tuple[_Layer, _Signal, Tensor | None, Tensor]] = []
+    model = unwrap(model)     # run the inner module: DDP's forward has collectives of its own
+    loss = default_loss(model) if loss is None else loss
+    unused: list[str] = []
 
-    def add(store: dict[str, Tensor], name: str, value: Tensor) -> None:
-        value = value.to(accumulation_dtype(value.dtype))
-        store[name] = value if name not in store else store[name] + value
+    def rank_sums() -> tuple[dict[str, Tensor], int]:
+        """Σ_k |p| ⊙ factor (or Σ_k of the bias signal) per parameter, on this rank's data."""
+        params = trainable_parameters(model)
+        if not params:
+            raise ValueError("model has no trainable parameters (all have requires_grad=False).")
+        layers = _plan(model, params)
+        first = next(iter(params.values()))
+        factors: dict[str, Tensor] = {}
+        sums: dict[str, Tensor] = {}
+        # id(tensor) -> (tensor, key into `pending`, already activated?) for the current batch
+        live: dict[int, tuple[Tensor, int, bool]] = {}
+        # per layer call: the bias signal once known, else the raw output, reduced after the forward
+        # only if no activation claimed it (saves a pass over every activated output)
+        pending: list[tuple[_Layer, _Signal, Tensor | None, Tensor]] = []
 
-    def tracked(t: Any) -> tuple[int, bool] | None:
-        entry = live.get(id(t)) if isinstance(t, Tensor) else None
-        return None if entry is None or entry[0] is not t else entry[1:]
+        def add(store: dict[str, Tensor], name: str, value: Tensor) -> None:
+            value = value.to(accumulation_dtype(value.dtype))
+            store[name] = value if name not in store else store[name] + value
 
-    token_mask: list[Tensor] = []            # the batch's attention_mask (N, T), if any
+        def tracked(t: Any) -> tuple[int, bool] | None:
+            entry = live.get(id(t)) if isinstance(t, Tensor) else None
+            return None if entry is None or entry[0] is not t else entry[1:]
 
-    def masked(t: Any) -> Any:
-        """Padding positions zeroed: they carry no signal of a sample."""
-        if not token_mask or not isinstance(t, Tensor) or not t.is_floating_point():
-            return t
-        m = token_mask[0]
-        if t.dim() < 2 or tuple(t.shape[:2]) != tuple(m.shape):
-            return t
-        return t * m.reshape(*m.shape, *([1] * (t.dim() - 2))).to(t.dtype)
+        token_mask: list[Tensor] = []            # the batch's attention_mask (N, T), if any
 
-    def layer_hook(layer: _Layer, module, args, kwargs, output) -> None:
-        layer.calls += 1
-        if layer.handler is _embedding:
-            ids = args[0]
-            mask = token_mask[0] if token_mask and tuple(ids.shape) == tuple(
-                token_mask[0].shape) else None
-            sig = _embedding(module, args, kwargs, output, mask)
-        else:
-            sig = layer.handler(module, tuple(masked(a) for a in args), kwargs, masked(output))
-        for local, v in sig.factors.items():
-            if local in layer.params:
-                add(factors, layer.params[local], v)
-        for local, v in sig.sums.items():
-            if local in layer.params:
-                add(sums, layer.params[local], v)
-        if sig.bias in layer.params and isinstance(output, Tensor):
-            live[id(output)] = (output, len(pending), False)
-            pending.append((layer, sig, None, masked(output)))
+        def masked(t: Any) -> Any:
+            """Padding positions zeroed: they carry no signal of a sample."""
+            if not token_mask or not isinstance(t, Tensor) or not t.is_floating_point():
+                return t
+            m = token_mask[0]
+            if t.dim() < 2 or tuple(t.shape[:2]) != tuple(m.shape):
+                return t
+            return t * m.reshape(*m.shape, *([1] * (t.dim() - 2))).to(t.dtype)
 
-    def act_hook(transform, module, args, output) -> None:
-        entry = tracked(args[0]) if args else None
-        if entry is None or not isinstance(output, Tensor):
-            return
-        key, activated = entry
-        if transform is not None:
-            layer, sig, _, raw = pending[key]
-            pending[key] = (layer, sig, sig.reducer(masked(transform(output))), raw)
-            activated = True
-        live[id(output)] = (output, key, activated)
+        def layer_hook(layer: _Layer, module, args, kwargs, output) -> None:
+            layer.calls += 1
+            if layer.handler is _embedding:
+                ids = args[0]
+                mask = token_mask[0] if token_mask and tuple(ids.shape) == tuple(
+                    token_mask[0].shape) else None
+                sig = _embedding(module, args, kwargs, output, mask)
+            else:
+                sig = layer.handler(module, tuple(masked(a) for a in args), kwargs, masked(output))
+            for local, v in sig.factors.items():
+                if local in layer.params:
+                    add(factors, layer.params[local], v)
+            for local, v in sig.sums.items():
+                if local in layer.params:
+                    add(sums, layer.params[local], v)
+            if sig.bias in layer.params and isinstance(output, Tensor):
+                live[id(output)] = (output, len(pending), False)
+                pending.append((layer, sig, None, masked(output)))
 
-    handles = []
-    try:
-        for layer in layers:
-            handles.append(layer.module.register_forward_hook(
-                lambda m, a, kw, o, layer=layer: layer_hook(layer, m, a, kw, o), with_kwargs=True))
-        for module in model.modules():
-            act = ACTIVATIONS.get(type(module))
-            if act is not None or isinstance(module, PASS_THROUGH):
-                handles.append(module.register_forward_hook(
-                    lambda m, a, o, act=act: act_hook(act, m, a, o)))
-        n = 0
-        loss = default_loss(model) if loss is None else loss
-        with eval_mode(model), torch.no_grad(), loss_view(model, loss):
-            # NaN/inf inputs surface in the outputs, checked below: one pass fewer over x
-            batches = iter_batches(data, batch_size=batch_size, max_samples=max_samples,
-                                   device=first.device, dtype=first.dtype, check_finite=False)
-            for x, _ in progress_bar(batches, progress=progress, desc="signal", unit="batch"):
-                live.clear()
-                pending.clear()
-                token_mask.clear()
-                check_token_ids(model, x)
-                if isinstance(x, dict) and isinstance(x.get("attention_mask"), Tensor) \
-                        and x["attention_mask"].dim() == 2:
-                    token_mask.append(x["attention_mask"])
-                try:
-                    out = _output_logits(call_model(model, x))
-                except RuntimeError as err:
-                    if type(err) is not RuntimeError:
-                        raise
-                    raise model_error(err, x, n) from err
-                if not all_finite(out):
-                    _raise_non_finite(x, n)
-                entry = tracked(out)
-                if last_layer == "softmax" and entry is not None and not entry[1]:
-                    layer, sig, _, raw = pending[entry[0]]
-                    if isinstance(layer.module, nn.Linear):
-                        prob = F.softmax(out, dim=-1, dtype=accumulation_dtype(out.dtype))
-                        pending[entry[0]] = (layer, sig, sig.reducer(prob), raw)
-                for layer, sig, value, raw in pending:
-                    add(sums, layer.params[sig.bias], sig.reducer(raw) if value is None else value)
-                n += batch_len(x)
-    finally:
-        for h in handles:
-            h.remove()
-        live.clear()
-        pending.clear()
-    values: dict[str, Tensor] = {}
-    for name, p in params.items():
-        if name in factors:
-            values[name] = p.detach().abs() * factors[name] / n
-        elif name in sums:
-            values[name] = sums[name] / n
-        else:
-            values[name] = torch.zeros_like(p, dtype=accumulation_dtype(p.dtype))
-    unused = [la.name for la in layers if la.calls == 0]
+        def act_hook(transform, module, args, output) -> None:
+            entry = tracked(args[0]) if args else None
+            if entry is None or not isinstance(output, Tensor):
+                return
+            key, activated = entry
+            if transform is not None:
+                layer, sig, _, raw = pending[key]
+                pending[key] = (layer, sig, sig.reducer(masked(transform(output))), raw)
+                activated = True
+            live[id(output)] = (output, key, activated)
+
+        handles = []
+        try:
+            for layer in layers:
+                handles.append(layer.module.register_forward_hook(
+                    lambda m, a, kw, o, layer=layer: layer_hook(layer, m, a, kw, o),
+                    with_kwargs=True))
+            for module in model.modules():
+                act = ACTIVATIONS.get(type(module))
+                if act is not None or isinstance(module, PASS_THROUGH):
+                    handles.append(module.register_forward_hook(
+                        lambda m, a, o, act=act: act_hook(act, m, a, o)))
+            n = 0
+            with eval_mode(model), torch.no_grad(), loss_view(model, loss):
+                # NaN/inf inputs surface in the outputs, checked below: one pass fewer over x
+                batches = iter_batches(data, batch_size=batch_size, max_samples=max_samples,
+                                       device=first.device, dtype=first.dtype, check_finite=False)
+                for x, _ in progress_bar(batches, progress=progress, desc="signal", unit="batch"):
+                    live.clear()
+                    pending.clear()
+                    token_mask.clear()
+                    check_token_ids(model, x)
+                    if isinstance(x, dict) and isinstance(x.get("attention_mask"), Tensor) \
+                            and x["attention_mask"].dim() == 2:
+                        token_mask.append(x["attention_mask"])
+                    try:
+                        out = _output_logits(call_model(model, x))
+                    except RuntimeError as err:
+                        if type(err) is not RuntimeError:
+                            raise
+                        raise model_error(err, x, n) from err
+                    if not all_finite(out):
+                        _raise_non_finite(x, n)
+                    entry = tracked(out)
+                    if last_layer == "softmax" and entry is not None and not entry[1]:
+                        layer, sig, _, raw = pending[entry[0]]
+                        if isinstance(layer.module, nn.Linear):
+                            prob = F.softmax(out, dim=-1, dtype=accumulation_dtype(out.dtype))
+                            pending[entry[0]] = (layer, sig, sig.reducer(prob), raw)
+                    for layer, sig, value, raw in pending:
+                        add(sums, layer.params[sig.bias],
+                            sig.reducer(raw) if value is None else value)
+                    n += batch_len(x)
+        finally:
+            for h in handles:
+                h.remove()
+            live.clear()
+            pending.clear()
+        totals: dict[str, Tensor] = {}
+        for name, p in params.items():
+            if name in factors:
+                totals[name] = p.detach().abs() * factors[name]
+            elif name in sums:
+                totals[name] = sums[name]
+            else:
+                totals[name] = torch.zeros_like(p, dtype=accumulation_dtype(p.dtype))
+        unused.extend(la.name for la in layers if la.calls == 0)
+        return totals, n
+
+    totals, n = reduce_over_ranks(rank_sums, "signal", distributed)
+    values = {name: total / n for name, total in totals.items()}
     if unused:
         warnings.warn(f"Layers never called in the forward pass get zero signal: {unused}",
                       stacklevel=2)
-    return Importance(values, {"estimator": "signal", "last_layer": last_layer,
-                               "n_samples": n})
+    meta = {"estimator": "signal", "last_layer": last_layer, "n_samples": n}
+    if reduced_world_size(distributed) > 1:
+        meta["world_size"] = reduced_world_size(distributed)
+    return Importance(values, meta)
