@@ -1,0 +1,91 @@
+"""benchmarks.llm (issue 20) in-process: a stopped run resumes to the uninterrupted one, longer
+records cover shorter requests, the plan's order, the report's compared step."""
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from benchmarks import llm
+from myelin.records import RecordStore
+from tests.benchmarks.test_smoke import _have_llm_texts
+
+needs_texts = pytest.mark.skipif(not _have_llm_texts(),
+                                 reason="needs Debian bible-kjv and python3.11-doc")
+
+
+class Stop(Exception):
+    pass
+
+
+@needs_texts
+@pytest.mark.parametrize("method", ["ewc", "lora"])
+def test_a_stopped_run_resumes_to_the_uninterrupted_one(tmp_path, monkeypatch, method):
+    monkeypatch.setattr(llm, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(llm, "EVAL_EVERY", 1)
+    spec = llm.run_spec(method, 100.0, 0, 3, 1e-3, True)
+    whole = llm.run_one(method, 100.0, 0, 3, 1e-3, True, tmp_path, lambda m: None)
+
+    def stop_at_step_2(message: str) -> None:
+        if "step 2:" in message:
+            raise Stop
+
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Stop):
+        llm.run_one(method, 100.0, 0, 3, 1e-3, True, tmp_path, stop_at_step_2, ckpt, spec)
+    assert ckpt.exists()                                   # saved after step 1
+    said = []
+    resumed = llm.run_one(method, 100.0, 0, 3, 1e-3, True, tmp_path, said.append, ckpt, spec)
+    assert any("resumed at step 1" in m for m in said)
+    assert [c["step"] for c in resumed["curve"]] == [0, 1, 2, 3]
+    assert resumed["curve"] == whole["curve"]
+    # a checkpoint of other settings is not resumed
+    other = llm.run_spec(method, 10.0, 0, 3, 1e-3, True)
+    said.clear()
+    llm.run_one(method, 10.0, 0, 3, 1e-3, True, tmp_path, said.append, ckpt, other)
+    assert not any("resumed" in m for m in said)
+
+
+def _record(store: RecordStore, method: str, lam: float, seed: int, steps: int,
+            losses: dict[int, tuple[float, float]]) -> None:
+    """A fake record: per step (kjv loss, old-skill loss) on both parts."""
+    curve = [{"step": s, **{part: {"kjv": k, **dict.fromkeys(llm.SKILLS, o)}
+                            for part in ("validation", "test")}} for s, (k, o) in losses.items()]
+    store.put(f"{method}-lam{lam:g}-seed{seed}",
+              llm.run_spec(method, lam, seed, steps, 1e-4, False),
+              {"measured": {"curve": curve, "step_seconds": 1.0, "state_bytes": 0,
+                            "model_bytes": 1}})
+
+
+def test_longer_records_cover_shorter_runs_and_the_plan_goes_in_order(tmp_path):
+    store = RecordStore(tmp_path)
+    _record(store, "finetune", 0.0, 0, 200, {0: (3, 2), 100: (2.5, 2.4), 200: (2.4, 2.6)})
+    key, spec = "finetune-lam0-seed0", llm.run_spec("finetune", 0.0, 0, 100, 1e-4, False)
+    assert llm.covered(store, key, spec)
+    assert not llm.covered(store, key, {**spec, "steps": 300})
+    assert not llm.covered(store, key, {**spec, "lr": 1e-3})
+    assert llm.next_planned(tmp_path, 100, 1e-4, False) == ("ewc", 1.0, 0)
+    # the whole seed-0 grid recorded: λ of lower validation criterion chosen, bf16 next
+    for method, lams in llm.GRID.items():
+        for i, lam in enumerate(lams):
+            if method != "finetune":
+                _record(store, method, lam, 0, 100, {0: (3, 2), 100: (2.6 + i / 10, 2.2)})
+    assert llm.next_planned(tmp_path, 100, 1e-4, False) == ("ewc-bf16", llm.GRID["ewc"][0], 0)
+    for method, sibling in llm.BF16_OF.items():
+        _record(store, method, llm.GRID[sibling][0], 0, 100, {0: (3, 2), 100: (2.6, 2.2)})
+    assert llm.next_planned(tmp_path, 100, 1e-4, False) == ("finetune", 0.0, 1)
+    # another seed at the chosen λ cannot move the choice (made on seed 0)
+    _record(store, "ewc", llm.GRID["ewc"][0], 1, 100, {0: (3, 2), 100: (9.0, 9.0)})
+    assert llm.summary(tmp_path)["methods"]["ewc"]["chosen"] == f"{llm.GRID['ewc'][0]:g}"
+
+
+def test_summary_compares_every_run_at_the_fewest_steps(tmp_path):
+    store = RecordStore(tmp_path)
+    _record(store, "finetune", 0.0, 0, 200, {0: (3, 2), 100: (2.5, 2.4), 200: (2.4, 2.6)})
+    _record(store, "ewc", 1.0, 0, 100, {0: (3, 2), 100: (2.6, 2.1)})
+    data = llm.summary(tmp_path)
+    assert data["step"] == 100
+    assert data["methods"]["finetune"]["lams"]["0"]["test"]["kjv"] == 2.5
+    assert llm.summary(tmp_path, 200)["methods"]["finetune"]["lams"]["0"]["test"]["kjv"] == 2.4
+    page = llm.report(tmp_path, tmp_path / "docs")
+    assert "after step 100" in page and "| finetune | — | 1 | 2.500 |" in page
