@@ -74,7 +74,7 @@ CLI_DEFAULTS: dict[str, Any] = {"widths": [100]}
 _SCENARIO_KEYS = {"n_tasks": "tasks", "root": "data_root"}
 #: Keys of the command line itself (a factory option of these names is refused).
 _RESERVED = {"config", "out", "grid", "seeds", "jobs", "quiet", "help", "version", "command",
-             "func", "overwrite", *SELECTORS}
+             "func", "overwrite", "backend", "storage", "study", *SELECTORS}
 #: Config-file keys only ``myelin sweep`` takes.
 _SWEEP_KEYS = ("grid", "seeds", "jobs")
 #: The files ``myelin run`` writes into its directory.
@@ -733,6 +733,37 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .distributed import torchrun_group
+
+    with torchrun_group():      # under torchrun: one process group (see myelin.distributed)
+        return _run(args)
+
+
+def _claim_on_rank_zero(out: Path, spec: Mapping[str, Any], overwrite: bool,
+                        resume: bool) -> bool:
+    """`_claim_run_dir`, under torchrun by rank 0 only; every rank stops if it refused."""
+    from .distributed import gather_errors, is_distributed, rank
+
+    if not is_distributed():
+        return _claim_run_dir(out, spec, overwrite, resume)
+    claimed, error = False, None
+    if rank() == 0:
+        try:
+            claimed = _claim_run_dir(out, spec, overwrite, resume)
+        except Exception as exc:                # re-raised once the other ranks know
+            error = exc
+    failed = gather_errors(error)
+    if error is not None:
+        raise error
+    if failed:
+        raise CLIError(f"rank 0 refused the run ({failed[0][1]})")
+    return claimed
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .distributed import rank
+
+    lead = rank() == 0                          # under torchrun only rank 0 writes or prints
     options = args.options
     file_cfg = _read_config(args.config, options) if args.config else {}
     sweep_keys = [k for k in _SWEEP_KEYS if k in file_cfg]
@@ -750,21 +781,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     every = args.checkpoint_every
     if every is not None and every <= 0:
         raise CLIError(f"--checkpoint-every must be a positive number of steps. Got {every}.")
-    created = not out.exists()
-    claimed = _claim_run_dir(out, spec, args.overwrite, args.resume)
+    created = lead and not out.exists()
+    claimed = _claim_on_rank_zero(out, spec, args.overwrite, args.resume)
     checkpoint = out / CHECKPOINT_DIR
     note = _checkpoint_note(out)
     resumable = note is not None               # a checkpoint this run must never delete
-    if args.resume:
+    if args.resume and lead:
         print(f"note: resuming {out} ({note})" if note else
               f"note: --resume: {out} holds no checkpoint; starting from the first task",
               file=sys.stderr)
     start = time.perf_counter()
     try:
-        result = build_and_fit(spec, progress=False if args.quiet else None,
+        result = build_and_fit(spec, progress=False if args.quiet or not lead else None,
                                checkpoint_dir=checkpoint, checkpoint_every=every,
                                resume=args.resume)
     except BaseException as exc:                # leave no half-claimed directory behind
+        if not lead:
+            raise                               # rank 0 cleans up
         note = _checkpoint_note(out)
         refused = isinstance(exc, (ValueError, TypeError, FloatingPointError))
         if note is not None and not refused:    # interrupted (Ctrl-C, I/O error): keep it
@@ -781,6 +814,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 out.rmdir()                     # only if empty
         raise
     result.config["wall_seconds"] = time.perf_counter() - start
+    if not lead:
+        return 0
     _write_run(result, out, f"{spec['method']} on {spec['scenario']}")
     _remove_checkpoint(checkpoint)              # the run is complete: result.json replaces it
     _print_matrix(spec["method"], result.accuracy)
@@ -1010,11 +1045,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             except (CLIError, ValueError, TypeError) as exc:
                 raise CLIError(f"grid point {params}: {exc}") from exc
             runs.append((params, seed, f"{_point_name(params)}/seed={seed}/result", spec))
+    optuna = args.backend == "optuna"          # the study hands out the runs: myelin.sweeps
+    if optuna:
+        from .sweeps import OptunaSweep, import_optuna
+
+        import_optuna()
+    elif args.storage or args.study:
+        raise CLIError("--storage and --study name the study of --backend optuna; add "
+                       "--backend optuna, or leave them out.")
     store = RecordStore(out)
     _make_dir(out)
     held = contextlib.ExitStack()
     try:
-        held.enter_context(store.lock())       # one sweep per directory, for its whole life
+        held.enter_context(store.lock(shared=optuna))  # one sweep (or study) per directory
     except StoreLockedError as exc:
         raise CLIError(f"--out {exc} Another `myelin sweep` is running there; wait for it to "
                        "finish (a re-run then resumes), or choose another --out.") from None
@@ -1023,10 +1066,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                        ) from None
     with held:
         records = {key: store.get(key, spec) for _, _, key, spec in runs}
+        study = OptunaSweep(runs, grid, out, args.storage, args.study) if optuna else None
+        if study is not None:                  # done on another machine: in the study only
+            done = study.records()
+            records = {k: r or done.get(k) for k, r in records.items()}
         todo = [r for r in runs if records[r[2]] is None]
         print(f"sweep: {len(points)} grid point(s) x {len(seeds)} seed(s); "
               f"{len(runs) - len(todo)} already done, {len(todo)} to run with {jobs} "
-              "process(es)")
+              "process(es)" + (f" and the other workers of {study.describe()}" if study else ""))
         reasons: dict[str, int] = {}
         for _, _, key, _ in todo:
             if key in store.stale:
@@ -1038,7 +1085,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 print(f"    {n} x {why}")
         failures: list[dict[str, Any]] = []
         interrupted = False
-        if todo:
+        if study is not None:
+            failures, interrupted = study.run(store, jobs, _sweep_point, _worker_init,
+                                              _stop_workers)
+            done = study.records()
+            records = {key: store.get(key, spec) or done.get(key) for _, _, key, spec in runs}
+        elif todo:
             failures, interrupted = _run_points(todo, out, jobs)
             records = {key: store.get(key, spec) for _, _, key, spec in runs}
         rows = []
@@ -1311,6 +1363,17 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help=f"parallel processes (default {os.cpu_count()})")
     p.add_argument("--out", help="sweep directory (default sweeps/<scenario>-<method>); one "
                    "sweep at a time writes to it (it holds the lock file <out>/.lock)")
+    p.add_argument("--backend", choices=("local", "optuna"), default="local",
+                   help="local: a pool of --jobs processes (default); optuna: the runs are the "
+                   "trials of an Optuna study that several `myelin sweep` processes or "
+                   "machines share, each with --jobs processes (needs myelin[sweep])")
+    p.add_argument("--storage", metavar="URL",
+                   help="--backend optuna: the study's database, a SQLAlchemy URL (default "
+                   "sqlite:///<out>/optuna.db; for many machines e.g. "
+                   "postgresql://user:pw@host/db)")
+    p.add_argument("--study", metavar="NAME",
+                   help="--backend optuna: the study's name (default <out folder>-<hash of the "
+                   "runs>: the same command joins the same study)")
     p.set_defaults(func=_cmd_sweep)
     p = sub.add_parser("report", help="plots and a table from run directories")
     p.add_argument("runs", nargs="+", help="run directories (or result.json files)")

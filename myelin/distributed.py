@@ -30,13 +30,41 @@ other, or in a single process; the world size is recorded in an importance's ``m
 ``world_size``, when > 1) and in a saved consolidator's metadata for the record only.
 Sharded parameters (FSDP, tensor parallelism) are not supported: every rank must hold whole
 parameters.
+
+Training under torchrun (``torchrun --nproc-per-node N -m myelin run ...``, or `myelin.fit`
+called on every rank of a process group): `torchrun_group` initialises the process group from
+torchrun's environment (gloo for CPU tensors, NCCL for CUDA ones when CUDA is available; a
+timeout on every collective), the loop (`myelin.train`) wraps the model in
+`DistributedDataParallel` for its training forward pass only and trains every rank on its
+slice of the same global batch:
+
+* Every rank draws the same global batch (the same seed, the same batch order) and takes its
+  contiguous slice (`shard_bounds`: the first ``B mod N`` ranks take one sample more). Its mean
+  loss is multiplied by ``N * b_r / B`` (`shard_batch`), so DDP's average of the ranks'
+  gradients is the mean gradient of the whole batch B, as in one process (the factor is 1 when
+  N divides B). This assumes a loss that is a mean over samples (`CrossEntropy`, `ModelLoss`);
+  a per-token mean (`CausalLM`) is weighted by samples, not tokens.
+* Evaluation: each rank scores its slice of the test set and the correct counts are summed
+  (integers: exact). The importance at a task's end: each rank its slice of the closing set,
+  reduced as above (an estimator without a ``distributed`` option gets the whole closing set on
+  every rank). The logged loss is the whole batch's mean.
+* So the accuracy matrix equals one process's up to the rounding of the reductions, except
+  where randomness is drawn per rank: sampled Fisher labels (seed + rank), dropout.
+* Only rank 0 writes (results, plots, checkpoints, progress bars). A checkpoint records the
+  world size and is resumed only under the same one (the reductions' rounding depends on it).
+* A method must declare ``supports_distributed = True`` (`myelin.methods.Method`): plain
+  fine-tuning, the consolidating methods (EWC, SI, MAS, L2, WVA) and joint training do; the
+  replay methods (their memories are filled from per-rank batches) are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -44,8 +72,15 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-__all__ = ["all_reduce_sums", "check_same_names", "is_distributed", "rank",
-           "reduce_over_ranks", "reduced_world_size", "unwrap", "world_size"]
+__all__ = ["TORCHRUN_VARIABLES", "all_reduce_sums", "check_same_names", "gather_errors",
+           "is_distributed", "launched_by_torchrun", "rank", "reduce_over_ranks",
+           "reduced_world_size", "shard_batch", "shard_bounds", "sum_over_ranks",
+           "torchrun_group", "unwrap", "world_size", "wrap"]
+
+#: The environment variables torchrun sets in every process it starts.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+#: How long a collective may wait for the other ranks (seconds), unless $MYELIN_DIST_TIMEOUT.
+DEFAULT_TIMEOUT = 600.0
 
 Layout = dict[str, tuple[tuple[int, ...], str]]
 
@@ -203,3 +238,118 @@ def reduce_over_ranks(local: Callable[[], tuple[dict[str, Tensor], int]], what: 
 def reduced_world_size(enabled: bool = True) -> int:
     """The number of ranks `reduce_over_ranks` sums over: `world_size`, or 1 if not enabled."""
     return world_size() if enabled else 1
+
+
+# training under torchrun -----------------------------------------------------------------------
+def launched_by_torchrun() -> bool:
+    """True if torchrun started this process (RANK, WORLD_SIZE and LOCAL_RANK are set)."""
+    return all(v in os.environ for v in TORCHRUN_VARIABLES)
+
+
+def _timeout() -> datetime.timedelta:
+    text = os.environ.get("MYELIN_DIST_TIMEOUT")
+    if text is None:
+        return datetime.timedelta(seconds=DEFAULT_TIMEOUT)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"MYELIN_DIST_TIMEOUT must be a positive number of seconds. Got "
+                         f"{text!r}.")
+    return datetime.timedelta(seconds=seconds)
+
+
+@contextlib.contextmanager
+def torchrun_group() -> Iterator[bool]:
+    """Under torchrun, a process group from its environment for the duration; yields if so.
+
+    The backend is gloo, or ``cpu:gloo,cuda:nccl`` when CUDA is available (each rank then uses
+    the GPU numbered LOCAL_RANK); a collective waits at most $MYELIN_DIST_TIMEOUT seconds
+    (default `DEFAULT_TIMEOUT`) for the other ranks, then raises. Without torchrun, or if a
+    process group is already initialised (it is then left as it is), nothing happens.
+
+    Raises:
+        ValueError: A torchrun variable is not an integer, or MYELIN_DIST_TIMEOUT is not a
+            positive number.
+    """
+    if is_distributed() or not launched_by_torchrun():
+        yield is_distributed()
+        return
+    try:
+        local = int(os.environ["LOCAL_RANK"])
+        int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except ValueError:
+        shown = {v: os.environ[v] for v in TORCHRUN_VARIABLES}
+        raise ValueError(f"torchrun's variables must be integers. Got {shown}.") from None
+    timeout = _timeout()
+    backend = "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local % torch.cuda.device_count())
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend, init_method="env://", timeout=timeout)
+    try:
+        yield True
+    finally:
+        dist.destroy_process_group()
+
+
+def shard_bounds(n: int) -> tuple[int, int]:
+    """[start, stop) of n items for this rank: contiguous, the first n mod N ranks get one more.
+
+    Without a process group, (0, n).
+    """
+    size, r = world_size(), rank()
+    base, extra = divmod(n, size)
+    start = r * base + min(r, extra)
+    return start, start + base + int(r < extra)
+
+
+def shard_batch(index: Tensor) -> tuple[Tensor, float]:
+    """The slice of a global batch's `index` for this rank, and the factor for its mean loss.
+
+    The factor ``N * b / B`` (b this rank's samples, B the batch's, N the world size) makes
+    DDP's average of the ranks' gradients the mean gradient over the whole batch. Without a
+    process group, (`index`, 1.0).
+
+    Raises:
+        ValueError: The batch has fewer samples than there are ranks.
+    """
+    size, n = world_size(), len(index)
+    if size == 1:
+        return index, 1.0
+    if n < size:
+        raise ValueError(f"A batch of {n} sample(s) cannot be split over {size} ranks: every "
+                         "rank needs at least one. Use a batch size of at least the world size "
+                         "(--batch-size), or fewer ranks.")
+    start, stop = shard_bounds(n)
+    return index[start:stop], size * (stop - start) / n
+
+
+def sum_over_ranks(values: Tensor) -> Tensor:
+    """A copy of `values` summed over all ranks (a collective); `values` itself without one."""
+    if not is_distributed():
+        return values
+    out = values.detach().clone().contiguous()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def gather_errors(error: BaseException | None) -> list[tuple[int, str]]:
+    """(rank, "Type: message") of every rank whose `error` is not None (a collective).
+
+    Lets the ranks agree to stop: each passes what it raised (or None), and all then see the
+    same list. Without a process group, only this process's.
+    """
+    text = None if error is None else f"{type(error).__name__}: {error}"
+    reports = _gather(text) if is_distributed() else [text]
+    return [(r, t) for r, t in enumerate(reports) if t is not None]
+
+
+def wrap(model: nn.Module) -> DistributedDataParallel:
+    """`model` in `DistributedDataParallel` (on its GPU if it is on one); needs a process group.
+
+    The wrapper's constructor broadcasts rank 0's parameters and buffers (a collective).
+    """
+    device = next(model.parameters()).device
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)

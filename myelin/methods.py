@@ -31,6 +31,13 @@ A method that keeps state across steps or tasks (importances, anchors, memories,
 returns it from ``state_dict()`` and takes it back in ``load_state_dict(state)``, so a run saved
 with ``fit(..., checkpoint_dir=...)`` resumes exactly; the default keeps nothing.
 
+Under torchrun (`myelin.distributed`) each rank trains on its slice of every batch, so a method
+runs only if it declares ``supports_distributed = True``: its state must be the same on every
+rank (built from the DDP-averaged step, the reduced importances, or data every rank holds).
+Plain fine-tuning, `Consolidate` (EWC, SI, MAS, L2, WVA) and `Joint` do; the replay methods do
+not (their memories would be filled from different slices), nor does a subclass that does not
+set it.
+
 Registered factories (`METHODS`, ``myelin run --method NAME``) take keyword options with type
 annotations, defaults and an ``Args:`` docstring section: the command line builds its flags
 from them. `make_method` builds a method from a registered name, from ``"a+b"`` (composition)
@@ -60,6 +67,7 @@ from .consolidation.base import check_lam
 from .consolidation.ewc import MODES
 from .consolidation.wva import CURVES, PLACEMENTS
 from .data.datasets import ArrayDataset
+from .distributed import is_distributed, shard_bounds, world_size
 from .importance import ESTIMATORS, Importance, SynapticIntelligence
 from .losses import CrossEntropy, LogitLoss, LossFn
 
@@ -67,7 +75,7 @@ if TYPE_CHECKING:
     from .scenarios import Scenario, Task
 
 __all__ = ["HOOKS", "METHODS", "Compose", "Context", "Estimated", "ImportanceSource", "Method",
-           "PathIntegral", "make_method"]
+           "PathIntegral", "check_supports_distributed", "make_method"]
 
 HOOKS = ("setup", "begin_task", "prepare_batch", "train_step", "loss", "after_backward",
          "after_step", "end_task", "before_eval")
@@ -148,12 +156,33 @@ class Context:
         """Run `estimator` on the closing set under the current task's loss.
 
         The estimator is called as ``estimator(model, (X, Y), loss=..., seed=..., progress=False,
-        **importance_options, **options)``.
+        **importance_options, **options)``. Under a process group, an estimator with a
+        ``distributed`` option (fisher, mas, signal: they sum over the ranks) gets this rank's
+        contiguous slice of the closing set (`myelin.distributed.shard_bounds`); any other
+        the whole set on every rank.
         """
         kwargs = {"progress": False, "seed": self.seed, **self.importance_options, **options}
         data = self.closing_set()
+        if is_distributed() and kwargs.get("distributed", True) \
+                and "distributed" in _parameters(estimator):
+            start, stop = shard_bounds(len(data))
+            if start == stop:
+                raise ValueError(f"The closing set ({len(data)} samples) is smaller than the "
+                                 f"{world_size()} ranks it is split over; raise "
+                                 "closing_samples (--closing-samples) or use fewer ranks.")
+            index = torch.arange(start, stop)
+            data = data.subset(index) if isinstance(data, ArrayDataset) \
+                else Subset(data, index.tolist())
         data = data.tensors() if isinstance(data, ArrayDataset) else data
         return estimator(self.model, data, loss=self.loss, **kwargs)
+
+
+def _parameters(function: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    """The parameters of `function` (none if its signature cannot be read)."""
+    try:
+        return inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return {}
 
 
 class Method:
@@ -168,16 +197,21 @@ class Method:
             which adds nothing to the loop's step, is plain fine-tuning).
         config: The method's options, for the result JSON.
         importance: Name of the importance it uses, or None.
+        supports_distributed: True if the method keeps the same state on every rank under
+            torchrun (see the module docstring); a subclass is False unless it sets it.
     """
 
     name: str = "finetune"          # the base class trains plainly; subclasses: their class name
     config: Mapping[str, Any] = MappingProxyType({})
     importance: str | None = None
+    supports_distributed: bool = True   # the base class; subclasses must say so themselves
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" not in vars(cls):
             cls.name = cls.__name__
+        if "supports_distributed" not in vars(cls):
+            cls.supports_distributed = False
         for attr in vars(cls):
             if attr.startswith("_") or attr in HOOKS:
                 continue
@@ -257,6 +291,11 @@ class Compose(Method):
         self.parts = flat
         self.name = "+".join(p.name for p in flat)
         self.importance = next((p.importance for p in flat if p.importance), None)
+
+    @property
+    def supports_distributed(self) -> bool:     # type: ignore[override]
+        """True if every part supports torchrun."""
+        return all(p.supports_distributed for p in self.parts)
 
     @property
     def config(self) -> dict[str, Any]:         # type: ignore[override]
@@ -449,6 +488,8 @@ class Consolidate(Method):
         config: The options, for the result JSON.
     """
 
+    supports_distributed = True    # anchors and Ω (or A) are the same on every rank
+
     def __init__(self, name: str, make: Callable[[nn.Module, float], Any],
                  importance: str | Estimator | ImportanceSource | None,
                  config: Mapping[str, Any]):
@@ -630,6 +671,7 @@ class Joint(Method):
     """
 
     name = "joint"
+    supports_distributed = True    # every rank holds every task's data
 
     def __init__(self, restart: bool = True):
         self.restart = bool(restart)
@@ -673,6 +715,27 @@ def joint(restart: bool = True) -> Method:
         restart: Retrain from the initial weights for each task (False: continue training).
     """
     return Joint(restart)
+
+
+def check_supports_distributed(method: Method) -> None:
+    """Raise unless `method` may train under a process group (``supports_distributed``).
+
+    Raises:
+        ValueError: Naming the parts that do not support it, and why.
+    """
+    if method.supports_distributed:
+        return
+    from .replay import Replay
+
+    parts = method.parts if isinstance(method, Compose) else [method]
+    bad = ", ".join(repr(p.name) for p in parts if not p.supports_distributed)
+    why = (f"{bad} keeps a replay memory filled from each rank's own slice of the batches, "
+           "which would differ between the ranks" if any(isinstance(p, Replay) for p in parts)
+           else f"{bad} does not declare supports_distributed = True (a method must keep the "
+           "same state on every rank; see myelin.distributed)")
+    raise ValueError(f"Method {method.name!r} is not supported under torch.distributed "
+                     f"(torchrun) yet: {why}. Run it in one process, or use finetune, ewc, si, "
+                     "mas, l2, wva or joint.")
 
 
 # building methods by name -------------------------------------------------------------------

@@ -119,13 +119,18 @@ class RecordStore:
         return full
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, shared: bool = False) -> Iterator[None]:
         """Hold the store's lock (the file ``<root>/.lock``) for the ``with`` block.
 
         One writer per store: a second process asking for the lock (e.g. a second ``myelin
         sweep`` on the same directory) gets `StoreLockedError` instead of repeating the first
         one's runs and overwriting its records. The lock is ``fcntl.flock``: released when the
         block ends or the process dies, however it dies. Creates `root` if needed.
+
+        Args:
+            shared: Share the lock with the other processes asking for a shared one (the
+                workers of one Optuna study, which hand out the runs themselves); it still
+                excludes an exclusive holder, and an exclusive request excludes them.
 
         Raises:
             StoreLockedError: Another process holds the lock (the message names the directory
@@ -137,7 +142,8 @@ class RecordStore:
         with open(path, "a+") as f:
             if fcntl is not None:
                 try:
-                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(f.fileno(),
+                                (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 except BlockingIOError:
                     f.seek(0)
                     holder = f.read().strip() or "another process"
@@ -145,7 +151,8 @@ class RecordStore:
                                            f"(lock file {path}).") from None
             f.seek(0)
             f.truncate()
-            f.write(f"pid {os.getpid()}\n")
+            f.write(f"pid {os.getpid()}" + (" and the other workers of its Optuna study"
+                                            if shared else "") + "\n")
             f.flush()
             yield
 

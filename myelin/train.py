@@ -16,6 +16,11 @@ the partial result; it loads with ``torch.load(..., weights_only=True)`` (tensor
 strings, lists and dicts only). ``resume=True`` continues from it and gives the accuracy matrix
 of an uninterrupted run (same seed, same thread count); it refuses a checkpoint made for another
 scenario, method, options, seed or model, naming what differs.
+
+Under a torch.distributed process group (``torchrun ... -m myelin run``, or `fit` called on
+every rank) the loop trains a `DistributedDataParallel` wrapper on each rank's slice of every
+batch and reduces evaluation, importances and the logged loss over the ranks; only rank 0
+writes. See `myelin.distributed` for the rules.
 """
 
 from __future__ import annotations
@@ -39,9 +44,20 @@ from torch.utils.data import default_collate
 
 from ._progress import progress_bar
 from .data.datasets import ArrayDataset
+from .distributed import (
+    check_same_names,
+    gather_errors,
+    is_distributed,
+    rank,
+    shard_batch,
+    shard_bounds,
+    sum_over_ranks,
+    world_size,
+    wrap,
+)
 from .importance import eval_mode
 from .losses import CrossEntropy, LossFn, ModelLoss, call_model
-from .methods import Context, Method, make_method
+from .methods import Context, Method, check_supports_distributed, make_method
 from .runner import Learner, Result, _scenario_config, run
 
 if TYPE_CHECKING:
@@ -102,23 +118,29 @@ def _logits(output: Any) -> Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Any, classes: Sequence[int] | None = None,
-             batch_size: int = 1000, max_samples: int | None = None) -> float:
+             batch_size: int = 1000, max_samples: int | None = None, *,
+             distributed: bool = False) -> float:
     """Accuracy of `model` on `dataset` (prediction restricted to `classes` if given).
 
     `dataset` yields ``(x, y)`` or dicts with ``"labels"``; the model's output (or its
-    ``.logits``) has shape (N, C).
+    ``.logits``) has shape (N, C). With `distributed` under a process group, each rank scores
+    its contiguous slice of the samples (`myelin.distributed.shard_bounds`) and the correct
+    counts are summed over the ranks: a collective every rank must call, with the same model.
     """
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     if n == 0:
         raise ValueError(f"Cannot evaluate on an empty dataset ({dataset!r}).")
+    start, stop = shard_bounds(n) if distributed else (0, n)
     correct = 0
     mask = CrossEntropy(classes)
     device = next(model.parameters()).device
     with eval_mode(model):
-        for i in range(0, n, batch_size):
-            inputs, y = split_batch(draw(dataset, slice(i, min(i + batch_size, n))))
+        for i in range(start, stop, batch_size):
+            inputs, y = split_batch(draw(dataset, slice(i, min(i + batch_size, stop))))
             logits = mask.logits(_logits(call_model(model, _to(inputs, device))))
             correct += int((logits.argmax(-1).cpu() == y).sum())
+    if distributed:
+        correct = int(sum_over_ranks(torch.tensor([correct], dtype=torch.int64)).item())
     return correct / n
 
 
@@ -250,11 +272,15 @@ class GradientLearner(Learner):
         self.checkpoint_every, self.resume = checkpoint_every, resume
         self.resumed_from: dict[str, int] | None = None
         self._pending: dict[str, Any] | None = None       # a mid-task checkpoint to continue
+        self._ddp: nn.Module | None = None                # under a process group (begin)
 
     # the runner's hooks ------------------------------------------------------------------------
     def begin(self, scenario: Scenario, result: Result) -> None:
         """Check the model, build the optimizer and let the method set itself up."""
-        _check_model(self.model, scenario)
+        if is_distributed():
+            self._ddp = self._wrap_for_ranks(scenario)
+        else:
+            _check_model(self.model, scenario)
         self.scenario, self.result = scenario, result
         self.device = next(self.model.parameters()).device
         self.ctx = Context(self.model, _optimizer(self.optimizer, self.model, self.lr), scenario,
@@ -270,7 +296,8 @@ class GradientLearner(Learner):
     def evaluate(self, task: Task, after: int | None) -> float:
         """Accuracy on the task's test set under the scenario's prediction mask."""
         self.method.before_eval(self.ctx, self.scenario.index(task))
-        return evaluate(self.model, task.test, self.scenario.eval_mask(task, after=after))
+        return evaluate(self.model, task.test, self.scenario.eval_mask(task, after=after),
+                        distributed=self._ddp is not None)
 
     def learn(self, k: int, task: Task) -> None:
         """Train task `k` with the method's hooks (from a mid-task checkpoint if resuming)."""
@@ -298,20 +325,40 @@ class GradientLearner(Learner):
 
         Raises:
             ValueError: A checkpoint exists but `resume` is False; the checkpoint is unreadable,
-                or was made for another scenario, method, options, seed or model (the message
-                names every difference).
+                or was made for another scenario, method, options, seed, model or number of
+                ranks (the message names every difference). Under a process group, on every
+                rank if on one.
         """
         if self.checkpoint_dir is None:
             return 0
-        path = self._checkpoint_path()
+        if not is_distributed():
+            return self._restore(result)
+        error, done = None, 0
         try:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"checkpoint_dir {str(self.checkpoint_dir)!r}: cannot create the "
-                             f"directory ({exc.strerror or exc}).") from None
-        for stale in self.checkpoint_dir.glob(f"{_TEMP_PREFIX}*.tmp"):   # left by a kill
-            with contextlib.suppress(OSError):
-                stale.unlink()
+            done = self._restore(result)
+        except (ValueError, OSError) as exc:     # raised once the other ranks know
+            error = exc
+        failed = gather_errors(error)
+        if error is not None:
+            raise error
+        if failed:
+            r, text = failed[0]
+            raise ValueError(f"Rank {r} cannot resume ({text}); rank {rank()} stops too.")
+        return done
+
+    def _restore(self, result: Result) -> int:
+        """`restore` on this rank alone."""
+        assert self.checkpoint_dir is not None
+        path = self._checkpoint_path()
+        if rank() == 0:                          # under torchrun, only rank 0 writes
+            try:
+                self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValueError(f"checkpoint_dir {str(self.checkpoint_dir)!r}: cannot create "
+                                 f"the directory ({exc.strerror or exc}).") from None
+            for stale in self.checkpoint_dir.glob(f"{_TEMP_PREFIX}*.tmp"):   # left by a kill
+                with contextlib.suppress(OSError):
+                    stale.unlink()
         if not path.exists():
             return 0
         if not self.resume:
@@ -320,6 +367,15 @@ class GradientLearner(Learner):
                              f"checkpoint ({_describe_position(info)}); pass resume=True "
                              "(--resume) to continue it, or choose another checkpoint_dir.")
         state = _load_checkpoint(path)
+        saved_ranks = int(state.get("world_size", 1))
+        if saved_ranks != world_size():
+            def ranks(n: int) -> str:
+                return "one process" if n == 1 else f"{n} ranks (torchrun --nproc-per-node {n})"
+            raise ValueError(f"Cannot resume from {str(path)!r}: it was saved by a run of "
+                             f"{ranks(saved_ranks)}; this run has {ranks(world_size())}. The "
+                             "reductions over ranks round differently with another number of "
+                             "ranks: resume with the same number, or choose another "
+                             "checkpoint_dir.")
         self._check_fingerprint(state, path)
         if state["threads"] != torch.get_num_threads():
             warnings.warn(f"{str(path)!r} was saved with {state['threads']} torch thread(s); "
@@ -359,10 +415,36 @@ class GradientLearner(Learner):
             "seed": self.seed, "model": repr(self.model),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "torch": torch.__version__,
+            **({"world_size": world_size()} if world_size() > 1 else {}),
             **({"resumed_from": self.resumed_from} if self.resumed_from is not None else {}),
         }
 
     # the loop ----------------------------------------------------------------------------------
+    def _wrap_for_ranks(self, scenario: Scenario) -> nn.Module:
+        """Under a process group: check the method and the ranks' models, wrap in DDP.
+
+        Raises:
+            ValueError: The method does not declare ``supports_distributed``, a rank's model
+                cannot take the scenario's inputs, or the ranks' models differ in their
+                trainable parameters (on every rank, naming the rank and the parameters).
+        """
+        check_supports_distributed(self.method)
+        error = None
+        try:
+            _check_model(self.model, scenario)
+        except ValueError as exc:                # raised once the other ranks know
+            error = exc
+        failed = gather_errors(error)
+        if error is not None:
+            raise error
+        if failed:
+            r, text = failed[0]
+            raise ValueError(f"The model of rank {r} does not fit the scenario ({text}); every "
+                             "rank must hold the same model.")
+        check_same_names({n: p for n, p in self.model.named_parameters() if p.requires_grad},
+                         "myelin.fit")
+        return wrap(self.model)
+
     def _task_loss(self, task: Task) -> LossFn:
         """The training loss of `task`: cross-entropy restricted to its classes by default."""
         if isinstance(self.loss, CrossEntropy):
@@ -382,18 +464,25 @@ class GradientLearner(Learner):
         if not resumed:                          # else: the order and position were restored
             self._order, self._pos, self._task_step = torch.randperm(n, generator=generator), 0, 0
         model.train()
-        for _ in progress_bar(range(self._task_step, steps), progress=self.progress,
+        for _ in progress_bar(range(self._task_step, steps),
+                              progress=self.progress if rank() == 0 else False,
                               desc=f"task {k + 1}/{len(self.scenario)}", unit="step"):
             if self._pos + self.batch_size > n and self._pos > 0:
                 self._order, self._pos = torch.randperm(n, generator=generator), 0
             idx = self._order[self._pos:self._pos + self.batch_size]
             self._pos += self.batch_size
+            scale = 1.0
+            if self._ddp is not None:            # this rank's slice of the global batch
+                idx, scale = shard_batch(idx)
             ctx.incoming = _to(draw(data, idx), self.device)
             batch = method.prepare_batch(ctx, ctx.incoming)
             loss = method.train_step(ctx, batch)
             if loss is None:
-                loss = self._step(batch)
+                loss = self._step(batch, scale)
             value = float(loss)
+            if self._ddp is not None:            # the whole batch's mean, on every rank
+                value = float(sum_over_ranks(torch.tensor([value * scale], dtype=torch.float64))
+                              ) / world_size()
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"The loss became {value} at step {ctx.step + 1} (task {k + 1}): training "
@@ -409,12 +498,17 @@ class GradientLearner(Learner):
                     and self._task_step < steps:     # at the task's end: the task's checkpoint
                 self._save_checkpoint(tasks_done=k, task_step=self._task_step)
 
-    def _step(self, batch: Any) -> Tensor:
-        """The standard step: zero_grad, loss (+ the method's terms), backward, step."""
+    def _step(self, batch: Any, scale: float = 1.0) -> Tensor:
+        """The standard step: zero_grad, loss (+ the method's terms), backward, step.
+
+        Under a process group the forward pass runs through the DDP wrapper (which averages
+        the gradients over the ranks) and the loss of this rank's slice is multiplied by
+        `scale` (`myelin.distributed.shard_batch`) first; the returned loss is not.
+        """
         ctx = self.ctx
         ctx.optimizer.zero_grad()
-        loss = ctx.loss(self.model, batch)
-        total = self.method.loss(ctx, batch, loss)
+        loss = ctx.loss(self.model if self._ddp is None else self._ddp, batch)
+        total = self.method.loss(ctx, batch, loss if scale == 1.0 else loss * scale)
         if total is not loss and not math.isfinite(float(total.detach())):
             raise FloatingPointError(f"The loss with the method's terms became {float(total)} "
                                      f"at step {ctx.step + 1}: lower lr or lam.")
@@ -430,7 +524,8 @@ class GradientLearner(Learner):
             for j, t in enumerate(self.scenario.tasks[:k + 1]):
                 self.method.before_eval(self.ctx, j)
                 accs.append(evaluate(self.model, t.test, self.scenario.eval_mask(t, after=k),
-                                     max_samples=self.eval_samples))
+                                     max_samples=self.eval_samples,
+                                     distributed=self._ddp is not None))
         self.result.curves.append({"iteration": self.ctx.step, "task": k, "accuracies": accs})
         if self._window:
             self.result.losses.append({"iteration": self.ctx.step, "task": k,
@@ -452,6 +547,7 @@ class GradientLearner(Learner):
         config = {"scenario": _scenario_config(self.scenario), **self.config()}
         config.pop("torch", None)
         config.pop("resumed_from", None)
+        config.pop("world_size", None)         # checked on its own, with a clearer message
         config["model_state"] = {n: list(v.shape) for n, v in self.model.state_dict().items()}
         return json.loads(_ADDRESS.sub("", json.dumps(config, sort_keys=True, default=repr)))
 
@@ -468,6 +564,8 @@ class GradientLearner(Learner):
         """Write the run's whole state atomically (see the module docstring)."""
         ctx = self.ctx
         check_finite_parameters(self.model, f"at step {ctx.step} (task {ctx.task_index + 1})")
+        if rank() != 0:                          # every rank holds the same state
+            return
         state = {
             "format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION,
             "fingerprint": json.dumps(self._fingerprint(), sort_keys=True),
@@ -484,6 +582,8 @@ class GradientLearner(Learner):
                      "pos": self._pos, "task_step": self._task_step},
             "rng": _rng_state(ctx.generator),
         }
+        if world_size() > 1:
+            state["world_size"] = world_size()
         _atomic_save(state, self._checkpoint_path())
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
