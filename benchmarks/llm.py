@@ -302,17 +302,6 @@ def batch_squared(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]
                       {"estimator": "batch-squared", "batches": len(batches)})
 
 
-def normalised(imp: Importance) -> Importance:
-    """Scaled to mean 1 over all elements, so one λ grid serves every estimator."""
-    total = sum(float(v.double().sum()) for v in imp.values())
-    count = sum(v.numel() for v in imp.values())
-    if not total > 0:
-        raise ValueError(f"{imp.meta.get('estimator')} importance is all zero")
-    out = imp * (count / total)
-    out.meta = {**imp.meta, "normalised_by": total / count}
-    return out
-
-
 def importance_of(kind: str, model: torch.nn.Module, tokenizer: Any, old: list[dict],
                   prompts: list[str], quick: bool) -> Importance:
     if kind == "fisher-empirical":
@@ -464,8 +453,8 @@ def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bo
         if cache.exists():
             imp = Importance.load(cache, model)
         else:
-            imp = normalised(importance_of(kind, model, tokenizer, data.old, data.prompts,
-                                           quick))
+            imp = importance_of(kind, model, tokenizer, data.old, data.prompts,
+                                quick).normalised()
             cache.parent.mkdir(parents=True, exist_ok=True)
             imp.save(cache)
     importance_s = time.perf_counter() - t0

@@ -467,17 +467,6 @@ def batch_squared(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> I
                       {"estimator": "batch-squared", "batches": len(batches)})
 
 
-def normalised(imp: Importance) -> Importance:
-    """Scaled to mean 1 over all elements, so one λ scale serves every estimator."""
-    total = sum(float(v.double().sum()) for v in imp.values())
-    count = sum(v.numel() for v in imp.values())
-    if not total > 0:
-        raise ValueError(f"{imp.meta.get('estimator')} importance is all zero")
-    out = imp * (count / total)
-    out.meta = {**imp.meta, "normalised_by": total / count}
-    return out
-
-
 def importance_of(kind: str, model: RetrievalAsClassification,
                   batches: list[dict[str, torch.Tensor]]) -> Importance:
     """One estimator's importance of the retrieval classifier's (encoder) parameters."""
@@ -559,8 +548,8 @@ def importance_for(kind: str, encoder: nn.Module, tokenizer: Any, data: Data, qu
         imp = Importance.load(cache, model)
         imp.meta = {**imp.meta, "cached": True}
         return imp
-    imp = normalised(importance_of(kind, model, importance_batches(
-        tokenizer, data.old["importance"], n)))
+    imp = importance_of(kind, model, importance_batches(
+        tokenizer, data.old["importance"], n)).normalised()
     imp.check_compatible(model)
     folder.mkdir(parents=True, exist_ok=True)
     imp.save(cache)

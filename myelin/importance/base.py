@@ -145,6 +145,21 @@ class Importance(Mapping[str, Tensor]):
                              f"Got {divisor!r}.")
         return self * (1.0 / divisor)
 
+    def normalised(self) -> Importance:
+        """Scaled to mean 1 over every element of every tensor (one λ scale for any estimator).
+
+        ``meta["normalised_by"]`` records the mean it was divided by. Raises ValueError if the
+        importance is all zero (or not finite), which no scale can make mean 1.
+        """
+        total = sum(float(v.double().sum()) for v in self.values())
+        count = sum(v.numel() for v in self.values())
+        if not (total > 0 and math.isfinite(total)):
+            raise ValueError(f"{self.meta.get('estimator', 'this')} importance sums to {total}: "
+                             "it cannot be normalised to mean 1.")
+        out = self * (count / total)
+        out.meta = {**self.meta, "normalised_by": total / count}
+        return out
+
     # Utilities -------------------------------------------------------------------------------
     def to(self, *args: Any, **kwargs: Any) -> Importance:
         """Return a copy with every tensor moved/cast as by `Tensor.to`."""

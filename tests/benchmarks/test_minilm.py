@@ -84,7 +84,7 @@ def test_importance_of_the_retrieval_loss_covers_the_classifier_encoder():
     model = minilm.RetrievalAsClassification(encoder, words)
     batches = minilm.importance_batches(tokenizer, entries, 8)
     assert sum(len(b["labels"]) for b in batches) == 8
-    imp = minilm.normalised(fisher(model, batches, progress=False))
+    imp = fisher(model, batches, progress=False).normalised()
     total = sum(float(v.sum()) for v in imp.values())
     assert total == pytest.approx(sum(v.numel() for v in imp.values()), rel=1e-4)   # mean 1
     classifier = minilm.SentenceClassifier(encoder, 3)

@@ -154,3 +154,15 @@ def test_numpy_float64_inputs_cast_to_model_dtype(model, data):
     imp = fisher(model, (x.double().numpy(), y.numpy()))
     assert imp["0.weight"].dtype == torch.float32
     assert isinstance(np.asarray(imp["0.weight"]), np.ndarray)
+
+
+def test_normalised_has_mean_one_and_records_the_scale():
+    imp = Importance({"a": torch.tensor([1.0, 3.0]), "b": torch.tensor([[2.0, 6.0]])},
+                     {"estimator": "fisher"})
+    out = imp.normalised()
+    assert torch.equal(out["a"], torch.tensor([1 / 3, 1.0]))
+    assert torch.equal(out["b"], torch.tensor([[2 / 3, 2.0]]))
+    assert out.meta == {"estimator": "fisher", "normalised_by": 3.0}
+    assert imp.meta == {"estimator": "fisher"}                  # the original is unchanged
+    with pytest.raises(ValueError, match="fisher importance sums to 0.0"):
+        (imp * 0.0).normalised()
