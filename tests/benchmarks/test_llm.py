@@ -64,7 +64,7 @@ def test_longer_records_cover_shorter_runs_and_the_plan_goes_in_order(tmp_path):
     assert llm.covered(store, key, spec)
     assert not llm.covered(store, key, {**spec, "steps": 300})
     assert not llm.covered(store, key, {**spec, "lr": 1e-3})
-    assert llm.next_planned(tmp_path, 100, 1e-4, False) == ("ewc", 1.0, 0)
+    assert llm.next_planned(tmp_path, 100, 1e-4, False) == ("ewc", llm.GRID["ewc"][0], 0)
     # the whole seed-0 grid recorded: λ of lower validation criterion chosen, bf16 next
     for method, lams in llm.GRID.items():
         for i, lam in enumerate(lams):
