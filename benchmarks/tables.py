@@ -17,6 +17,7 @@ import json
 import re
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks._common import RESULTS, ROOT
@@ -185,9 +186,93 @@ def llm_cost_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB"
+
+
+def _hours(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    return f"{s / 60:.0f} min" if s < 3600 else f"{s / 3600:.1f} h"
+
+
+def distributed_table(data: dict) -> str:
+    """Scaling at 1 and 2 processes, per-layer costs, and the 1B/7B estimate (issue 23)."""
+    env = data["environment"]
+    lines = [f"`{data['command']}` — torch {env['torch']}, 1 thread per process, commit "
+             f"{env['commit']}. {data['machine_note']} Medians of paired alternating rounds; the "
+             "one-process arms run on rank 0 while rank 1 waits (it used "
+             f"{data['idle_rank_cpu_share'] * 100:.0f} % of a core meanwhile).", "",
+             "| model | measured | 1 process | 2 processes | 2 ÷ 1 | efficiency |",
+             "|---|---|---:|---:|---:|---:|"]
+    labels = {"mlp": "MLP 784-300-150-10", "llama": "Llama, random init"}
+    for kind, label in labels.items():
+        imp, tr = data["scaling"][kind]["importance"], data["scaling"][kind]["training"]
+        label = f"{label} ({imp['parameters']:,} parameters)"
+        lines.append(f"| {label} | empirical Fisher, samples/s (N = {imp['samples']}) | "
+                     f"{imp['one_process_samples_per_s']:,.0f} | "
+                     f"{imp['two_processes_samples_per_s']:,.0f} | {imp['speedup']:.2f}× | "
+                     f"{imp['efficiency'] * 100:.0f} % |")
+        sps = tr["samples_per_s"]
+        for arm, what, eff in (("plain", "plain SGD", "efficiency_plain"),
+                               ("ewc", "EWC `wrap(SGD)`", "efficiency_ewc")):
+            lines.append(f"| | DDP step, {what}, samples/s (batch {tr['global_batch']}) | "
+                         f"{sps[f'{arm}_one']:,.0f} | {sps[f'{arm}_two']:,.0f} | "
+                         f"{tr[f'speedup_{arm}']:.2f}× | {tr[eff] * 100:.0f} % |")
+        lines.append(f"| | EWC step ÷ plain DDP step | {tr['ewc_over_plain_one_process']:.2f}× | "
+                     f"{tr['ewc_over_plain_two_processes']:.2f}× | — | — |")
+        lines.append(f"| | Fisher ÷ plain forward+backward (one process) | "
+                     f"{imp['fisher_over_plain_one_process']:.2f}× | — | — | — |")
+    layers = data["layers"]
+    lines += ["", f"Per-layer cost, one thread, LayerNorm → Linear over sequences of "
+              f"{layers[0]['tokens']} tokens (ms per sequence, plain forward+backward / "
+              "myelin's per-sequence Fisher): "
+              + "; ".join(f"{r['d_in']}×{r['d_out']} {r['plain_ms_per_sequence']:.1f} / "
+                          f"{r['fisher_ms_per_sequence']:.1f} = {r['fisher_over_plain']:.2f}×"
+                          for r in layers)
+              + ". State per parameter (`state_nbytes()`): "
+              + ", ".join(f"{k.replace('_', ' ')} {v:g} B"
+                          for k, v in data["state_bytes_per_param"].items()) + "."]
+    est = data["estimate"]
+    a, m = est["assumptions"], est["measured_inputs"]
+    models = list(est["models"].values())
+    lines += ["", f"**Estimate, {a['gpus']} GPUs** (computed, not measured: measured Fisher ÷ "
+              f"plain {m['fisher_over_plain']:.2f}× and 2-process efficiency "
+              f"{m['two_process_efficiency'] * 100:.0f} % from above; assumed "
+              f"{a['peak_flops'] / 1e12:.0f} TFLOPS bf16 × {a['utilisation'] * 100:.0f} % per "
+              "GPU, "
+              f"{a['allreduce_bytes_per_s'] / 1e9:.0f} GB/s all-reduce, "
+              f"{a['gpu_memory_bytes'] / 1e9:.0f} GB per GPU; importance over "
+              f"{a['sequences']:,} sequences × {a['tokens']} tokens):", "",
+              "| | " + " | ".join(f"{e['model']} ({e['parameters'] / 1e9:.2f}B)" for e in models)
+              + " |", "|---|" + "---:|" * len(models)]
+
+    def row(label: str, cell: Callable[[dict], str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(e) for e in models) + " |")
+
+    row("shape (layers, d, ffn, vocab)", lambda e: "{layers}, {d}, {ffn}, {vocab}".format(
+        **e["shape"]))
+    row(f"plain forward+backward over the same tokens, {a['gpus']} GPUs, ideal", lambda e: _hours(
+        e["plain_fwd_bwd_s_all_gpus_ideal"]))
+    row("importance (empirical Fisher)", lambda e: f"{_hours(e['importance_s'])} "
+        f"({e['importance_gpu_hours']:.1f} GPU-h)")
+    for key, label in (("ewc_fp32", "EWC state fp32"), ("ewc_bf16", "EWC state bf16"),
+                       ("wva_bf16", "WVA state bf16")):
+        row(f"{label} per GPU: DDP (replicated) / FSDP (÷ {a['gpus']})",
+            lambda e, k=key: f"{_gib(e['state'][k]['ddp_replicated_bytes_per_gpu'])} / "
+            f"{_gib(e['state'][k]['fsdp_sharded_bytes_per_gpu'])} "
+            f"({e['state'][k]['times_bf16_model']:g}× the bf16 model)")
+    row("transient per-sample gradients (largest layer, fp32, ×2)",
+        lambda e: _gib(e["transient_per_sample_bytes"]))
+    lines += ["", "FSDP: the state sharded like the parameters (as EWC, L2 and WVA keep it "
+              "when created after `fully_shard`). The importance time assumes the whole model "
+              "on every GPU, data-parallel: the estimators do not run on a sharded model."]
+    return "\n".join(lines)
+
+
 RENDERERS = {"importance": importance_table, "overhead": overhead_table,
              "walltime": walltime_table, "replay_cost": replay_cost_table,
-             "llm_cost": llm_cost_table}
+             "llm_cost": llm_cost_table, "distributed": distributed_table}
 
 
 def rendered() -> dict[str, str]:

@@ -28,8 +28,11 @@ Nothing saved depends on the number of ranks (the reduced importance is the unio
 consolidators' state is every rank's), so state saved under one world size loads under any
 other, or in a single process; the world size is recorded in an importance's ``meta`` (as
 ``world_size``, when > 1) and in a saved consolidator's metadata for the record only.
-Sharded parameters (FSDP, tensor parallelism) are not supported: every rank must hold whole
-parameters.
+Parameters sharded by FSDP2 (``torch.distributed.fsdp.fully_shard``: DTensors) are supported
+by the consolidators EWC, L2 and WVA, whose state is then sharded like the parameters
+(`is_sharded`, `local`, `shard_like`, `full_tensor`; see "Sharded parameters" in
+`myelin.consolidation`). The importance estimators need whole parameters: estimate on the
+unsharded model (or with DDP), then consolidate the sharded one.
 
 Training under torchrun (``torchrun --nproc-per-node N -m myelin run ...``, or `myelin.fit`
 called on every rank of a process group): `torchrun_group` initialises the process group from
@@ -64,6 +67,7 @@ import datetime
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -72,10 +76,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-__all__ = ["TORCHRUN_VARIABLES", "all_reduce_sums", "check_same_names", "gather_errors",
-           "is_distributed", "launched_by_torchrun", "rank", "reduce_over_ranks",
-           "reduced_world_size", "shard_batch", "shard_bounds", "sum_over_ranks",
-           "torchrun_group", "unwrap", "world_size", "wrap"]
+__all__ = ["TORCHRUN_VARIABLES", "all_reduce_sums", "check_same_names", "full_tensor",
+           "gather_errors", "is_distributed", "is_sharded", "launched_by_torchrun", "like",
+           "local", "rank", "reduce_over_ranks", "reduced_world_size", "shard_batch",
+           "shard_bounds", "shard_like", "sum_over_ranks", "torchrun_group", "unwrap",
+           "world_size", "wrap"]
 
 #: The environment variables torchrun sets in every process it starts.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -353,3 +358,69 @@ def wrap(model: nn.Module) -> DistributedDataParallel:
     """
     device = next(model.parameters()).device
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+# sharded parameters (FSDP2) ---------------------------------------------------------------------
+def is_sharded(t: Any) -> bool:
+    """True if `t` is a DTensor, e.g. a parameter of a model wrapped by FSDP2's `fully_shard`.
+
+    torch.distributed.tensor is not imported for this (it takes a second): a DTensor exists
+    only once something else has imported it.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
+def local(t: Tensor) -> Tensor:
+    """The shard of a DTensor this rank holds (a view sharing its memory); others as they are."""
+    return t.to_local() if is_sharded(t) else t
+
+
+def like(shard: Tensor, param: Tensor) -> Tensor:
+    """`shard`, this rank's part of a tensor shaped like `param`, as a DTensor placed like it.
+
+    `param` not a DTensor: `shard` itself (it is then the whole tensor). No communication.
+    """
+    if not is_sharded(param):
+        return shard
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(shard, param.device_mesh, param.placements, run_check=False,
+                              shape=param.shape, stride=param.stride())
+
+
+def shard_like(full: Tensor, param: Tensor) -> Tensor:
+    """The part of `full` (of `param`'s global shape) that this rank holds of `param`.
+
+    The slicing is DTensor's (FSDP2 chunks dim 0 as ``torch.chunk`` does: on uneven sizes the
+    first ranks hold one row more, the last ones may hold none), done locally from the whole
+    tensor that every rank holds: no communication. A DTensor `full` placed like `param` gives
+    its own shard. `param` not a DTensor: `full` itself.
+
+    Raises:
+        ValueError: `full` is not of `param`'s global shape.
+    """
+    if not is_sharded(param):
+        return full
+    if tuple(full.shape) != tuple(param.shape):
+        raise ValueError(f"A tensor of shape {tuple(full.shape)} cannot be sharded like a "
+                         f"parameter of shape {tuple(param.shape)}.")
+    if is_sharded(full):
+        if full.device_mesh == param.device_mesh and full.placements == param.placements:
+            return full.to_local()
+        full = full.full_tensor()            # another placement: a collective
+    from torch.distributed.tensor import distribute_tensor
+
+    mine = local(param)
+    full = full.detach().to(mine.device)
+    out = distribute_tensor(full, param.device_mesh, param.placements,
+                            src_data_rank=None).to_local()
+    if out.shape != mine.shape:                        # pragma: no cover - DTensor's invariant
+        raise ValueError(f"The shard of a {tuple(full.shape)} tensor is {tuple(out.shape)} "
+                         f"on rank {rank()}, the parameter's is {tuple(mine.shape)}.")
+    return out
+
+
+def full_tensor(t: Tensor) -> Tensor:
+    """The whole tensor of a DTensor, gathered from every rank (a collective); others as is."""
+    return t.full_tensor() if is_sharded(t) else t

@@ -19,6 +19,19 @@ All follow the `Consolidator` protocol: ``consolidate(importance)``, ``penalty()
 ``memory_bytes()``. λ is the ``lam`` attribute, checked on assignment; ``load`` checks the saved
 state (finite tensors, valid settings) and warns when its settings (λ, ...) replace different
 ones. EWC and L2 take ``state_dtype=torch.bfloat16`` to keep their state in half the bytes.
+
+Sharded parameters (FSDP2, ``torch.distributed.fsdp.fully_shard``): create the consolidator on
+every rank after sharding the model. Its state (Ω, θ*, A) is then made of DTensors placed like
+the parameters, so each rank stores its shards only (`state_nbytes` counts this rank's bytes),
+and every step works on the local shards with no communication. `consolidate` takes a whole
+importance (the same on every rank, estimated on an unsharded copy of the model or with DDP)
+and keeps this rank's part; `penalty()` is this rank's share of the penalty, with the whole
+penalty's gradient for its shards. `save` is a collective (call it on every rank): it gathers
+whole tensors and rank 0 writes the same file one process would, so `load` accepts it under any
+number of ranks, or in one process (a different world size is not an error), each rank taking
+its shards. Ranks whose models name different parameters raise ValueError on every rank when
+the consolidator is created. ``EWC.wrap``'s step is not fused then (the penalty's gradient is
+added to the gradient shards, then the base step).
 """
 
 from .base import Consolidator

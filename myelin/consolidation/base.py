@@ -13,7 +13,17 @@ import torch
 from torch import Tensor, nn
 
 from .._state import read_state, write_state
-from ..distributed import unwrap, world_size
+from ..distributed import (
+    check_same_names,
+    full_tensor,
+    gather_errors,
+    is_distributed,
+    is_sharded,
+    local,
+    rank,
+    unwrap,
+    world_size,
+)
 from ..importance.base import Importance, trainable_parameters
 
 __all__ = ["Consolidator", "ParameterSet", "check_lam", "clip_negative"]
@@ -68,6 +78,11 @@ class ParameterSet:
                                 "(or of (name, parameter) pairs).")
         if not self.params:
             raise ValueError(f"{owner}: the model has no trainable parameters.")
+        # FSDP2 (fully_shard): DTensor parameters, each rank holding a shard; the state is
+        # sharded likewise, and saving gathers it, so every rank must name the same parameters
+        self.sharded = any(is_sharded(p) for p in self.params.values())
+        if self.sharded and is_distributed():
+            check_same_names(self.params, owner)
         self._count = len(self.params)
         self._calls = 0
 
@@ -84,18 +99,30 @@ class ParameterSet:
             return
         current = trainable_parameters(self.model)
         if len(current) == self._count and all(
-                current.get(n) is p for n, p in self.params.items()):
+                self._same(current.get(n), p) for n, p in self.params.items()):
             return
         self._calls = 0                                   # keep checking until it is fixed
         added = sorted(set(current) - set(self.params))
         removed = sorted(set(self.params) - set(current))
         replaced = sorted(n for n in set(current) & set(self.params)
-                          if current[n] is not self.params[n])
+                          if not self._same(current[n], self.params[n]))
         raise ValueError(
             f"{self.owner}: the model's trainable parameters changed after it was created "
             f"(added {added}, removed {removed}, replaced {replaced}). Create a new {self.owner} "
             "for the new model, or load its saved state into one."
         )
+
+    def _same(self, current: Tensor | None, param: Tensor) -> bool:
+        """True if `current`, registered in the model now, is the parameter `param`.
+
+        FSDP2 registers a whole (unsharded) tensor in place of its sharded parameter between a
+        forward pass and the reshard (after the forward, or for the root module after the
+        backward): a tensor of the sharded parameter's global shape, not a DTensor, stands for it.
+        """
+        if current is param:
+            return True
+        return (self.sharded and current is not None and is_sharded(param)
+                and not is_sharded(current) and current.shape == param.shape)
 
     def check_importance(self, importance: Importance) -> None:
         """Raise unless `importance` covers exactly these parameters with the same shapes."""
@@ -200,7 +227,7 @@ class Consolidator(abc.ABC):
                              f"int >= 0. Got {n_tasks!r} instead.")
         bad = sorted(k for k, v in tensors.items()
                      if not isinstance(v, Tensor) or not v.is_floating_point()
-                     or not bool(torch.isfinite(v).all()))
+                     or not bool(torch.isfinite(local(v)).all()))
         if bad:
             raise ValueError(f"The {owner} state in {source!r} has tensors that are not finite "
                              f"floating-point tensors (NaN, inf or integer): {bad}.")
@@ -218,8 +245,11 @@ class Consolidator(abc.ABC):
         return tensors[key]
 
     def state_nbytes(self) -> int:
-        """Bytes of the method's state: the tensors `save` writes (Ω, θ*, A, ...)."""
-        return sum(t.numel() * t.element_size() for t in self._tensors().values())
+        """Bytes of the method's state: the tensors `save` writes (Ω, θ*, A, ...).
+
+        Sharded parameters (FSDP2): the bytes of this rank's shards of the state.
+        """
+        return sum(local(t).numel() * t.element_size() for t in self._tensors().values())
 
     def memory_bytes(self) -> int:
         """Bytes of the tensors the method keeps besides the model (`state_nbytes` + caches)."""
@@ -256,13 +286,34 @@ class Consolidator(abc.ABC):
         Under torch.distributed the state is the same on every rank (`myelin.distributed`):
         save from one rank. The world size is recorded (``world_size``, when > 1) for the
         record only: the state loads under any world size, or in a single process.
+
+        Sharded parameters (FSDP2): call it on every rank. The shards are gathered into whole
+        tensors (a collective), rank 0 writes them, and every rank returns once the file is
+        written (or raises rank 0's error). The file is a single process's: it loads under any
+        world size, each rank taking its shards again, or in a single process.
         """
         state = self.consolidation_state()
         meta = {"class": type(self).__name__, "config": state["config"],
                 "parameters": state["parameters"]}
         if world_size() > 1:
             meta["world_size"] = world_size()
-        write_state(path, state["tensors"], _META_KEY, meta)
+        if not (self.params.sharded and is_distributed()):
+            write_state(path, state["tensors"], _META_KEY, meta)
+            return
+        # the same tensors in the same order on every rank (same names: checked on creation)
+        tensors = {k: full_tensor(v) for k, v in state["tensors"].items()}
+        error: BaseException | None = None
+        if rank() == 0:
+            try:
+                write_state(path, tensors, _META_KEY, meta)
+            except Exception as exc:   # re-raised below, on every rank
+                error = exc
+        failed = gather_errors(error)       # also the barrier: the file exists when it returns
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError(f"{type(self).__name__}.save: rank 0 could not write "
+                               f"{os.fspath(path)!r} ({failed[0][1]}).")
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Restore state written by `save`; the model must have the same parameters.

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..distributed import like, local, shard_like
 from ..importance.base import Importance
 from ._wrapper import WrappedOptimizer
 from .base import Consolidator, ParameterSet
@@ -151,18 +152,23 @@ class EWC(Consolidator):
         """
         imp = self._task_importance(importance)
         current = self.params.params
+        if self.params.sharded:          # FSDP2: this rank's shard of each (whole) importance
+            imp = {n: shard_like(imp[n], p) for n, p in current.items()}
         total = absorbed = 0.0
         narrow = None                                   # a storage dtype narrower than the sum
         if self.mode == "separate":
-            self.tasks.append(({n: imp[n].to(device=p.device, dtype=self._stored_dtype(p),
-                                             copy=True) for n, p in current.items()},
-                               {n: p.detach().to(self._stored_dtype(p), copy=True)
+            self.tasks.append(({n: like(imp[n].to(device=local(p).device,
+                                                  dtype=self._stored_dtype(p), copy=True), p)
+                                for n, p in current.items()},
+                               {n: like(local(p).detach().to(self._stored_dtype(p), copy=True), p)
                                 for n, p in current.items()}))
         else:
             decay = self.gamma if self.mode == "online" else 1.0
-            for n, p in current.items():
+            for n, param in current.items():
+                p = local(param)                  # sharded: this rank's shards throughout
                 wide = torch.promote_types(p.dtype, torch.float32)   # sum, then round once
                 old = self.omega.get(n)
+                old = None if old is None else local(old)
                 new = imp[n].to(device=p.device, dtype=wide, copy=old is None)   # not aliased
                 if old is not None:
                     new = old.to(wide).mul(decay).add_(new)
@@ -181,7 +187,7 @@ class EWC(Consolidator):
                 if old is not None and old.dtype == stored.dtype:
                     old.copy_(stored)                      # in place, as before
                 else:
-                    self.omega[n] = stored
+                    self.omega[n] = like(stored, param)
             self._move_anchor()
         self.n_tasks += 1
         if total > 0 and absorbed > ABSORBED_WARNING * total:
@@ -196,9 +202,9 @@ class EWC(Consolidator):
         """θ* ← the current weights (in place once the anchors exist)."""
         for n, p in self.params.params.items():
             if n in self.anchor:
-                self.anchor[n].copy_(p)
+                local(self.anchor[n]).copy_(local(p))
             else:
-                self.anchor[n] = p.detach().to(self._stored_dtype(p), copy=True)
+                self.anchor[n] = like(local(p).detach().to(self._stored_dtype(p), copy=True), p)
 
     def _step_limits(self) -> dict[int, tuple[float, float]]:
         """id(parameter) -> (lr, the largest stable lr·curvature) for the plain-SGD check.
@@ -237,7 +243,8 @@ class EWC(Consolidator):
             return
         params, coefs, _, factor = self._terms()
         curvature: dict[int, Tensor | float] = {}       # 2f·Σ c per parameter: λΩ if plain
-        for p, c in zip(params, coefs):
+        for p, c in zip(params, coefs):   # sharded: each rank checks its own shards
+            c = None if c is None else local(c)
             term = 2.0 * factor if c is None else \
                 c.to(torch.promote_types(c.dtype, torch.float32)) * (2.0 * factor)
             curvature[id(p)] = term if id(p) not in curvature else curvature[id(p)] + term
@@ -247,6 +254,8 @@ class EWC(Consolidator):
             if key not in limits:
                 continue
             lr, limit = limits[key]
+            if isinstance(curv, Tensor) and not curv.numel():    # an empty shard
+                continue
             peak = float(curv.max()) if isinstance(curv, Tensor) else curv
             if lr * peak > limit and (worst is None or lr * peak / limit > worst[0]):
                 worst = (lr * peak / limit, names[key], lr, peak, limit)
@@ -283,7 +292,8 @@ class EWC(Consolidator):
                     coefs.append(None if self._uniform else omega[n])
                     anchors.append(anchor[n])
         if self.stabilized:           # c itself, a third tensor per parameter, stored like Ω
-            self._terms_cache = (params, [None if c is None else self.coefficient(c).to(c.dtype)
+            self._terms_cache = (params, [None if c is None else
+                                          like(self.coefficient(local(c)).to(c.dtype), c)
                                           for c in coefs], anchors, 1.0)
         else:
             self._terms_cache = (params, coefs, anchors, 0.5 * self.lam)
@@ -306,11 +316,20 @@ class EWC(Consolidator):
 
         Its backward pass is the closed form 2c(θ − θ*), computed with foreach kernels, so adding
         it to the loss costs about what `apply_to_grad` does (no double backward).
+
+        Sharded parameters (FSDP2): this rank's share, the terms of its shards (no
+        communication). Summed over the ranks it is the whole penalty, and its gradient is the
+        whole penalty's for this rank's shards: added to each rank's loss, it gives the same
+        update as one process (FSDP averages only the loss's gradients, not this one).
         """
         self.params.check_unchanged(throttle=True)
         params, coefs, anchors, factor = self._terms()
         if self.lam == 0 or not params:
             return super().penalty()
+        if self.params.sharded:       # the shards; to_local passes the gradient back as DTensor
+            params = [local(p) for p in params]
+            coefs = [None if c is None else local(c) for c in coefs]
+            anchors = [local(a) for a in anchors]
         return _QuadraticPenalty.apply(factor, coefs, anchors, *params)
 
     @torch.no_grad()
@@ -319,6 +338,9 @@ class EWC(Consolidator):
         self.params.check_unchanged(throttle=True)
         params, coefs, anchors, factor = self._terms()
         if self.lam == 0 or not params:
+            return
+        if self.params.sharded:
+            self._apply_to_shard_grads(params, coefs, anchors, factor)
             return
         diffs = torch._foreach_sub(params, anchors)
         if coefs[0] is None:             # uniform: g ← g + (2f·d), as L2 always computed it
@@ -333,6 +355,20 @@ class EWC(Consolidator):
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         torch._foreach_addcmul_([p.grad for p in params], coefs, diffs, value=2.0 * factor)
+
+    def _apply_to_shard_grads(self, params: list[Tensor], coefs: list[Tensor | None],
+                              anchors: list[Tensor], factor: float) -> None:
+        """`apply_to_grad` for sharded parameters: on this rank's shards of g, θ, c and θ*."""
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [local(p.grad) for p in params]
+        diffs = torch._foreach_sub([local(p) for p in params], [local(a) for a in anchors])
+        if coefs[0] is None:
+            torch._foreach_add_(grads, diffs, alpha=2.0 * factor)
+        else:
+            torch._foreach_addcmul_(grads, [local(c) for c in coefs], diffs,
+                                    value=2.0 * factor)
 
     def penalty_terms(self) -> tuple[list[Tensor], list[Tensor | None], list[Tensor], float]:
         """(params, coefs, anchors, f): the penalty is f · Σ_i coef_i ⊙ (θ_i − θ*_i)².
@@ -381,7 +417,7 @@ class EWC(Consolidator):
     def memory_bytes(self) -> int:
         """Bytes of Ω and θ* (per task in separate mode), plus the cached c when stabilized."""
         coefs = self._terms()[1] if self.stabilized else []
-        return super().memory_bytes() + sum(t.numel() * t.element_size() for t in coefs)
+        return super().memory_bytes() + sum(local(t).numel() * t.element_size() for t in coefs)
 
     def _config(self) -> dict[str, Any]:
         return {"lam": self.lam, "mode": self.mode, "gamma": self.gamma,
@@ -416,7 +452,7 @@ class EWC(Consolidator):
         for prefix in prefixes:
             for n in self.params.params:
                 v = self._check_tensor(tensors, prefix + n, n, source)
-                if "omega/" in prefix and bool((v < 0).any()):
+                if "omega/" in prefix and bool((local(v) < 0).any()):
                     raise ValueError(f"The {owner} state in {source!r} has negative values in "
                                      f"{prefix + n!r}; Ω must be >= 0.")
 
@@ -424,6 +460,10 @@ class EWC(Consolidator):
         current = self.params.params
 
         def pick(prefix: str) -> dict[str, Tensor]:
+            if self.params.sharded:    # whole tensors (a file) or DTensors: this rank's shards
+                return {n: like(shard_like(tensors[prefix + n], p).to(
+                            device=local(p).device, dtype=self._stored_dtype(p)), p)
+                        for n, p in current.items() if prefix + n in tensors}
             return {n: tensors[prefix + n].to(device=p.device, dtype=self._stored_dtype(p))
                     for n, p in current.items() if prefix + n in tensors}
 

@@ -40,6 +40,8 @@ class PenalizedOptimizer(WrappedOptimizer):
     compiled kernel) for contiguous float CPU tensors, three foreach ops otherwise. It is the
     cheapest way to train with EWC: about the cost of torch's own SGD step. Other optimizers
     (Adam, momentum SGD, ...) take the unfused path and see the penalty's gradient in ``.grad``.
+    Sharded parameters (FSDP2) always take the unfused path (the penalty's gradient added to
+    each rank's gradient shards, then the base step).
 
     It is a `torch.optim.Optimizer` sharing the base optimizer's ``param_groups`` (schedulers,
     ``zero_grad`` and ``state_dict`` work as usual). Build it with ``EWC.wrap(opt)`` or
@@ -69,6 +71,8 @@ class PenalizedOptimizer(WrappedOptimizer):
 
     def _fused_sgd_step(self) -> bool:
         """Plain SGD with the penalty folded in; False (nothing done) if it cannot apply."""
+        if self.consolidator.params.sharded:   # FSDP2: apply_to_grad on the shards, SGD's step
+            return False
         groups = self._sgd_groups()     # a hook may read .grad (SI does): give it the penalty's
         if groups is None:
             return False

@@ -9,6 +9,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor, nn
 
+from ..distributed import like, local, shard_like
 from ..importance.base import Importance
 from ._wrapper import SGDGroups, WrappedOptimizer
 from .base import Consolidator, ParameterSet
@@ -217,7 +218,8 @@ class WVA(WrappedOptimizer, Consolidator):
         if self.on == "grad" or self._plain_sgd():
             # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper
             return self._step_with(closure, lambda: self._attenuate_grads(factors))
-        params = [p for p, _ in self._pairs]
+        params = [local(p) for p, _ in self._pairs] if self.params.sharded else \
+            [p for p, _ in self._pairs]
         before = torch._foreach_mul(params, 1.0)      # a copy of θ_prev
         loss = base.step(closure)
         torch._foreach_lerp_(before, params, factors)   # θ_prev + A ⊙ (θ − θ_prev) ...
@@ -229,6 +231,8 @@ class WVA(WrappedOptimizer, Consolidator):
         """Scale the gradients: g ← A ⊙ g."""
         with_grad = [(p.grad, a) for (p, _), a in zip(self._pairs, factors)
                      if p.grad is not None]
+        if self.params.sharded:
+            with_grad = [(local(g), a) for g, a in with_grad]
         if with_grad:
             torch._foreach_mul_([g for g, _ in with_grad], [a for _, a in with_grad])
 
@@ -243,6 +247,9 @@ class WVA(WrappedOptimizer, Consolidator):
         no faster here.
         """
         a_of = {id(p): a for (p, _), a in zip(self._pairs, factors)}
+        if self.params.sharded:
+            self._fused_shard_step(groups, a_of, write_grad)
+            return
         for signed_lr, group in groups:
             params = [p for p in group if p.grad is not None]
             rest = [p for p in params if id(p) not in a_of]
@@ -255,6 +262,22 @@ class WVA(WrappedOptimizer, Consolidator):
                                         [a for _, a in held], value=signed_lr)
             if rest:
                 torch._foreach_add_(rest, [p.grad for p in rest], alpha=signed_lr)
+
+    def _fused_shard_step(self, groups: SGDGroups, a_of: dict[int, Tensor],
+                          write_grad: bool) -> None:
+        """`_fused_sgd_step` on this rank's shards of sharded (FSDP2) parameters."""
+        for signed_lr, group in groups:
+            params = [p for p in group if p.grad is not None]
+            rest = [(local(p), local(p.grad)) for p in params if id(p) not in a_of]
+            held = [(local(p), local(p.grad), a_of[id(p)]) for p in params if id(p) in a_of]
+            if held and write_grad:
+                torch._foreach_mul_([g for _, g, _ in held], [a for *_, a in held])
+                rest += [(p, g) for p, g, _ in held]
+            elif held:
+                torch._foreach_addcmul_([p for p, _, _ in held], [g for _, g, _ in held],
+                                        [a for *_, a in held], value=signed_lr)
+            if rest:
+                torch._foreach_add_([p for p, _ in rest], [g for _, g in rest], alpha=signed_lr)
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state plus WVA's configuration and stored A (or B = 1 − A)."""
@@ -307,17 +330,18 @@ class WVA(WrappedOptimizer, Consolidator):
         """Ω ← Ω + I for a finished task."""
         imp = self._task_importance(importance)
         for n, p in self.params.params.items():
-            i = imp[n].to(device=p.device, dtype=torch.promote_types(p.dtype, torch.float32))
+            i = shard_like(imp[n], p) if self.params.sharded else imp[n]   # FSDP2: this shard
+            i = i.to(device=local(p).device, dtype=torch.promote_types(p.dtype, torch.float32))
             dtype = self.factor_dtype or p.dtype
             b = self._reduction_of(n, i.dtype) if n in self._stored else torch.zeros_like(i)
             b = _add_reduction(b, i, self.lam, self.curve)
-            self._stored[n] = (b if _as_reduction(dtype) else 1.0 - b).to(dtype)
+            self._stored[n] = like((b if _as_reduction(dtype) else 1.0 - b).to(dtype), p)
         self.n_tasks += 1
         self._sync()
 
     def _reduction_of(self, name: str, dtype: torch.dtype) -> Tensor:
         """B for one parameter in `dtype` (from a stored A: 1 − A, exact for A ≥ 1/2)."""
-        v = self._stored[name].to(dtype)
+        v = local(self._stored[name]).to(dtype)
         return v if _as_reduction(self._stored[name].dtype) else 1.0 - v
 
     def _sync(self) -> None:
@@ -325,7 +349,7 @@ class WVA(WrappedOptimizer, Consolidator):
                        if n in self._stored]
         # A in the parameter's dtype, kept (it is the stored tensor itself) unless it must be
         # derived from a stored B or cast; those are derived at each step
-        self._factors_cache = [v for p, v in self._pairs
+        self._factors_cache = [local(v) for p, v in self._pairs      # sharded: the shards
                                if v.dtype == p.dtype and not _as_reduction(v.dtype)]
         if len(self._factors_cache) != len(self._pairs):
             self._factors_cache = []
@@ -334,7 +358,7 @@ class WVA(WrappedOptimizer, Consolidator):
         """A per attenuated parameter, in its parameter's dtype."""
         if self._factors_cache:
             return self._factors_cache
-        return [1.0 - v.to(p.dtype) if _as_reduction(v.dtype) else v.to(p.dtype)
+        return [1.0 - local(v).to(p.dtype) if _as_reduction(v.dtype) else local(v).to(p.dtype)
                 for p, v in self._pairs]
 
     def _tensors(self) -> dict[str, Tensor]:
@@ -364,6 +388,7 @@ class WVA(WrappedOptimizer, Consolidator):
         for n in self.params.params:
             key = f"factor/{n}" if f"factor/{n}" in tensors else f"reduction/{n}"
             v = self._check_tensor(tensors, key, n, source)
+            v = local(v)
             if bool(((v < 0) | (v > 1)).any()):
                 raise ValueError(f"The WVA state in {source!r} has values outside [0, 1] in "
                                  f"{key!r}.")
@@ -379,7 +404,11 @@ class WVA(WrappedOptimizer, Consolidator):
                 saved = 1.0 - (saved_a if saved_b is None else saved_b).double()
             else:
                 saved = saved_b if saved_a is None else saved_a
-            self._stored[n] = saved.to(device=p.device, dtype=dtype)
+            if self.params.sharded:       # whole tensors (a file) or DTensors: this rank's shard
+                self._stored[n] = like(shard_like(saved, p).to(device=local(p).device,
+                                                               dtype=dtype), p)
+            else:
+                self._stored[n] = saved.to(device=p.device, dtype=dtype)
         self.lam, self.curve, self.on = float(config["lam"]), config["curve"], config["on"]
         self.n_tasks = int(config["n_tasks"])
         self._sync()
