@@ -1007,6 +1007,8 @@ def summarise(cfg: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str,
     perturb: dict[str, Any] = {}
     for r in runs.values():
         spec = r["identity"]["spec"]
+        if "lam" in spec and spec["lam"] != methods.get(spec["method"], {}).get("lam"):
+            continue                          # Fig. 4C: the chosen λ's agents only
         agent = "separate" if spec["method"] == "separate" else spec["method"]
         for g, p in r["result"].get("perturbation", {}).items():
             perturb.setdefault(agent, {}).setdefault(g, []).append(p)

@@ -231,8 +231,17 @@ def test_summary_normalises_caps_and_sums(tmp_path):
                         lam=10.0, visits=visits))
     runs.append(_record("ewc", 0, cfg, curve[:1] * 5, {"breakout": 1.0, "space_invaders": 0.0},
                         lam=100.0))
+    kinds = ["inverse-importance", "uniform", "null-space"]
+    pert = {"norms": [1.0], "kinds": kinds, "baseline_score": 1.0, "null_space": 0,
+            "n_parameters": 4}
+    for rec, score in ((runs[-2], 1.0), (runs[-1], 9.0)):
+        rec["result"]["perturbation"] = {"breakout": {**pert, "score": {
+            k: [score] for k in kinds}}}
     by_key = {r["key"]: r for r in runs}
     res = rl.summarise(cfg, by_key)
+    # Fig. 4C: the chosen λ's (10) agents only, not every λ's as if they were seeds
+    assert res["fig4c"]["ewc"]["breakout"]["seeds"] == 1
+    assert res["fig4c"]["ewc"]["breakout"]["score"]["uniform"] == [1.0]
     norm = res["normaliser"]
     assert norm["breakout"]["usable"] and not norm["space_invaders"]["usable"]  # 2.0 == random
     assert res["usable_games"] == ["breakout"]
