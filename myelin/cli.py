@@ -742,22 +742,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _claim_on_rank_zero(out: Path, spec: Mapping[str, Any], overwrite: bool,
                         resume: bool) -> bool:
     """`_claim_run_dir`, under torchrun by rank 0 only; every rank stops if it refused."""
-    from .distributed import gather_errors, is_distributed, rank
+    from .distributed import rank, together
 
-    if not is_distributed():
-        return _claim_run_dir(out, spec, overwrite, resume)
-    claimed, error = False, None
-    if rank() == 0:
-        try:
-            claimed = _claim_run_dir(out, spec, overwrite, resume)
-        except Exception as exc:                # re-raised once the other ranks know
-            error = exc
-    failed = gather_errors(error)
-    if error is not None:
-        raise error
-    if failed:
-        raise CLIError(f"rank 0 refused the run ({failed[0][1]})")
-    return claimed
+    return together(lambda: rank() == 0 and _claim_run_dir(out, spec, overwrite, resume),
+                    lambda failed: CLIError(f"rank 0 refused the run ({failed[0][1]})"))
 
 
 def _run(args: argparse.Namespace) -> int:

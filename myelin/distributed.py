@@ -69,7 +69,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -79,8 +79,8 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 __all__ = ["TORCHRUN_VARIABLES", "all_reduce_sums", "check_same_names", "full_tensor",
            "gather_errors", "is_distributed", "is_sharded", "launched_by_torchrun", "like",
            "local", "rank", "reduce_over_ranks", "reduced_world_size", "shard_batch",
-           "shard_bounds", "shard_like", "sum_over_ranks", "torchrun_group", "unwrap",
-           "world_size", "wrap"]
+           "shard_bounds", "shard_like", "sum_over_ranks", "together", "torchrun_group",
+           "unwrap", "world_size", "wrap"]
 
 #: The environment variables torchrun sets in every process it starts.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -88,6 +88,7 @@ TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 DEFAULT_TIMEOUT = 600.0
 
 Layout = dict[str, tuple[tuple[int, ...], str]]
+T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -223,19 +224,13 @@ def reduce_over_ranks(local: Callable[[], tuple[dict[str, Tensor], int]], what: 
     """
     if not (enabled and is_distributed()):
         return local()
-    error: Exception | None = None
-    try:
-        sums, count = local()
-    except Exception as exc:   # re-raised below, once the other ranks know
-        error = exc
-    reports = _gather(None if error is None else f"{type(error).__name__}: {error}")
-    if error is not None:
-        raise error
-    failed = [(r, msg) for r, msg in enumerate(reports) if msg is not None]
-    if failed:
+
+    def elsewhere(failed: list[tuple[int, str]]) -> Exception:
         names = ", ".join(f"rank {r} ({msg})" for r, msg in failed)
-        raise RuntimeError(f"{what} failed on {names}; rank {rank()} stops too rather than "
-                           "wait for it.")
+        return RuntimeError(f"{what} failed on {names}; rank {rank()} stops too rather than "
+                            "wait for it.")
+
+    sums, count = together(local, elsewhere)
     check_same_names(sums, what)
     return all_reduce_sums(sums, count)
 
@@ -349,6 +344,29 @@ def gather_errors(error: BaseException | None) -> list[tuple[int, str]]:
     text = None if error is None else f"{type(error).__name__}: {error}"
     reports = _gather(text) if is_distributed() else [text]
     return [(r, t) for r, t in enumerate(reports) if t is not None]
+
+
+def together(fn: Callable[[], T], elsewhere: Callable[[list[tuple[int, str]]], BaseException],
+             catch: type[BaseException] | tuple[type[BaseException], ...] = Exception) -> T:
+    """``fn()`` on this rank, the ranks agreeing to stop if it raised on any (a collective).
+
+    An error of type `catch` raised here is re-raised only after every rank has reported
+    (`gather_errors`), so none is left waiting in a later collective; a rank where `fn`
+    succeeded raises ``elsewhere(failed)`` instead, `failed` being (rank, "Type: message") of
+    the ranks where it raised. Without a process group, just ``fn()``.
+    """
+    error: BaseException | None = None
+    result: Any = None
+    try:
+        result = fn()
+    except catch as exc:           # re-raised below, once the other ranks know
+        error = exc
+    failed = gather_errors(error)
+    if error is not None:
+        raise error
+    if failed:
+        raise elsewhere(failed)
+    return result
 
 
 def wrap(model: nn.Module) -> DistributedDataParallel:

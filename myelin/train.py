@@ -46,12 +46,12 @@ from ._progress import progress_bar
 from .data.datasets import ArrayDataset
 from .distributed import (
     check_same_names,
-    gather_errors,
     is_distributed,
     rank,
     shard_batch,
     shard_bounds,
     sum_over_ranks,
+    together,
     world_size,
     wrap,
 )
@@ -331,20 +331,9 @@ class GradientLearner(Learner):
         """
         if self.checkpoint_dir is None:
             return 0
-        if not is_distributed():
-            return self._restore(result)
-        error, done = None, 0
-        try:
-            done = self._restore(result)
-        except (ValueError, OSError) as exc:     # raised once the other ranks know
-            error = exc
-        failed = gather_errors(error)
-        if error is not None:
-            raise error
-        if failed:
-            r, text = failed[0]
-            raise ValueError(f"Rank {r} cannot resume ({text}); rank {rank()} stops too.")
-        return done
+        return together(lambda: self._restore(result), lambda failed: ValueError(
+            f"Rank {failed[0][0]} cannot resume ({failed[0][1]}); rank {rank()} stops too."),
+            catch=(ValueError, OSError))
 
     def _restore(self, result: Result) -> int:
         """`restore` on this rank alone."""
@@ -429,18 +418,9 @@ class GradientLearner(Learner):
                 trainable parameters (on every rank, naming the rank and the parameters).
         """
         check_supports_distributed(self.method)
-        error = None
-        try:
-            _check_model(self.model, scenario)
-        except ValueError as exc:                # raised once the other ranks know
-            error = exc
-        failed = gather_errors(error)
-        if error is not None:
-            raise error
-        if failed:
-            r, text = failed[0]
-            raise ValueError(f"The model of rank {r} does not fit the scenario ({text}); every "
-                             "rank must hold the same model.")
+        together(lambda: _check_model(self.model, scenario), lambda failed: ValueError(
+            f"The model of rank {failed[0][0]} does not fit the scenario ({failed[0][1]}); "
+            "every rank must hold the same model."), catch=ValueError)
         check_same_names({n: p for n, p in self.model.named_parameters() if p.requires_grad},
                          "myelin.fit")
         return wrap(self.model)

@@ -16,11 +16,11 @@ from .._state import read_state, write_state
 from ..distributed import (
     check_same_names,
     full_tensor,
-    gather_errors,
     is_distributed,
     is_sharded,
     local,
     rank,
+    together,
     unwrap,
     world_size,
 )
@@ -302,18 +302,10 @@ class Consolidator(abc.ABC):
             return
         # the same tensors in the same order on every rank (same names: checked on creation)
         tensors = {k: full_tensor(v) for k, v in state["tensors"].items()}
-        error: BaseException | None = None
-        if rank() == 0:
-            try:
-                write_state(path, tensors, _META_KEY, meta)
-            except Exception as exc:   # re-raised below, on every rank
-                error = exc
-        failed = gather_errors(error)       # also the barrier: the file exists when it returns
-        if error is not None:
-            raise error
-        if failed:
-            raise RuntimeError(f"{type(self).__name__}.save: rank 0 could not write "
-                               f"{os.fspath(path)!r} ({failed[0][1]}).")
+        # also the barrier: the file exists on every rank's return
+        together(lambda: rank() == 0 and write_state(path, tensors, _META_KEY, meta),
+                 lambda failed: RuntimeError(f"{type(self).__name__}.save: rank 0 could not "
+                                             f"write {os.fspath(path)!r} ({failed[0][1]})."))
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Restore state written by `save`; the model must have the same parameters.
