@@ -11,29 +11,25 @@ and the session under an overall deadline, so a hang fails the tests instead of 
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from myelin.consolidation import EWC, L2, WVA
 from myelin.distributed import full_tensor, is_sharded, local
 from myelin.importance import fisher
+from tests._ranks import run_ranks
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 
 WORLD = 2
-COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=60)
+COLLECTIVE_TIMEOUT = 60.0                  # seconds a collective may wait
 SESSION_DEADLINE = 120.0                   # seconds for the whole two-rank session
 STEPS = 3
 LR = 0.1
@@ -168,20 +164,6 @@ def _session(rank: int, path: Path) -> dict[str, Any]:
     return out
 
 
-def _worker(rank: int, path: str) -> None:
-    torch.set_num_threads(1)
-    root = Path(path)
-    dist.init_process_group("gloo", init_method=f"file://{root / 'rendezvous'}", rank=rank,
-                            world_size=WORLD, timeout=COLLECTIVE_TIMEOUT)
-    try:
-        result: dict[str, Any] = _session(rank, root)
-    except BaseException:
-        result = {"crash": traceback.format_exc()}
-    finally:
-        dist.destroy_process_group()
-    torch.save(result, root / f"rank{rank}.pt")
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
     """Run the two-rank session once: each rank's results in rank order, then the directory."""
@@ -189,37 +171,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
     for method in ("ewc", "wva"):        # one process's state, for the ranks to load
         cons = _train(_model(), method)
         cons.save(path / f"single-{method}.safetensors")
-    ctx = mp.get_context("spawn")
-    env = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        procs = [ctx.Process(target=_worker, args=(r, str(path)), daemon=True)
-                 for r in range(WORLD)]
-        for p in procs:
-            p.start()
-    finally:
-        if env is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = env
-    deadline = time.monotonic() + SESSION_DEADLINE
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join(5)
-    if hung:
-        pytest.fail(f"ranks {hung} did not finish within {SESSION_DEADLINE} s (a hang)")
-    results: list[Any] = []
-    for r, p in enumerate(procs):
-        file = path / f"rank{r}.pt"
-        if not file.exists():
-            pytest.fail(f"rank {r} exited with code {p.exitcode} and wrote no results")
-        results.append(torch.load(file, weights_only=False))
-        if "crash" in results[-1]:
-            pytest.fail(f"rank {r} crashed:\n{results[-1]['crash']}")
+    results: list[Any] = run_ranks(_session, path, WORLD, SESSION_DEADLINE, COLLECTIVE_TIMEOUT)
     results.append(path)
     return results
 

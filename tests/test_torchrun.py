@@ -13,15 +13,12 @@ fails the tests instead of blocking them.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +26,11 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from myelin import distributed, fit
 from myelin.cli import RUN_FILES, main
 from myelin.distributed import shard_batch, shard_bounds
+from tests._ranks import run_ranks
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 
@@ -199,21 +196,6 @@ def _session(rank: int, root: Path) -> dict[str, Any]:
     return out
 
 
-def _worker(rank: int, path: str) -> None:
-    torch.set_num_threads(1)
-    root = Path(path)
-    dist.init_process_group("gloo", init_method=f"file://{root / 'rendezvous'}", rank=rank,
-                            world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT))
-    try:
-        result: dict[str, Any] = _session(rank, root)
-    except BaseException:
-        result = {"crash": traceback.format_exc()}
-    finally:
-        dist.destroy_process_group()
-    torch.save(result, root / f"rank{rank}.pt")
-
-
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Path]:
     """A one-process checkpoint, then the two-rank session; each rank's results and the folder."""
@@ -222,37 +204,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, An
     _fit(sc, _model(sc), checkpoint_dir=root / "one")
     (root / "held").mkdir()
     (root / "held" / "result.json").write_text("{}")
-    ctx = mp.get_context("spawn")
-    saved = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        procs = [ctx.Process(target=_worker, args=(r, str(root)), daemon=True)
-                 for r in range(WORLD)]
-        for p in procs:
-            p.start()
-    finally:
-        if saved is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = saved
-    deadline = time.monotonic() + SESSION_DEADLINE
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join(5)
-    if hung:
-        pytest.fail(f"ranks {hung} did not finish within {SESSION_DEADLINE} s (a hang)")
-    results = []
-    for r, p in enumerate(procs):
-        file = root / f"rank{r}.pt"
-        if not file.exists():
-            pytest.fail(f"rank {r} exited with code {p.exitcode} and wrote no results")
-        results.append(torch.load(file, weights_only=False))
-        if "crash" in results[-1]:
-            pytest.fail(f"rank {r} crashed:\n{results[-1]['crash']}")
+    results = run_ranks(_session, root, WORLD, SESSION_DEADLINE, COLLECTIVE_TIMEOUT)
     return results, root
 
 
