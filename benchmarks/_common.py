@@ -86,12 +86,13 @@ def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
 
 
 def paired(base: Callable[[], object], fn: Callable[[], object],
-           repeats: int = 5) -> tuple[float, float, float, object]:
+           repeats: int = 5, self_timed: bool = False) -> tuple[float, float, float, object]:
     """Time `base` and `fn` alternately: (median ratio fn/base, median base s, median fn s, out).
 
     Alternating the two (in both orders, so neither always runs on the other's cache) and
     taking the median of the per-round ratios cancels most of the drift of a shared 2-core
-    machine, which a ratio of two separate medians does not.
+    machine, which a ratio of two separate medians does not. `self_timed`: each call returns
+    the seconds that count (e.g. only the training steps of a run, not its setup).
     """
     base()
     out = fn()
@@ -104,6 +105,8 @@ def paired(base: Callable[[], object], fn: Callable[[], object],
         r2 = second()
         t2 = time.perf_counter()
         t_base, t_fn = (t1 - t0, t2 - t1) if i % 2 == 0 else (t2 - t1, t1 - t0)
+        if self_timed:
+            t_base, t_fn = (float(r1), float(r2)) if i % 2 == 0 else (float(r2), float(r1))
         out = r2 if i % 2 == 0 else r1
         tb.append(t_base)
         tf.append(t_fn)

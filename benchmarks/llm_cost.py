@@ -7,7 +7,9 @@ One process, ratios of paired alternating timings (`benchmarks._common.paired`):
 * the batch-1 loop public EWC code uses (one backward per sequence, squared) ÷ the same plain
   pass — for comparison;
 * a ``transformers.Trainer`` step with `ConsolidationCallback(EWC)` ÷ a plain Trainer step —
-  target ≤ 1.10×; with WVA as the Trainer's optimizer — target ≤ 1.05×;
+  target ≤ 1.10×; with WVA as the Trainer's optimizer — target ≤ 1.05× (the steps alone, timed
+  by a callback from step begin to step end; building the Trainer and the consolidator, paid
+  once per run, is not a step);
 * state bytes ÷ the fp32 model's bytes for EWC and WVA, fp32 and bf16 state.
 
     python -m benchmarks.llm_cost                     # SmolLM2-135M → results/llm_cost.json
@@ -48,7 +50,14 @@ def batch1_loop(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
 
 def trainer_runner(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: int,
                    kind: str, out: str) -> Any:
-    """A function training `steps` Trainer steps from the same state on every call."""
+    """A function training `steps` Trainer steps from the same state on every call.
+
+    It returns the seconds of the steps themselves (from each step's begin to its end: forward,
+    backward, the consolidator's work and the optimizer step), not of building the Trainer or
+    the consolidator, which a fine-tuning run pays once.
+    """
+    import time
+
     import transformers
 
     from myelin.integrations.hf import ConsolidationCallback
@@ -69,9 +78,21 @@ def trainer_runner(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps
         logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0, seed=0)
     imp = fisher(model, batch, progress=False)
 
-    def run() -> None:
+    class StepTimer(transformers.TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds, self.start = 0.0, 0.0
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.seconds += time.perf_counter() - self.start
+
+    def run() -> float:
         model.load_state_dict(state)
-        callbacks, optimizers = [], (None, None)
+        timer = StepTimer()
+        callbacks: list[Any] = []
+        optimizers: tuple[Any, Any] = (None, None)
         if kind == "ewc":
             ewc = EWC(model, 1.0)
             ewc.consolidate(imp)
@@ -81,8 +102,9 @@ def trainer_runner(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps
             wva.consolidate(imp)
             optimizers = (wva, None)
         trainer = transformers.Trainer(model=model, args=args, train_dataset=Rows(),
-                                       callbacks=callbacks, optimizers=optimizers)
+                                       callbacks=[*callbacks, timer], optimizers=optimizers)
         trainer.train()
+        return timer.seconds
 
     return run
 
@@ -137,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         plain = trainer_runner(model, batch, args.steps, "plain", tmp)
         for kind, target in (("ewc", "≤ 1.10×"), ("wva", "≤ 1.05×")):
             ratio, t_base, t_fn, _ = paired(plain, trainer_runner(model, batch, args.steps,
-                                                                  kind, tmp), args.repeats)
+                                                                  kind, tmp), args.repeats,
+                                            self_timed=True)
             rows[f"trainer_{kind}"] = {"ratio": ratio, "plain_s": t_base / args.steps,
                                        "s": t_fn / args.steps, "target": target}
             print(f"Trainer step with {kind} {ratio:.3f}× a plain Trainer step", flush=True)

@@ -89,3 +89,24 @@ def test_summary_compares_every_run_at_the_fewest_steps(tmp_path):
     assert llm.summary(tmp_path, 200)["methods"]["finetune"]["lams"]["0"]["test"]["kjv"] == 2.4
     page = llm.report(tmp_path, tmp_path / "docs")
     assert "after step 100" in page and "| finetune | — | 1 | 2.500 |" in page
+
+
+def test_paired_self_timed_counts_what_the_calls_return():
+    from benchmarks._common import paired
+
+    ratio, t_base, t_fn, _ = paired(lambda: 2.0, lambda: 3.0, repeats=3, self_timed=True)
+    assert (ratio, t_base, t_fn) == (1.5, 2.0, 3.0)
+
+
+def test_llm_cost_quick_times_trainer_steps(tmp_path):
+    import json
+
+    from benchmarks import llm_cost
+
+    out = tmp_path / "cost.json"
+    assert llm_cost.main(["--quick", "--repeats", "1", "--steps", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["rows"]) == {"fisher", "batch1_loop", "trainer_ewc", "trainer_wva"}
+    assert all(r["ratio"] > 0 and 0 < r["plain_s"] < 60 for r in data["rows"].values())
+    assert data["state_bytes_per_fp32_model"] == {"ewc_fp32": 2.0, "ewc_bf16": 1.0,
+                                                  "wva_fp32": 1.0, "wva_bf16": 0.5}
