@@ -19,9 +19,10 @@ from numba import njit, prange
 
 # Indices into the float parameter vector `fp`.
 F_DECAY, F_THETA, F_ALPHA, F_WMIN, F_WMAX, F_DH, F_DOPA, F_RS, F_SIGMA_ISI, F_BIAS_W, \
-    F_NSILENT, F_RENORM_THR, F_DOPA_ENDS = range(13)
+    F_NSILENT, F_RENORM_THR, F_DOPA_ENDS, F_UNCOND = range(14)
 # Indices into the int parameter vector `ip`.
-I_ACTIVE, I_STEPS, I_WINDOW, I_DOPA_TIME, I_ISI, I_DOPA_DELAY, I_BIAS_DELAY, I_BLOCK = range(8)
+I_ACTIVE, I_STEPS, I_WINDOW, I_DOPA_TIME, I_ISI, I_DOPA_DELAY, I_BIAS_DELAY, I_BLOCK, \
+    I_LATERAL, I_TEACHER_BLOCK, I_REWARD_COLUMN, I_UNCOND_PERIOD = range(12)
 NEVER = -(1 << 40)
 
 
@@ -76,10 +77,14 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
                 free: np.ndarray, u: np.ndarray, last_spike: np.ndarray,
                 burst_start: np.ndarray, status: np.ndarray, last_step: np.ndarray,
                 contributed: np.ndarray, updated: np.ndarray, dopa_at: np.ndarray,
-                last_in: np.ndarray, clock: np.ndarray, counts: np.ndarray) -> None:
+                last_in: np.ndarray, clock: np.ndarray, counts: np.ndarray,
+                blocked_until: np.ndarray) -> None:
     """Show `images` (N, I) uint8 with `labels` (N,) once each, updating the state in place.
 
     counts (J, 4) accumulates per L neuron: spikes, forced spikes, WTA wins, rewards.
+    blocked_until (J,): lateral gating; L neuron j discards its input and cannot fire at any
+    step t ≤ blocked_until[j] (set to t_spike + lateral_gating when another L neuron of its
+    column spikes at t_spike).
     """
     J = n_classes * micro
     n_in = images.shape[1]
@@ -92,6 +97,9 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
     active, steps, window, dopa_time = ip[I_ACTIVE], ip[I_STEPS], ip[I_WINDOW], ip[I_DOPA_TIME]
     isi, dopa_delay, bias_delay, block = ip[I_ISI], ip[I_DOPA_DELAY], ip[I_BIAS_DELAY], \
         ip[I_BLOCK]
+    lateral, teacher_block = ip[I_LATERAL], ip[I_TEACHER_BLOCK] != 0
+    reward_column, uncond_period = ip[I_REWARD_COLUMN] != 0, ip[I_UNCOND_PERIOD]
+    d_u = fp[F_UNCOND]
     spiking = np.empty(n_in, dtype=np.int64)
     fired = np.zeros(J, dtype=np.bool_)
     forced_now = np.zeros(J, dtype=np.bool_)
@@ -111,8 +119,14 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
                         spiking[ns] = i
                         ns += 1
                         last_in[i] = t
-            # 2. L neurons: leak, inputs, teacher (bias gate) input, threshold
+            # 2. L neurons: leak, inputs, teacher (bias gate) input, threshold. A laterally
+            #    gated neuron only leaks: its input (teacher's too) is discarded.
             for j in range(J):
+                if lateral > 0 and blocked_until[j] >= t:
+                    u[j] = u[j] * decay
+                    forced_now[j] = False
+                    fired[j] = False
+                    continue
                 cur = 0.0
                 for q in range(ns):
                     cur += w[j, spiking[q]]
@@ -123,6 +137,16 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
                     forced_now[j] = True
                 fired[j] = uj >= theta0 + theta_add[j]
                 u[j] = 0.0 if fired[j] else uj
+            # 2b. lateral gating: an L spike blocks the other L neurons of its column for the
+            #     next `lateral` steps (simultaneous spikers block each other).
+            if lateral > 0:
+                for j in range(J):
+                    if not fired[j]:
+                        continue
+                    c0 = (j // micro) * micro
+                    for m in range(c0, c0 + micro):
+                        if m != j and blocked_until[m] < t + lateral:
+                            blocked_until[m] = t + lateral
             # 3. plasticity at each L spike (anti-Hebbian part). Burst status: 0 none,
             #    1 started, 2 continued, 3 forced. Forced spikes neither start nor continue a
             #    burst (they leave last_step alone); a burst restarts after a gap ≥ isi_max or
@@ -174,14 +198,24 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
                 win = cand[np.random.randint(nc)] if nc > 1 else cand[0]
                 counts[win, 2] += 1
                 if c == label:
-                    bias_blocked_until = t + block     # OUT_c blocks its bias gate
-                    counts[win, 3] += 1
-                    dopa_at[win] = t + dopa_delay
-            # 5. dopamine arriving now
+                    if teacher_block:
+                        bias_blocked_until = t + block     # OUT_c blocks its bias gate
+                    if reward_column:                      # reward to the whole column
+                        for m in range(c * micro, c * micro + micro):
+                            dopa_at[m] = t + dopa_delay
+                    else:                                  # REW-GATE: the winner only
+                        counts[win, 3] += 1
+                        dopa_at[win] = t + dopa_delay
+            # 5. dopamine arriving now (a newer reward replaces a pending one). Routed to the
+            #    whole column, it only reaches neurons that spiked within dopamine_time.
             for j in range(J):
                 if dopa_at[j] != t:
                     continue
                 dopa_at[j] = NEVER
+                if reward_column:
+                    if t - last_spike[j] > dopa_time:
+                        continue
+                    counts[j, 3] += 1
                 if dopa != 0.0 and t - last_spike[j] <= dopa_time:
                     scale = min(2.0 ** (-sigma[j]), 1.0)
                     dr = dopa * scale
@@ -195,6 +229,13 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
                 else:
                     phase = abs(t - burst_start[j] - isi) / isi
                     sigma[j] += r_s * dopa * max(2.0 - phase, -1.0)
+            # 5b. unconditional depression: every synapse loses |d_u| of resource every
+            #     uncond_period steps (a leak: the free resource F is not credited).
+            if d_u != 0.0 and (t + 1) % uncond_period == 0:
+                for j in range(J):
+                    for i in range(n_in):
+                        r[j, i] += d_u
+                        w[j, i] = _weight(r[j, i], wmin, span)
             # 6. renormalisation outside bursts: the free resource over real + silent synapses
             for j in range(J):
                 if free[j] == 0.0 or abs(free[j]) < renorm_thr:
@@ -206,6 +247,7 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
                         w[j, i] = _weight(r[j, i], wmin, span)
                     free[j] = 0.0
             # 7. the label's bias gate: fires once its delay has passed, unless OUT blocked it
+            #    (never blocked when teacher_blocking is off)
             if k >= bias_delay and t > bias_blocked_until:
                 bias_arrives = t + 1
             t += 1
@@ -214,12 +256,15 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
 
 @njit(cache=True, parallel=True)
 def infer_counts(pixels: np.ndarray, w_t: np.ndarray, theta: np.ndarray, decay: float,
-                 active: int, steps: int, n_classes: int, micro: int) -> np.ndarray:
+                 active: int, steps: int, n_classes: int, micro: int,
+                 lateral: int = 0) -> np.ndarray:
     """OUT spike counts (N, C) for images (N, I) uint8, without plasticity.
 
     w_t is the (I, J) transposed weight matrix. Input currents are summed over the spiking
     pixels only (MNIST is ~80 % zeros), images in parallel. OUT_c spikes at a step iff some L
     neuron of column c does (the WTA passes one winner on), so no tie-break is needed.
+    With lateral > 0 an L spike at step k blocks the other L neurons of its column (input
+    discarded, no spike) at steps k+1 … k+lateral; every image starts unblocked, as u starts at 0.
     """
     n, n_in = pixels.shape
     J = w_t.shape[1]
@@ -227,6 +272,8 @@ def infer_counts(pixels: np.ndarray, w_t: np.ndarray, theta: np.ndarray, decay: 
     for b in prange(n):                    # images are independent: spread over the cores
         u = np.zeros(J)
         cur = np.empty(J)
+        blocked = np.full(J, -1, dtype=np.int64)         # blocked at steps k ≤ blocked[j]
+        fired = np.zeros(micro, dtype=np.bool_)
         for k in range(steps):
             cur[:] = 0.0
             if k < active:
@@ -237,13 +284,34 @@ def infer_counts(pixels: np.ndarray, w_t: np.ndarray, theta: np.ndarray, decay: 
                             cur[j] += w_t[i, j]
             for c in range(n_classes):
                 any_spike = False
-                for m in range(micro):
-                    j = c * micro + m
-                    uj = u[j] * decay + cur[j]
-                    if uj >= theta[j]:
-                        any_spike = True
-                        uj = 0.0
-                    u[j] = uj
+                if lateral > 0:
+                    for m in range(micro):
+                        j = c * micro + m
+                        fired[m] = False
+                        if blocked[j] >= k:
+                            u[j] = u[j] * decay
+                            continue
+                        uj = u[j] * decay + cur[j]
+                        if uj >= theta[j]:
+                            any_spike = True
+                            fired[m] = True
+                            uj = 0.0
+                        u[j] = uj
+                    if any_spike:
+                        for m in range(micro):
+                            if fired[m]:
+                                for m2 in range(micro):
+                                    if m2 != m:
+                                        blocked[c * micro + m2] = max(blocked[c * micro + m2],
+                                                                      k + lateral)
+                else:
+                    for m in range(micro):
+                        j = c * micro + m
+                        uj = u[j] * decay + cur[j]
+                        if uj >= theta[j]:
+                            any_spike = True
+                            uj = 0.0
+                        u[j] = uj
                 if any_spike:
                     out[b, c] += 1
     return out

@@ -41,6 +41,20 @@ dopamine_ends_burst    1           dopamine arriving in the step of a spike star
 `PRESETS["myelin"]` is the set this library uses for its benchmarks: the first-port values
 reach ~85 % on one MNIST pass here, the preset 91.3 ± 0.6 % (benchmarks/colanet.py, 3 seeds).
 
+Mechanisms of the public sources (issue 24; the defaults leave the simulation bit-for-bit as
+before). `lateral_gating` N (0 = off): ArNI's L→L "gating" link; an L spike at step t blocks
+the other L neurons of its column at steps t+1 … t+N: their input (the teacher's too) is
+discarded and they cannot fire, so they are not depressed; applied at test time too (training
+runs continuously, so a block may reach into the next image; inference starts every image
+unblocked). `teacher_blocking` False: OUT never blocks the BIAS-GATE (KNP until commit
+ecaa73d1), so the teacher acts in the silent phase of every training image. `reward_to`
+"column": no REW-GATE; when the label's column spikes, dopamine reaches every L neuron of that
+column after `dopamine_delay` steps (ArNI, Kiselev's Nov-2025 port: delay 3) and acts on those
+that spiked within `dopamine_time`. `unconditional_depression` d_u: every synapse's resource
+changes by d_u every `unconditional_period` steps, not credited to F (our reading of ArNI's
+`_1_factor_plasticity`, −2.6e−5 per 10 steps; untried). `copies=k` (constructor argument):
+k independent networks on the same stream, OUT votes summed. Preset "sources": see PRESETS.
+
 Deliberate differences from the public C++ port (SPEC §2.4 "do not copy"): burst and ISI tests
 use signed time differences; the rate-code accumulator starts from 0 for every image (KNP
 never resets it), so an image always gives exactly ⌊10·b/255⌋ spikes per pixel and prediction
@@ -65,15 +79,18 @@ from . import _kernels as K
 __all__ = ["DEFAULTS", "PRESETS", "CoLaNET", "as_pixels", "encode", "resource_for_weight",
            "weight_of_resource"]
 
-DEFAULTS: dict[str, float | int] = {
+DEFAULTS: dict[str, float | int | bool | str] = {
     "theta": 8.571, "decay": 2.0 / 3.0, "w_min": -0.7, "w_max": 0.864,
     "hebbian": -0.042, "dopamine": 0.042, "stability": 0.0, "sigma_isi": 0.0,
     "bias_weight": 3.0, "renorm_threshold": 0.0, "dopamine_ends_burst": 1,
     "window": 10, "dopamine_time": 10, "isi_max": 10, "dopamine_delay": 1, "bias_delay": 10,
     "block": 20, "active_steps": 10, "steps": 20,
+    # issue 24: mechanisms of the public sources; these defaults leave the simulation as it was
+    "lateral_gating": 0, "teacher_blocking": True, "reward_to": "gate",
+    "unconditional_depression": 0.0, "unconditional_period": 10,
 }
 # Named parameter sets: use as ``CoLaNET(784, 10, **PRESETS["myelin"])``.
-PRESETS: dict[str, dict[str, float]] = {
+PRESETS: dict[str, dict[str, float | int | bool | str]] = {
     # The first KNP BLIFAT port with Larionov's starting α (stable, but loses plasticity).
     "knp-first-port": {"alpha": 0.023817},
     # The first port as KNP runs it by default: renormalisation threshold FLT_MAX, i.e. no
@@ -112,11 +129,26 @@ PRESETS: dict[str, dict[str, float]] = {
     # 15-mc result; more plasticity, more forgetting. For comparison, not the default.
     "myelin-plastic": {"alpha": 0.005, "hebbian": -0.084, "dopamine": 0.084, "bias_weight": 6.0,
                        "stability": 0.0015, "silent_synapses": 27},
+    # Issue 24: "myelin" moved towards the public sources where short trials (one MNIST pass)
+    # found them better. lateral_gating 10: Kiselev's ArNI `.nnc` has no WTA / REW-GATE
+    # layers but an L→L link "all-to-all-sections", type "gating", weight −10 (block 10 steps);
+    # the WTA and REW-GATE of the KNP port stay, so the REW-GATE still rewards one winner.
+    # teacher_blocking False: KNP's OUT→BIAS-GATE weight −20 was cast to "open" until KNP
+    # commit ecaa73d1, so in the 2025 port the teacher acted on every training image.
+    # bias_weight 3: the KNP BLIFAT port's BIAS-GATE→L weight (6, the "myelin" value, with the
+    # teacher never blocked gave 86.9-89.2 % in the trials). The rest is "myelin". Not taken
+    # (untried): the current port's dopamine delay 3 and reward_to="column" (ArNI, Kiselev's
+    # Nov-2025 port), ArNI's unconditional depression.
+    "sources": {"alpha": 0.005, "hebbian": -0.084, "dopamine": 0.084, "bias_weight": 3.0,
+                "stability": 0.005, "silent_synapses": 27, "lateral_gating": 10,
+                "teacher_blocking": False},
 }
 _INT_PARAMS = ("window", "dopamine_time", "isi_max", "dopamine_delay", "bias_delay", "block",
-               "active_steps", "steps")
+               "active_steps", "steps", "unconditional_period")
 _STATE = ("r", "theta_add", "sigma", "free", "u", "last_spike", "burst_start", "status",
-          "last_step", "contributed", "updated", "dopa_at", "last_in", "clock", "counts")
+          "last_step", "contributed", "updated", "dopa_at", "last_in", "clock", "counts",
+          "blocked_until")
+_OPTIONAL_STATE = ("blocked_until",)       # absent from files saved before issue 24
 
 
 def weight_of_resource(r: np.ndarray | float, w_min: float, w_max: float) -> np.ndarray:
@@ -211,6 +243,9 @@ class CoLaNET:
         alpha: Adaptive-threshold coefficient α in θ_add = α·Σ w⁺.
         silent_synapses: Virtual synapses absorbing part of each renormalisation.
         seed: Seeds the WTA tie-breaks.
+        copies: Independent networks trained on the same stream whose OUT votes are summed
+            (Kiselev's ensemble, `.nnc` "ncopies=15 merge=yes"). Copy i draws its tie-breaks
+            as a single network with seed ``seed·copies + i`` would, so seeds never share copies.
         **params: Any of `DEFAULTS` (see the module docstring's table).
 
     Example:
@@ -220,7 +255,7 @@ class CoLaNET:
 
     def __init__(self, n_inputs: int = 784, n_classes: int = 10, microcolumns: int = 15,
                  alpha: float = 0.005, silent_synapses: float = 0, seed: int = 0,
-                 **params: float) -> None:
+                 copies: int = 1, **params: Any) -> None:
         for name, value in (("n_inputs", n_inputs), ("n_classes", n_classes),
                             ("microcolumns", microcolumns)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -234,12 +269,25 @@ class CoLaNET:
             raise TypeError(f"Unknown CoLaNET parameter(s) {sorted(unknown)}. "
                             f"Known: {', '.join(DEFAULTS)}.")
         p = {**DEFAULTS, **params}
+        if p["reward_to"] not in ("gate", "column"):
+            raise ValueError(f"reward_to must be 'gate' or 'column'. Got {p['reward_to']!r}.")
+        if not isinstance(p["teacher_blocking"], (bool, np.bool_)):
+            raise TypeError(f"teacher_blocking must be a bool. Got {p['teacher_blocking']!r}.")
+        p["teacher_blocking"] = bool(p["teacher_blocking"])
+        lat = p["lateral_gating"]
+        if isinstance(lat, bool) or int(lat) != lat or lat < 0:
+            raise ValueError(f"lateral_gating must be an int ≥ 0 (steps; 0 = off). Got {lat!r}.")
+        p["lateral_gating"] = int(lat)
+        if isinstance(copies, bool) or not isinstance(copies, (int, np.integer)) or copies < 1:
+            raise ValueError(f"copies must be a positive int. Got {copies!r}.")
         for name in _INT_PARAMS:
             if int(p[name]) != p[name] or p[name] < 1:
                 raise ValueError(f"{name} must be a positive int. Got {p[name]!r}.")
             p[name] = int(p[name])
         for name, value in p.items():
             if name == "renorm_threshold" and value == math.inf:      # KNP's FLT_MAX: never
+                continue
+            if name == "reward_to":
                 continue
             if not math.isfinite(float(value)):
                 raise ValueError(f"{name} must be finite. Got {value!r}.")
@@ -253,9 +301,17 @@ class CoLaNET:
             raise TypeError(f"seed must be a non-negative int. Got {seed!r}.")
         self.n_inputs, self.n_classes, self.microcolumns = n_inputs, n_classes, microcolumns
         self.alpha, self.silent_synapses = float(alpha), float(silent_synapses)
-        self.seed = int(seed)
+        self.seed, self.copies = int(seed), int(copies)
         self.params = p
+        self._run_seed = self.seed * self.copies       # copy i runs as seed·copies + i
         self._init_state()
+        # copies 1 … k−1: independent networks on the same stream; OUT votes are summed
+        self._others = [CoLaNET(n_inputs, n_classes, microcolumns, alpha, silent_synapses,
+                                self.seed * self.copies + i, **params)
+                        for i in range(1, self.copies)]
+
+    def _members(self) -> list[CoLaNET]:
+        return [self, *self._others]
 
     # ------------------------------------------------------------------ state
     def _init_state(self) -> None:
@@ -277,18 +333,22 @@ class CoLaNET:
         self.last_in = np.full(n, K.NEVER, dtype=np.int64)
         self.clock = np.zeros(1, dtype=np.int64)
         self.counts = np.zeros((J, 4), dtype=np.int64)
+        self.blocked_until = np.full(J, K.NEVER, dtype=np.int64)
         self.images_seen = 0
 
     def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
-        fp = np.zeros(13)
-        fp[K.F_DOPA_ENDS] = p["dopamine_ends_burst"]
+        fp = np.zeros(14)
+        fp[K.F_DOPA_ENDS], fp[K.F_UNCOND] = p["dopamine_ends_burst"], p["unconditional_depression"]
         fp[K.F_DECAY], fp[K.F_THETA], fp[K.F_ALPHA] = p["decay"], p["theta"], self.alpha
         fp[K.F_WMIN], fp[K.F_WMAX] = p["w_min"], p["w_max"]
         fp[K.F_DH], fp[K.F_DOPA], fp[K.F_RS] = p["hebbian"], p["dopamine"], p["stability"]
         fp[K.F_SIGMA_ISI], fp[K.F_BIAS_W] = p["sigma_isi"], p["bias_weight"]
         fp[K.F_NSILENT], fp[K.F_RENORM_THR] = self.silent_synapses, p["renorm_threshold"]
-        ip = np.zeros(8, dtype=np.int64)
+        ip = np.zeros(12, dtype=np.int64)
+        ip[K.I_LATERAL], ip[K.I_TEACHER_BLOCK] = p["lateral_gating"], p["teacher_blocking"]
+        ip[K.I_REWARD_COLUMN] = p["reward_to"] == "column"
+        ip[K.I_UNCOND_PERIOD] = p["unconditional_period"]
         ip[K.I_ACTIVE], ip[K.I_STEPS], ip[K.I_WINDOW] = (p["active_steps"], p["steps"],
                                                         p["window"])
         ip[K.I_DOPA_TIME], ip[K.I_ISI] = p["dopamine_time"], p["isi_max"]
@@ -308,8 +368,15 @@ class CoLaNET:
                              f"Got {chunk!r}.")
         pixels = as_pixels(X, self.n_inputs)
         labels = _as_labels(y, len(pixels), self.n_classes)
+        for net in self._members():
+            net._fit_one(pixels, labels, progress, chunk)
+        self.images_seen += len(pixels)
+        return self
+
+    def _fit_one(self, pixels: np.ndarray, labels: np.ndarray, progress: bool | None,
+                 chunk: int) -> None:
         fp, ip = self._vectors()
-        K.seed_numba((self.seed * 1_000_003 + int(self.clock[0])) % (2**31 - 1))
+        K.seed_numba((self._run_seed * 1_000_003 + int(self.clock[0])) % (2**31 - 1))
         starts = range(0, len(pixels), chunk)
         for s in progress_bar(starts, progress=progress, desc="CoLaNET fit",
                               unit=f"×{chunk} img"):
@@ -317,17 +384,26 @@ class CoLaNET:
                           self.microcolumns, fp, ip, self.r, self.w, self.theta_add,
                           self.sigma, self.free, self.u, self.last_spike, self.burst_start,
                           self.status, self.last_step, self.contributed, self.updated,
-                          self.dopa_at, self.last_in, self.clock, self.counts)
-        self.images_seen += len(pixels)
+                          self.dopa_at, self.last_in, self.clock, self.counts,
+                          self.blocked_until)
         if not np.isfinite(self.r).all():
             raise FloatingPointError("A synaptic resource became non-finite.")
-        return self
 
     # ------------------------------------------------------------------ inference
     def out_counts(self, X: Any, *, batch_size: int = 2000,
                    progress: bool | None = None) -> np.ndarray:
-        """OUT spike counts per class, (N, n_classes) int, with plasticity off."""
+        """OUT spike counts per class, (N, n_classes) int, with plasticity off.
+
+        With copies > 1: the sum over the copies (each copy's OUT_c votes once per step).
+        """
         pixels = as_pixels(X, self.n_inputs)
+        out = self._out_counts_one(pixels, batch_size, progress)
+        for net in self._others:
+            out += net._out_counts_one(pixels, batch_size, progress)
+        return out
+
+    def _out_counts_one(self, pixels: np.ndarray, batch_size: int,
+                        progress: bool | None) -> np.ndarray:
         p = self.params
         w_t = np.ascontiguousarray(self.w.T)
         theta = p["theta"] + self.theta_add
@@ -336,7 +412,8 @@ class CoLaNET:
                               desc="CoLaNET predict", unit="batch"):
             out[s:s + batch_size] = K.infer_counts(pixels[s:s + batch_size], w_t, theta,
                                                    p["decay"], p["active_steps"], p["steps"],
-                                                   self.n_classes, self.microcolumns)
+                                                   self.n_classes, self.microcolumns,
+                                                   p["lateral_gating"])
         return out
 
     def predict(self, X: Any, *, batch_size: int = 2000,
@@ -361,19 +438,25 @@ class CoLaNET:
         positive_weight (Σw⁺); and per class (n_classes,): recruited, the microcolumns rewarded
         at least once, and effective, exp of the entropy of the class's reward shares (how
         many microcolumns really share the work: 1.0 if one takes every reward, M if all
-        share equally; 0 before any reward).
+        share equally; 0 before any reward). With copies > 1 the copies' microcolumns stand side
+        by side: arrays of shape (n_classes, copies·microcolumns), copy 0 first.
         """
-        shape = (self.n_classes, self.microcolumns)
-        c = self.counts.reshape(*shape, 4)
+        members = self._members()
+
+        def cat(a: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate([v.reshape(self.n_classes, self.microcolumns, *v.shape[1:])
+                                   for v in a], axis=1)
+
+        c = cat([net.counts for net in members])
         rewards = c[..., 3].astype(np.float64)
         total = rewards.sum(1, keepdims=True)
         share = np.divide(rewards, total, out=np.zeros_like(rewards), where=total > 0)
         plogp = share * np.log(share, out=np.zeros_like(share), where=share > 0)
         effective = np.where(total[:, 0] > 0, np.exp(-plogp.sum(1)), 0.0)
         return {"spikes": c[..., 0].copy(), "forced": c[..., 1].copy(), "wins": c[..., 2].copy(),
-                "rewards": c[..., 3].copy(), "sigma": self.sigma.reshape(shape).copy(),
-                "theta_add": self.theta_add.reshape(shape).copy(),
-                "positive_weight": np.clip(self.w, 0, None).sum(1).reshape(shape),
+                "rewards": c[..., 3].copy(), "sigma": cat([n.sigma for n in members]),
+                "theta_add": cat([n.theta_add for n in members]),
+                "positive_weight": cat([np.clip(n.w, 0, None).sum(1) for n in members]),
                 "recruited": (c[..., 3] > 0).sum(1), "effective": effective,
                 "images_seen": self.images_seen}
 
@@ -382,11 +465,15 @@ class CoLaNET:
         return {"n_inputs": self.n_inputs, "n_classes": self.n_classes,
                 "microcolumns": self.microcolumns, "alpha": self.alpha,
                 "silent_synapses": self.silent_synapses, "seed": self.seed,
-                "params": self.params, "images_seen": self.images_seen}
+                "copies": self.copies, "params": self.params, "images_seen": self.images_seen}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the whole network state and its parameters (safetensors)."""
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in _STATE}
+        tensors = {}
+        for i, net in enumerate(self._members()):           # copy i > 0: "copy{i}.<name>"
+            pre = f"copy{i}." if i else ""
+            tensors.update({pre + k: torch.from_numpy(np.ascontiguousarray(getattr(net, k)))
+                            for k in _STATE})
         write_state(path, tensors, "myelin.colanet", self._meta())
 
     # net.load(path): load_ (in place, returns net); CoLaNET.load(path): from_file (a new one)
@@ -405,7 +492,7 @@ class CoLaNET:
                 (n_inputs, n_classes or microcolumns differ).
         """
         saved = type(self).from_file(path)
-        shape = ("n_inputs", "n_classes", "microcolumns")
+        shape = ("n_inputs", "n_classes", "microcolumns", "copies")
         wrong = [f"{k}: saved {getattr(saved, k)}, this network {getattr(self, k)}"
                  for k in shape if getattr(saved, k) != getattr(self, k)]
         if wrong:
@@ -433,27 +520,34 @@ class CoLaNET:
         """
         tensors, meta = read_state(path, "myelin.colanet", "CoLaNET")
         net = cls(meta["n_inputs"], meta["n_classes"], meta["microcolumns"], meta["alpha"],
-                  meta["silent_synapses"], meta["seed"], **meta["params"])
-        for k in _STATE:
-            if k not in tensors:
-                raise ValueError(f"{os.fspath(path)!r} lacks the state tensor {k!r}.")
-            want = getattr(net, k)
-            got = tensors[k].numpy()
-            if got.shape != want.shape:
-                raise ValueError(f"State tensor {k!r} has shape {got.shape}; this network "
-                                 f"needs {want.shape}.")
-            setattr(net, k, got.astype(want.dtype).copy())
-        net.w = weight_of_resource(net.r, net.params["w_min"], net.params["w_max"])
+                  meta["silent_synapses"], meta["seed"], meta.get("copies", 1),
+                  **meta["params"])
+        for i, member in enumerate(net._members()):
+            for k in _STATE:
+                name = f"copy{i}.{k}" if i else k
+                if name not in tensors:
+                    if k in _OPTIONAL_STATE:
+                        continue
+                    raise ValueError(f"{os.fspath(path)!r} lacks the state tensor {name!r}.")
+                want = getattr(member, k)
+                got = tensors[name].numpy()
+                if got.shape != want.shape:
+                    raise ValueError(f"State tensor {name!r} has shape {got.shape}; this "
+                                     f"network needs {want.shape}.")
+                setattr(member, k, got.astype(want.dtype).copy())
+            member.w = weight_of_resource(member.r, net.params["w_min"], net.params["w_max"])
         net.images_seen = int(meta.get("images_seen", 0))
         return net
 
     def __repr__(self) -> str:
         return (f"CoLaNET(n_inputs={self.n_inputs}, n_classes={self.n_classes}, "
                 f"microcolumns={self.microcolumns}, alpha={self.alpha}, "
-                f"silent_synapses={self.silent_synapses:g}, seed={self.seed})")
+                f"silent_synapses={self.silent_synapses:g}, seed={self.seed}"
+                + (f", copies={self.copies})" if self.copies > 1 else ")"))
 
     def get_params(self) -> Mapping[str, Any]:
         """All settings, as passed to the constructor."""
         return {"n_inputs": self.n_inputs, "n_classes": self.n_classes,
                 "microcolumns": self.microcolumns, "alpha": self.alpha,
-                "silent_synapses": self.silent_synapses, "seed": self.seed, **self.params}
+                "silent_synapses": self.silent_synapses, "seed": self.seed,
+                "copies": self.copies, **self.params}
