@@ -22,8 +22,12 @@ F_DECAY, F_THETA, F_ALPHA, F_WMIN, F_WMAX, F_DH, F_DOPA, F_RS, F_SIGMA_ISI, F_BI
     F_NSILENT, F_RENORM_THR, F_DOPA_ENDS, F_UNCOND = range(14)
 # Indices into the int parameter vector `ip`.
 I_ACTIVE, I_STEPS, I_WINDOW, I_DOPA_TIME, I_ISI, I_DOPA_DELAY, I_BIAS_DELAY, I_BLOCK, \
-    I_LATERAL, I_TEACHER_BLOCK, I_REWARD_COLUMN, I_UNCOND_PERIOD = range(12)
+    I_LATERAL, I_TEACHER_BLOCK, I_REWARD_COLUMN, I_UNCOND_PERIOD, I_GATE_RENEW, I_GATE_SIMUL, \
+    I_GATE_POT, I_GATE_TEACHER, I_GATE_IMAGE = range(17)
 NEVER = -(1 << 40)
+# Lateral gating semantics (`colanet.py`, gating_*): simultaneous spikers, blocked potential.
+SIMUL_MUTUAL, SIMUL_FREE, SIMUL_EXCLUSIVE = 0, 1, 2
+POT_LEAK, POT_HOLD, POT_RESET = 0, 1, 2
 
 
 @njit(cache=True)
@@ -84,7 +88,11 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
     counts (J, 4) accumulates per L neuron: spikes, forced spikes, WTA wins, rewards.
     blocked_until (J,): lateral gating; L neuron j discards its input and cannot fire at any
     step t ≤ blocked_until[j] (set to t_spike + lateral_gating when another L neuron of its
-    column spikes at t_spike).
+    column spikes at t_spike). ip[I_GATE_*] select the variant (see `colanet.py`): renew (a
+    spike during a running block extends it), simultaneous spikers (mutual: block each other;
+    free: do not; exclusive: only the most driven one fires, the others' input of that step
+    is discarded and they are blocked), the blocked potential (leak, hold, reset to 0 at the
+    block's start), whether the teacher's input is discarded too, a fresh start every image.
     """
     J = n_classes * micro
     n_in = images.shape[1]
@@ -100,6 +108,11 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
     lateral, teacher_block = ip[I_LATERAL], ip[I_TEACHER_BLOCK] != 0
     reward_column, uncond_period = ip[I_REWARD_COLUMN] != 0, ip[I_UNCOND_PERIOD]
     d_u = fp[F_UNCOND]
+    g_renew, g_simul, g_pot = ip[I_GATE_RENEW] != 0, ip[I_GATE_SIMUL], ip[I_GATE_POT]
+    g_teacher, g_image = ip[I_GATE_TEACHER] != 0, ip[I_GATE_IMAGE] != 0
+    exclusive = lateral > 0 and g_simul == SIMUL_EXCLUSIVE
+    u_pre = np.zeros(J)
+    margin = np.zeros(J)
     spiking = np.empty(n_in, dtype=np.int64)
     fired = np.zeros(J, dtype=np.bool_)
     forced_now = np.zeros(J, dtype=np.bool_)
@@ -110,6 +123,8 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
         code = spike_steps(images[n], active)
         bias_blocked_until = NEVER
         bias_arrives = NEVER
+        if lateral > 0 and g_image:
+            blocked_until[:] = NEVER
         for k in range(steps):
             # 1. input spikes of this step
             ns = 0
@@ -120,32 +135,63 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
                         ns += 1
                         last_in[i] = t
             # 2. L neurons: leak, inputs, teacher (bias gate) input, threshold. A laterally
-            #    gated neuron only leaks: its input (teacher's too) is discarded.
+            #    gated neuron leaks (or holds its potential): its input is discarded, the
+            #    teacher's too unless gating_teacher is off.
             for j in range(J):
-                if lateral > 0 and blocked_until[j] >= t:
-                    u[j] = u[j] * decay
-                    forced_now[j] = False
-                    fired[j] = False
-                    continue
-                cur = 0.0
-                for q in range(ns):
-                    cur += w[j, spiking[q]]
-                uj = u[j] * decay + cur
                 forced_now[j] = False
-                if bias_arrives == t and j // micro == label:
+                if lateral > 0 and blocked_until[j] >= t:
+                    uj = u[j] if g_pot == POT_HOLD else u[j] * decay
+                    if g_teacher or not (bias_arrives == t and j // micro == label):
+                        u[j] = uj
+                        fired[j] = False
+                        continue
                     uj += bias_w
                     forced_now[j] = True
+                else:
+                    cur = 0.0
+                    for q in range(ns):
+                        cur += w[j, spiking[q]]
+                    uj = u[j] * decay + cur
+                    if bias_arrives == t and j // micro == label:
+                        uj += bias_w
+                        forced_now[j] = True
                 fired[j] = uj >= theta0 + theta_add[j]
+                if exclusive:
+                    u_pre[j] = u[j] if g_pot == POT_HOLD else u[j] * decay
+                    margin[j] = uj - theta0 - theta_add[j]
                 u[j] = 0.0 if fired[j] else uj
+            # 2a. exclusive gating: of a column's simultaneous spikers only the most driven
+            #     (lowest index on ties) fires; the others' input of this step is discarded
+            #     and 2b blocks them.
+            if exclusive:
+                for c in range(n_classes):
+                    best = -1
+                    for j in range(c * micro, c * micro + micro):
+                        if fired[j] and (best < 0 or margin[j] > margin[best]):
+                            best = j
+                    if best < 0:
+                        continue
+                    for j in range(c * micro, c * micro + micro):
+                        if fired[j] and j != best:
+                            fired[j] = False
+                            forced_now[j] = False
+                            u[j] = u_pre[j]
             # 2b. lateral gating: an L spike blocks the other L neurons of its column for the
-            #     next `lateral` steps (simultaneous spikers block each other).
+            #     next `lateral` steps (by default simultaneous spikers block each other and
+            #     a spike during a running block extends it).
             if lateral > 0:
                 for j in range(J):
                     if not fired[j]:
                         continue
                     c0 = (j // micro) * micro
                     for m in range(c0, c0 + micro):
-                        if m != j and blocked_until[m] < t + lateral:
+                        if m == j or (g_simul == SIMUL_FREE and fired[m]):
+                            continue
+                        if not g_renew and blocked_until[m] >= t:
+                            continue
+                        if blocked_until[m] < t + lateral:
+                            if g_pot == POT_RESET and blocked_until[m] < t:
+                                u[m] = 0.0
                             blocked_until[m] = t + lateral
             # 3. plasticity at each L spike (anti-Hebbian part). Burst status: 0 none,
             #    1 started, 2 continued, 3 forced. Forced spikes neither start nor continue a
@@ -257,7 +303,8 @@ def train_chunk(images: np.ndarray, labels: np.ndarray, n_classes: int, micro: i
 @njit(cache=True, parallel=True)
 def infer_counts(pixels: np.ndarray, w_t: np.ndarray, theta: np.ndarray, decay: float,
                  active: int, steps: int, n_classes: int, micro: int,
-                 lateral: int = 0) -> np.ndarray:
+                 lateral: int = 0, renew: bool = True, simul: int = SIMUL_MUTUAL,
+                 pot: int = POT_LEAK) -> np.ndarray:
     """OUT spike counts (N, C) for images (N, I) uint8, without plasticity.
 
     w_t is the (I, J) transposed weight matrix. Input currents are summed over the spiking
@@ -265,6 +312,7 @@ def infer_counts(pixels: np.ndarray, w_t: np.ndarray, theta: np.ndarray, decay: 
     neuron of column c does (the WTA passes one winner on), so no tie-break is needed.
     With lateral > 0 an L spike at step k blocks the other L neurons of its column (input
     discarded, no spike) at steps k+1 … k+lateral; every image starts unblocked, as u starts at 0.
+    renew, simul, pot: the gating variant, as in `train_chunk`.
     """
     n, n_in = pixels.shape
     J = w_t.shape[1]
@@ -274,6 +322,8 @@ def infer_counts(pixels: np.ndarray, w_t: np.ndarray, theta: np.ndarray, decay: 
         cur = np.empty(J)
         blocked = np.full(J, -1, dtype=np.int64)         # blocked at steps k ≤ blocked[j]
         fired = np.zeros(micro, dtype=np.bool_)
+        u_pre = np.zeros(micro)
+        margin = np.zeros(micro)
         for k in range(steps):
             cur[:] = 0.0
             if k < active:
@@ -289,21 +339,40 @@ def infer_counts(pixels: np.ndarray, w_t: np.ndarray, theta: np.ndarray, decay: 
                         j = c * micro + m
                         fired[m] = False
                         if blocked[j] >= k:
-                            u[j] = u[j] * decay
+                            if pot != POT_HOLD:
+                                u[j] = u[j] * decay
                             continue
+                        u_pre[m] = u[j] if pot == POT_HOLD else u[j] * decay
                         uj = u[j] * decay + cur[j]
+                        margin[m] = uj - theta[j]
                         if uj >= theta[j]:
                             any_spike = True
                             fired[m] = True
                             uj = 0.0
                         u[j] = uj
+                    if any_spike and simul == SIMUL_EXCLUSIVE:
+                        best = -1
+                        for m in range(micro):
+                            if fired[m] and (best < 0 or margin[m] > margin[best]):
+                                best = m
+                        for m in range(micro):
+                            if fired[m] and m != best:
+                                fired[m] = False
+                                u[c * micro + m] = u_pre[m]
                     if any_spike:
                         for m in range(micro):
-                            if fired[m]:
-                                for m2 in range(micro):
-                                    if m2 != m:
-                                        blocked[c * micro + m2] = max(blocked[c * micro + m2],
-                                                                      k + lateral)
+                            if not fired[m]:
+                                continue
+                            for m2 in range(micro):
+                                j2 = c * micro + m2
+                                if m2 == m or (simul == SIMUL_FREE and fired[m2]):
+                                    continue
+                                if not renew and blocked[j2] >= k:
+                                    continue
+                                if blocked[j2] < k + lateral:
+                                    if pot == POT_RESET and blocked[j2] < k:
+                                        u[j2] = 0.0
+                                    blocked[j2] = k + lateral
                 else:
                     for m in range(micro):
                         j = c * micro + m

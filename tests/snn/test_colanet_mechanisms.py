@@ -181,7 +181,9 @@ def test_unconditional_depression_lowers_every_resource_each_period(period, time
 def test_copies_sum_the_votes_of_independently_seeded_networks(tmp_path):
     x, y = _blobs(300)
     xt, _ = _blobs(60, seed=1)
-    kw = {**PRESETS["sources"], "alpha": 0.002}
+    # mutual gating: the WTA's random tie-breaks make the copies differ (with "exclusive"
+    # gating, as in "sources", one L neuron per column spikes and nothing is random)
+    kw = {**PRESETS["sources"], "alpha": 0.002, "gating_simultaneous": "mutual"}
     ens = CoLaNET(24, 3, 2, seed=2, copies=3, **kw).fit(x, y)
     singles = [CoLaNET(24, 3, 2, seed=2 * 3 + i, **kw).fit(x, y) for i in range(3)]
     votes = [s.out_counts(xt) for s in singles]
@@ -200,3 +202,113 @@ def test_copies_sum_the_votes_of_independently_seeded_networks(tmp_path):
         np.testing.assert_array_equal(a.r, b.r)               # continues identically
     with pytest.raises(ValueError, match="copies: saved 3, this network 1"):
         CoLaNET(24, 3, 2).load(tmp_path / "ens.safetensors")
+
+
+# ---------------------------------------------------------------- gating variants
+# One column of two L neurons on 16 (or 32) pixels at 255, which spike at every input step
+# 0 … 9: neuron 0 gets 16·0.75 = 12 ≥ θ = 8.571 per step and fires whenever it is not blocked.
+# Decay 2/3, plasticity and teacher off unless stated.
+_BRIGHT = np.full((1, 16), 255, dtype=np.uint8)
+
+
+def _pair(w1: float, **params) -> CoLaNET:
+    return _fixed(16, 1, 2, np.array([[0.75] * 16, [w1] * 16]), **{**QUIET, **params})
+
+
+@pytest.mark.parametrize("renew,expect,out", [(True, [10, 0], 10), (False, [8, 2], 8)])
+def test_gating_renew(renew, expect, out):
+    # neuron 1 gets 7 per step, lateral 2. renew: neuron 0's spikes at 0 … 9 keep it blocked.
+    # no renewal: blocked at 1-2 (u 7 → 4.67 → 3.11), free at 3: 2.07 + 7 ≥ θ, fires with
+    # neuron 0 and both block each other at 4-5; neuron 0 fires at 6 and blocks it at 7-8;
+    # at 9 it fires again (u 7 → 4.67 → 3.11 → 9.07). Neuron 0: steps 0-3, 6-9.
+    net = _pair(7 / 16, lateral_gating=2, gating_renew=renew)
+    net.fit(_BRIGHT, np.array([0]))
+    np.testing.assert_array_equal(net.counts[:, 0], expect)
+    assert net.out_counts(_BRIGHT)[0, 0] == out      # steps with a spike
+
+
+@pytest.mark.parametrize("mode,expect,out", [("mutual", [4, 4], 4), ("free", [10, 10], 10),
+                                             ("exclusive", [10, 0], 10)])
+def test_gating_simultaneous_spikers(mode, expect, out):
+    # neuron 1 gets 9 ≥ θ per step: both cross the threshold at step 0. mutual: they block
+    # each other for 2 steps, fire at 0, 3, 6, 9; free: neither blocks the other; exclusive:
+    # only neuron 0 (12 − θ > 9 − θ) fires, and its spikes keep neuron 1 blocked.
+    net = _pair(9 / 16, lateral_gating=2, gating_simultaneous=mode)
+    net.fit(_BRIGHT, np.array([0]))
+    np.testing.assert_array_equal(net.counts[:, 0], expect)
+    assert net.out_counts(_BRIGHT)[0, 0] == out
+
+
+def test_gating_exclusive_discards_the_losers_input_of_that_step():
+    # lateral 1, no renewal, neuron 1 gets 9: it loses at 0 (u back to 0), is blocked at 1,
+    # free at 2 (u = 9 ≥ θ, loses again: neuron 0 is blocked at no step) ... it never fires
+    # and ends the input phase at potential 0.
+    net = _pair(9 / 16, lateral_gating=1, gating_simultaneous="exclusive", gating_renew=False)
+    net.fit(_BRIGHT[:, :16], np.array([0]))
+    np.testing.assert_array_equal(net.counts[:, 0], [10, 0])
+    assert net.u[1] == 0.0
+
+
+@pytest.mark.parametrize("pot,u1", [("leak", 5.5 * (2 / 3) ** 19), ("hold", 5.5),
+                                    ("reset", 0.0)])
+def test_gating_potential_of_a_blocked_neuron(pot, u1):
+    # neuron 1 gets 5.5 at step 0 (below θ), then neuron 0's spikes block it for the rest of
+    # the image (steps 1 … 19): its potential leaks 19 times, is held, or was reset to 0.
+    net = _pair(5.5 / 16, lateral_gating=10, gating_potential=pot)
+    net.fit(_BRIGHT, np.array([0]))
+    assert net.u[1] == pytest.approx(u1, abs=1e-12)
+    np.testing.assert_array_equal(net.counts[:, 0], [10, 0])
+
+
+@pytest.mark.parametrize("pot,expect,out", [("leak", [10, 0], 10), ("hold", [8, 2], 8),
+                                            ("reset", [10, 0], 10)])
+def test_gating_potential_changes_the_spikes(pot, expect, out):
+    # no renewal, lateral 2, neuron 1 gets 5.5: leaking (5.5 → 3.67 → 2.44, + 5.5 = 7.13) or
+    # reset it never reaches θ; held at 5.5 it does at step 3 (3.67 + 5.5 = 9.17) and step 9,
+    # blocking neuron 0 at 4-5 as in test_gating_renew. Inference follows the same rule.
+    net = _pair(5.5 / 16, lateral_gating=2, gating_renew=False, gating_potential=pot)
+    net.fit(_BRIGHT, np.array([0]))
+    np.testing.assert_array_equal(net.counts[:, 0], expect)
+    assert net.out_counts(_BRIGHT)[0, 0] == out
+
+
+@pytest.mark.parametrize("discarded,expect", [(True, [11, 0]), (False, [11, 1])])
+def test_gating_teacher_input_to_a_blocked_neuron(discarded, expect):
+    # the teacher (bias 3, never blocked) reaches both neurons at steps 11 … 19; neuron 0 is
+    # forced at 18 (as in the teacher-blocking test). Neuron 1 (no input weights) is blocked
+    # through 19 by neuron 0's spikes: the teacher's input is discarded, or forces it at 18 too.
+    net = _fixed(16, 1, 2, np.array([[0.75] * 16, [0.0] * 16]), hebbian=0.0, dopamine=0.0,
+                 bias_weight=3.0, teacher_blocking=False, lateral_gating=10,
+                 gating_teacher=discarded)
+    net.fit(_BRIGHT, np.array([0]))
+    np.testing.assert_array_equal(net.counts[:, 0], expect)
+    np.testing.assert_array_equal(net.counts[:, 1], [1, expect[1]])
+
+
+@pytest.mark.parametrize("reset,expect", [(False, [10, 5]), (True, [10, 10])])
+def test_gating_block_across_images(reset, expect):
+    # image 1 drives neuron 0 (pixels 0-15), which blocks neuron 1 through step 9 + 15 = 24,
+    # i.e. steps 0-4 of image 2, which drives neuron 1 (pixels 16-31) at every input step.
+    w = np.zeros((2, 32))
+    w[0, :16] = w[1, 16:] = 0.75
+    x = np.zeros((2, 32), dtype=np.uint8)
+    x[0, :16] = x[1, 16:] = 255
+    net = _fixed(32, 1, 2, w, lateral_gating=15, gating_image_reset=reset, **QUIET)
+    net.fit(x, np.array([0, 0]))
+    np.testing.assert_array_equal(net.counts[:, 0], expect)
+    assert net.out_counts(x[1:])[0, 0] == 10                 # inference: every image unblocked
+
+
+def test_gating_parameters_are_checked():
+    p = CoLaNET(4, 2, 1).get_params()
+    assert (p["gating_renew"], p["gating_simultaneous"], p["gating_potential"],
+            p["gating_teacher"], p["gating_image_reset"]) == (True, "mutual", "leak", True, False)
+    src = PRESETS["sources"]                  # the variant the validation trials chose
+    assert (src["gating_simultaneous"], src["gating_teacher"]) == ("exclusive", False)
+    with pytest.raises(ValueError, match="gating_simultaneous must be 'mutual' or 'free'"):
+        CoLaNET(4, 2, 1, gating_simultaneous="first")
+    with pytest.raises(ValueError, match="gating_potential must be"):
+        CoLaNET(4, 2, 1, gating_potential="zero")
+    for name in ("gating_renew", "gating_teacher", "gating_image_reset"):
+        with pytest.raises(TypeError, match=f"{name} must be a bool"):
+            CoLaNET(4, 2, 1, **{name: 1})
