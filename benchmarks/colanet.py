@@ -78,6 +78,19 @@ PERMUTED = {
                         "published": {"aa": 89.67, "aa_ci": 0.16, "fm": 2.75, "fm_ci": 0.23}},
     "mc45-a0.01-knp": {"microcolumns": 45, "alpha": 0.01, "preset": "knp-default",
                        "published": {"aa": 92.39, "aa_ci": 0.13, "fm": 0.94, "fm_ci": 0.17}},
+    # issue 24: the mechanisms of the public sources (preset "sources": lateral gating with
+    # exclusive same-step spikes, the teacher never blocked, bias weight 3; chosen on a
+    # validation split by benchmarks/colanet_gating.py)
+    "mc45-a0.01-sources": {"microcolumns": 45, "alpha": 0.01, "preset": "sources",
+                           "published": {"aa": 92.39, "aa_ci": 0.13, "fm": 0.94,
+                                         "fm_ci": 0.17}},
+    "mc15-a0.005-sources": {"microcolumns": 15, "alpha": 0.005, "preset": "sources",
+                            "published": {"aa": 89.67, "aa_ci": 0.16, "fm": 2.75,
+                                          "fm_ci": 0.23}},
+    "mc15-a0.023817-sources": {"microcolumns": 15, "alpha": 0.023817, "preset": "sources",
+                               "published": None,
+                               "note": "loss of plasticity expected (the seed's single run: "
+                                       "diagonal 94.4, 83.7, 34.2, ... 13.6)"},
 }
 ALPHAS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.023817)
 SILENT = (0, 1000, 10000, 100000)
