@@ -146,7 +146,7 @@ def estimate(shape: LlamaShape, *, fisher_over_plain: float, efficiency: float,
                        "times_bf16_model": replicated / model_bf16,
                        "ddp_share_of_gpu_memory": replicated / assume.gpu_memory_bytes,
                        "times_training_state": bpp / assume.training_bytes_per_param}
-    from myelin.importance._persample import _CHUNK_ELEMENTS
+    from myelin.importance import CHUNK_ELEMENTS
     return {
         "model": shape.name, "shape": dataclasses.asdict(shape), "parameters": n,
         "matmul_parameters": shape.matmul_parameters(),
@@ -160,7 +160,7 @@ def estimate(shape: LlamaShape, *, fisher_over_plain: float, efficiency: float,
         "bf16_model_bytes": model_bf16,
         # per-sample gradients are materialised in chunks of at least one sample's largest
         # layer (myelin/importance/_persample.py), in float32, with their square: about twice
-        "transient_per_sample_bytes": 2 * 4 * max(shape.largest_layer(), _CHUNK_ELEMENTS),
+        "transient_per_sample_bytes": 2 * 4 * max(shape.largest_layer(), CHUNK_ELEMENTS),
         "state": memory,
     }
 

@@ -82,8 +82,7 @@ from torch import Tensor, nn
 
 from benchmarks._common import RESULTS, ROOT, command, environment, parse_seeds, seed_range
 from myelin.consolidation import EWC
-from myelin.importance import Importance
-from myelin.importance._persample import per_sample_sum
+from myelin.importance import Importance, per_sample_sum
 from myelin.metrics import ci95
 
 OUT = RESULTS / "seed002"

@@ -25,6 +25,7 @@ import functools
 from collections.abc import Callable
 
 from .._registry import Registry
+from ._persample import CHUNK_ELEMENTS, per_sample_sum
 from ._rules import register_rule
 from .base import Importance, eval_mode, iter_batches, loss_view, trainable_parameters
 from .fisher import fisher
@@ -33,6 +34,7 @@ from .si import SynapticIntelligence
 from .sig import signal
 
 __all__ = [
+    "CHUNK_ELEMENTS",
     "ESTIMATORS",
     "Importance",
     "SynapticIntelligence",
@@ -41,6 +43,7 @@ __all__ = [
     "iter_batches",
     "loss_view",
     "mas",
+    "per_sample_sum",
     "register_rule",
     "signal",
     "trainable_parameters",

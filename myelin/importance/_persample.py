@@ -44,7 +44,7 @@ from .base import (
     trainable_parameters,
 )
 
-__all__ = ["REDUCTIONS", "Cotangent", "per_sample_sum"]
+__all__ = ["CHUNK_ELEMENTS", "REDUCTIONS", "Cotangent", "per_sample_sum"]
 
 Cotangent = Callable[[Tensor, "Tensor | None"], Tensor]
 Targets = Callable[[Any, "Tensor | None"], "Tensor | None"]
@@ -53,7 +53,8 @@ REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "abs": torch.abs,         # Σ_n |g_n| (MAS)
     "sum": lambda t: t,       # Σ_n g_n   (gradient of the summed objective)
 }
-_CHUNK_ELEMENTS = 1 << 24     # bound on materialised per-sample gradient elements at once
+#: Bound on the per-sample gradient elements materialised at once (layers without a rule).
+CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass
@@ -188,7 +189,7 @@ def _functional_sums(model: nn.Module, names: list[str], x: Any, cot: Tensor,
         return vmap(pull)(ck)[0]
 
     numel = max(1, sum(diff[n].numel() for n in names) * cot.shape[0])
-    step = max(1, _CHUNK_ELEMENTS // numel)
+    step = max(1, CHUNK_ELEMENTS // numel)
     sums = {n: torch.zeros_like(diff[n], dtype=accumulation_dtype(diff[n].dtype)) for n in names}
     for i in range(0, batch_len(x), step):
         xi = ({k: v[i:i + step] for k, v in x.items()} if isinstance(x, dict)
@@ -473,7 +474,7 @@ def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: 
     m, n = cot.shape[0], cot.shape[1]
     numel = max(sum(p.numel() for p in rec.layer.module.parameters(recurse=False))
                 for rec, _ in slow)
-    step = max(1, _CHUNK_ELEMENTS // max(1, numel))
+    step = max(1, CHUNK_ELEMENTS // max(1, numel))
     for j in range(m):               # one objective at a time: no (M, N, *shape) tensor
         for i in range(0, n, step):
             sl = slice(i, i + step)
