@@ -131,10 +131,21 @@ def environment() -> dict[str, object]:
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def portable(arg: str) -> str:
+    """A command-line argument without this machine's checkout: an absolute path into a
+    checkout's ``benchmarks/results`` (e.g. ``--out`` from another worktree) becomes relative to
+    the repository root, the folder it names in any checkout."""
+    marker = "benchmarks/results"
+    head, sep, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if os.path.isabs(value) and f"/{marker}" in value:
+        value = value[value.index(marker):]
+    return f"{head}{sep}{value}"
+
+
 def command(module: str, argv: list[str] | None) -> str:
-    """The command line that reproduces this run of ``benchmarks.<module>``."""
+    """The command line that reproduces this run of ``benchmarks.<module>`` (`portable` paths)."""
     return " ".join(["python", "-m", f"benchmarks.{module}",
-                     *(argv if argv is not None else sys.argv[1:])])
+                     *(portable(a) for a in (argv if argv is not None else sys.argv[1:]))])
 
 
 def write_json(name: str, payload: dict[str, object], out: str | None = None) -> Path:

@@ -110,3 +110,13 @@ def test_llm_cost_quick_times_trainer_steps(tmp_path):
     assert all(r["ratio"] > 0 and 0 < r["plain_s"] < 60 for r in data["rows"].values())
     assert data["state_bytes_per_fp32_model"] == {"ewc_fp32": 2.0, "ewc_bf16": 1.0,
                                                   "wva_fp32": 1.0, "wva_bf16": 0.5}
+
+
+def test_recorded_commands_carry_no_machine_paths():
+    from benchmarks._common import command, portable
+
+    assert portable("/tmp/snap/x/benchmarks/results/llm") == "benchmarks/results/llm"
+    assert portable("--out=/w/main/benchmarks/results/c") == "--out=benchmarks/results/c"
+    assert portable("/tmp/elsewhere") == "/tmp/elsewhere" and portable("--seeds") == "--seeds"
+    assert command("llm", ["run", "--out", "/a/b/benchmarks/results/llm"]) == \
+        "python -m benchmarks.llm run --out benchmarks/results/llm"
