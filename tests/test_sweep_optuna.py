@@ -10,20 +10,14 @@ import pytest
 
 from myelin import cli as cli_module
 from myelin import sweeps
-from myelin.cli import CLIError, build_parser, main
+from myelin.cli import main
 from myelin.records import RecordStore
+from tests.test_cli_reliability import error_of
 
 RUN = ["--scenario", "permuted-digits", "--tasks", "2", "--iterations", "2", "--batch-size", "32",
        "--widths", "8", "-q", "--method", "ewc"]
 GRID = ["--grid", "lam=1,100", "--seeds", "0,1"]
 KEYS = [f"lam={lam}/seed={seed}/result" for lam in ("1.0", "100.0") for seed in (0, 1)]
-
-
-def error_of(*argv) -> CLIError:
-    args = build_parser().parse_args(list(argv))
-    with pytest.raises(CLIError) as err:
-        args.func(args)
-    return err.value
 
 
 def no_training(*args, **kwargs):
