@@ -855,8 +855,9 @@ def report(out: Path, docs: Path) -> str:
     lines += ["", f"After the last step ({'/'.join(map(str, steps))} steps of {BATCH} "
               "descriptions); test parts, means over the seeds. Each method's λ maximises "
               "validation accuracy + validation top-1 among the λ run on seed 0 (`run --plan`: "
-              "the λ grid on seed 0, then seeds 1 and 2 at the chosen λ). s / step: mean wall time of a training step "
-              "(importance and evaluation excluded), 1 thread, other benchmarks sharing the "
+              "the λ grid on seed 0, then seeds 1 and 2 at the chosen λ). s / step: mean "
+              "wall time of a training step (importance and evaluation excluded), 1 thread, "
+              "other benchmarks sharing the "
               f"2 cores. {data['runs']} runs took {data['wall_seconds'] / 60:.1f} min in all "
               "(the sum of the runs' wall times, evaluation and importance included).", ""]
     if not data["quick"]:
