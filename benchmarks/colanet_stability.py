@@ -80,11 +80,15 @@ def _key(r: dict[str, Any]) -> tuple:
 
 def _append(r: dict[str, Any]) -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    with open(OUT.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        done = json.loads(OUT.read_text()) if OUT.exists() else []
+    with open(OUT, "a+") as f:                        # the file itself is the lock
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read()
+        done = json.loads(text) if text.strip() else []
         done.append(r)
-        OUT.write_text(json.dumps(done, indent=1) + "\n")
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(done, indent=1) + "\n")
 
 
 def show() -> str:
@@ -113,7 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.show:
         print(show())
         return 0
-    extra = json.loads(args.extra)
+    try:
+        extra = json.loads(args.extra)
+    except json.JSONDecodeError as exc:
+        ap.error(f"--extra must be a JSON object of CoLaNET settings: {exc}")
+    if not isinstance(extra, dict):
+        ap.error(f"--extra must be a JSON object of CoLaNET settings, got {args.extra!r}")
+    try:                                              # unknown names fail now, not after a run
+        p = params_of(args.alpha, 0.0, extra)
+        CoLaNET(784, 10, 1, p.pop("alpha"), p.pop("silent_synapses", 0), 0, **p)
+    except (TypeError, ValueError) as exc:
+        ap.error(f"--extra: {exc}")
     for s in (float(v) for v in args.stability.split(",")):
         done = json.loads(OUT.read_text()) if OUT.exists() else []
         key = (args.microcolumns, args.alpha, s, json.dumps(extra, sort_keys=True), args.seed,

@@ -312,3 +312,25 @@ def test_gating_parameters_are_checked():
     for name in ("gating_renew", "gating_teacher", "gating_image_reset"):
         with pytest.raises(TypeError, match=f"{name} must be a bool"):
             CoLaNET(4, 2, 1, **{name: 1})
+
+
+def test_preset_myelin_gated_is_myelin_plus_the_gating_with_slower_stability_growth():
+    gated, myelin, sources = PRESETS["myelin-gated"], PRESETS["myelin"], PRESETS["sources"]
+    changed = {k for k in {*gated, *myelin} if gated.get(k) != myelin.get(k)}
+    assert changed == {"lateral_gating", "gating_simultaneous", "gating_teacher", "stability"}
+    assert gated["stability"] < myelin["stability"]
+    net = CoLaNET(784, 10, 2, **gated)
+    assert net.get_params()["teacher_blocking"] is True        # unlike "sources"
+    assert sources["teacher_blocking"] is False
+    assert (gated["gating_simultaneous"], gated["gating_teacher"]) == \
+        (sources["gating_simultaneous"], sources["gating_teacher"])
+
+
+def test_gated_teacher_is_blocked_once_the_network_answers():
+    # the teacher of "myelin-gated" is blocked by OUT: far fewer forced spikes than the same
+    # training with the teacher never blocked (as in "sources")
+    x, y = _blobs(600, seed=3)
+    kw = {k: v for k, v in PRESETS["myelin-gated"].items() if k != "silent_synapses"}
+    blocked = CoLaNET(24, 3, 4, seed=0, **kw).fit(x, y)
+    open_ = CoLaNET(24, 3, 4, seed=0, **{**kw, "teacher_blocking": False}).fit(x, y)
+    assert 2 * blocked.stats()["forced"].sum() < open_.stats()["forced"].sum()
