@@ -3,6 +3,7 @@
     python -m benchmarks.colanet_gating                   # stage 1: 15 mc, "myelin" + gating 10
     python -m benchmarks.colanet_gating --stage 2 --variants a,b   # 45 mc, old "sources", α 0.01
     python -m benchmarks.colanet_gating --stage protocol --variants a   # 60k train, 10k test
+    python -m benchmarks.colanet_gating --stage gated --variants base,delay3,column-reward
 
 Validation (stages 1 and 2): train on the first 50k MNIST training images (in the seeded
 random order of benchmarks.colanet's single pass), evaluate on the last 10k training images;
@@ -42,6 +43,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reset": {"gating_potential": "reset"},
     "teacher-passes": {"gating_teacher": False},
     "image-reset": {"gating_image_reset": True},
+    # the sources' reward routing and ArNI's depression (issue 24 item 3), tried on "myelin-gated"
+    "delay3": {"dopamine_delay": 3},
+    "column-reward": {"reward_to": "column", "dopamine_delay": 3},
+    "uncond": {"unconditional_depression": -2.6e-5},
+    "uncond10": {"unconditional_depression": -2.6e-4},
 }
 # the settings of preset "sources" before these trials (= "myelin" + these), written out so
 # that the stages keep their meaning now that "sources" uses the chosen variant
@@ -52,6 +58,9 @@ STAGES: dict[str, dict[str, Any]] = {
     "2": {"preset": "myelin", "microcolumns": 45, "alpha": 0.01, "extra": _SOURCES_BEFORE},
     "protocol": {"preset": "myelin", "microcolumns": 45, "alpha": 0.01,
                  "extra": _SOURCES_BEFORE},
+    # preset "myelin-gated" (the gating chosen in stage 1, r_s from benchmarks.colanet_stability)
+    "gated": {"preset": "myelin-gated", "microcolumns": 15, "alpha": 0.005, "extra": {}},
+    "gated45": {"preset": "myelin-gated", "microcolumns": 45, "alpha": 0.01, "extra": {}},
 }
 
 
