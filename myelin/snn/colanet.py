@@ -156,8 +156,8 @@ PRESETS: dict[str, dict[str, float | int | bool | str]] = {
     # commit ecaa73d1, so in the 2025 port the teacher acted on every training image.
     # bias_weight 3: the KNP BLIFAT port's BIAS-GATE→L weight (6, the "myelin" value, with the
     # teacher never blocked gave 86.9-89.2 % in the trials). The rest is "myelin". Not taken
-    # (untried): the current port's dopamine delay 3 and reward_to="column" (ArNI, Kiselev's
-    # Nov-2025 port), ArNI's unconditional depression.
+    # (tried later on "myelin-gated", all worse): the current port's dopamine delay 3 and
+    # reward_to="column" (ArNI, Kiselev's Nov-2025 port), ArNI's unconditional depression.
     # The gating variant (benchmarks/colanet_gating.py, gating_trials.json; validation split:
     # first 50k training images / last 10k, one pass, 45 mc α 0.01): "exclusive" (only the
     # most driven of a column's simultaneous spikers fires) with the teacher's input reaching
@@ -183,7 +183,10 @@ PRESETS: dict[str, dict[str, float | int | bool | str]] = {
     # 0.003 / 0.002 / 0.0015 → 15 mc α 0.005 AA 89.37 / 89.75 / 89.11 / 88.63, FM 0.79 / 1.61
     # / 2.35 / 2.99 (published 89.67, 2.75); 45 mc α 0.01 (r_s 0.005 / 0.003 / 0.002) AA
     # 92.05 / 91.96 / 91.86, FM 0.33 / 0.56 / 0.61 (published 92.39, 0.94). Not "sources":
-    # the teacher is blocked, as in KNP after commit ecaa73d1.
+    # the teacher is blocked, as in KNP after commit ecaa73d1. Tried on this preset and not
+    # taken (one pass, 15 mc, validation split; gating_trials.json stage "gated"): dopamine
+    # delay 3 (93.08 → 89.78 %), reward to the label's whole column with delay 3 (89.78),
+    # ArNI's unconditional depression −2.6e−5 per 10 steps (87.49; ×10: 53.00).
     "myelin-gated": {"alpha": 0.005, "hebbian": -0.084, "dopamine": 0.084, "bias_weight": 6.0,
                      "stability": 0.002, "silent_synapses": 27, "lateral_gating": 10,
                      "gating_simultaneous": "exclusive", "gating_teacher": False},
