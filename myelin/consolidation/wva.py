@@ -18,6 +18,8 @@ __all__ = ["CURVES", "PLACEMENTS", "WVA", "attenuation"]
 
 CURVES = ("hyperbolic", "exponential")
 PLACEMENTS = ("step", "grad")
+_ADAMS = (torch.optim.Adam, torch.optim.AdamW)       # the optimizers `WVA` may fuse with A
+_PLAIN_TENSORS = (Tensor, nn.Parameter)              # not DTensors or other subclasses
 
 
 def attenuation(omega: Tensor, lam: float, curve: str = "hyperbolic") -> Tensor:
@@ -118,8 +120,15 @@ class WVA(WrappedOptimizer, Consolidator):
     the same update (equal up to rounding: the arithmetic is ordered differently), and both
     take a fused path in place of the base step unless hooks are attached to the base
     optimizer: θ ← θ − lr·A ⊙ g in one foreach op; ``on="step"`` leaves ``.grad`` untouched,
-    ``on="grad"`` leaves A ⊙ g in it. With Adam, gradient attenuation is cancelled
-    by Adam's normalisation by the second moment (Kutalev & Lapina 2022 found Adam + gradient
+    ``on="grad"`` leaves A ⊙ g in it. With ``torch.optim.Adam`` or ``AdamW`` and ``on="step"``
+    the step is fused too: torch's own foreach Adam arithmetic and state with one extra pass,
+    the denominator divided by A (decoupled weight decay is attenuated likewise, θ ← θ −
+    lr·wd·A ⊙ θ), the same update up to rounding. Adam takes the unfused path of every other
+    optimizer (its step, then θ_prev + A ⊙ (θ_opt − θ_prev): about three more passes over the
+    parameters) with a closure, hooks on the base optimizer, amsgrad, capturable,
+    differentiable or fused=True, a Tensor lr or betas, sparse or complex parameters, or
+    sharded (FSDP) parameters. With Adam, gradient attenuation is cancelled by Adam's
+    normalisation by the second moment (Kutalev & Lapina 2022 found Adam + gradient
     attenuation does not protect old tasks while Adam + step attenuation does): use
     ``on="step"`` for every optimizer but SGD.
 
@@ -215,6 +224,10 @@ class WVA(WrappedOptimizer, Consolidator):
             if groups is not None:
                 self._fused_sgd_step(groups, factors, write_grad=self.on == "grad")
                 return None
+            adam_groups = self._adam_groups() if self.on == "step" else None
+            if adam_groups is not None:
+                self._fused_adam_step(adam_groups, factors)
+                return None
         if self.on == "grad" or self._plain_sgd():
             # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper
             return self._step_with(closure, lambda: self._attenuate_grads(factors))
@@ -279,6 +292,109 @@ class WVA(WrappedOptimizer, Consolidator):
             if rest:
                 torch._foreach_add_([p for p, _ in rest], [g for _, g in rest], alpha=signed_lr)
 
+    def _adam_groups(self) -> list[tuple[dict[str, Any], list[Tensor]]] | None:
+        """(group, parameters with a gradient) per group, if a fused step may replace Adam's.
+
+        It may when the base optimizer is exactly ``torch.optim.Adam`` or ``AdamW``, no step hook
+        is registered on it or on all optimizers (hooks on this WVA see its result either way),
+        the parameters are not sharded, and every group is plain: no amsgrad, capturable,
+        differentiable or fused, float hyperparameters (no Tensor lr or betas), plain dense real
+        tensors with gradients, and a step counter on the CPU where one exists already (torch's
+        own non-capturable layout). None if it may not; nothing is changed either way.
+        """
+        base: Any = self.base_optimizer
+        if type(base) not in _ADAMS or self.params.sharded or self._step_hooked(own=False):
+            return None
+        plan = []
+        for group in base.param_groups:          # what base.step would read
+            if group.get("amsgrad") or group.get("capturable") or group.get("differentiable") \
+                    or group.get("fused") or not all(
+                        isinstance(v, (int, float)) for v in
+                        (group["lr"], *group["betas"], group["eps"], group["weight_decay"])):
+                return None
+            params = []
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if type(p) not in _PLAIN_TENSORS or grad.is_sparse or torch.is_complex(p):
+                    return None
+                state = base.state.get(p)
+                if state:
+                    step = state.get("step")
+                    if not (torch.is_tensor(step) and step.is_cpu and "exp_avg" in state
+                            and "exp_avg_sq" in state):
+                        return None
+                params.append(p)
+            plan.append((group, params))
+        return plan
+
+    @torch.no_grad()
+    def _fused_adam_step(self, groups: list[tuple[dict[str, Any], list[Tensor]]],
+                         factors: list[Tensor]) -> None:
+        """The foreach Adam/AdamW step of torch, its update scaled by A, for `_adam_groups`.
+
+        The arithmetic and the state (``step``, ``exp_avg``, ``exp_avg_sq``, initialised lazily
+        as torch does) are torch's own; the one change is the denominator divided by A, so
+        θ ← θ − (lr/bc₁)·m/((√v/√bc₂ + ε)/A) = θ − A ⊙ (Adam's update); decoupled weight decay
+        is attenuated likewise, θ ← θ − lr·wd·A ⊙ θ. A = 0 gives an infinite denominator: no
+        update. Parameters WVA does not attenuate take the plain step.
+        """
+        base: Any = self.base_optimizer
+        a_of = {id(p): a for (p, _), a in zip(self._pairs, factors)}
+        scalar_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 \
+            else torch.float32                                 # torch's _get_scalar_dtype()
+        for group, params in groups:
+            lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+            beta1, beta2 = group["betas"]
+            maximize = group.get("maximize", False)
+            decoupled = group.get("decoupled_weight_decay", False) or \
+                type(base) is torch.optim.AdamW
+            buckets: dict[tuple[Any, ...], list[list[Any]]] = {}
+            for p in params:
+                state = base.state[p]
+                if len(state) == 0:              # lazy initialisation, as Adam._init_group
+                    state["step"] = torch.tensor(0.0, dtype=scalar_dtype, device="cpu")
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p,
+                                                           memory_format=torch.preserve_format)
+                a = a_of.get(id(p))                     # None: not attenuated
+                tensors = (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], a)
+                bucket = buckets.setdefault((p.device, p.dtype, a is None), [[] for _ in tensors])
+                for values, value in zip(bucket, tensors):
+                    values.append(value)
+            for ps, grads, exp_avgs, exp_avg_sqs, steps, attenuations in buckets.values():
+                # torch.optim.adam._multi_tensor_adam (non-capturable), op for op
+                if maximize:
+                    grads = torch._foreach_neg(grads)
+                if steps[0].is_cpu:
+                    torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+                else:
+                    torch._foreach_add_(steps, 1)
+                held = attenuations[0] is not None
+                if weight_decay != 0:
+                    if decoupled and held:               # θ ← θ − lr·wd·A ⊙ θ
+                        torch._foreach_addcmul_(ps, ps, attenuations, value=-lr * weight_decay)
+                    elif decoupled:
+                        torch._foreach_mul_(ps, 1 - lr * weight_decay)
+                    elif maximize:                       # grads is our own copy already
+                        torch._foreach_add_(grads, ps, alpha=weight_decay)
+                    else:
+                        grads = torch._foreach_add(grads, ps, alpha=weight_decay)
+                torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+                torch._foreach_mul_(exp_avg_sqs, beta2)
+                torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+                del grads
+                counts = [step.item() for step in steps]
+                step_size = [(lr / (1 - beta1 ** t)) * -1 for t in counts]
+                bias_correction2_sqrt = [(1 - beta2 ** t) ** 0.5 for t in counts]
+                denom = torch._foreach_sqrt(exp_avg_sqs)
+                torch._foreach_div_(denom, bias_correction2_sqrt)
+                torch._foreach_add_(denom, eps)
+                if held:                                 # the one extra pass: denom / A
+                    torch._foreach_div_(denom, attenuations)
+                torch._foreach_addcdiv_(ps, exp_avgs, denom, step_size)
+
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state plus WVA's configuration and stored A (or B = 1 − A)."""
         return {"base": self._base().state_dict(),
@@ -297,6 +413,7 @@ class WVA(WrappedOptimizer, Consolidator):
         self.params.check_description(wva["parameters"], "state_dict")
         self._check_state(dict(tensors), dict(wva["config"]), "state_dict")
         base.load_state_dict(state_dict["base"])
+        self.param_groups = base.param_groups    # torch's load made new groups: share them again
         self.load_consolidation_state({"config": wva["config"], "parameters": wva["parameters"],
                                        "tensors": tensors}, "state_dict")
 

@@ -234,3 +234,19 @@ def test_the_fused_step_is_planned_once(penalty):
     model(torch.randn(4, 5)).sum().backward()
     opt.step()
     assert opt._plan is not plans[0]
+
+
+@pytest.mark.parametrize("penalty", ["ewc", "l2"])
+def test_a_scheduler_on_the_wrapper_still_moves_the_lr_after_load_state_dict(penalty):
+    # torch's load_state_dict replaces the base optimizer's group list (accelerate's
+    # AcceleratedOptimizer calls it on every Trainer run); the wrapper must share the new one
+    model, imp = tiny_model_and_importance(torch.float32)
+    pen = PENALTIES[penalty](model)
+    pen.consolidate(imp)
+    opt = pen.wrap(torch.optim.SGD(model.parameters(), lr=0.1))
+    opt.load_state_dict(opt.state_dict())
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    opt.step()
+    sched.step()
+    assert opt.base_optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert opt.param_groups is opt.base_optimizer.param_groups
