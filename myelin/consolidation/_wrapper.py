@@ -75,6 +75,14 @@ class WrappedOptimizer(torch.optim.Optimizer):
             self._unbound()
         return self.base_optimizer
 
+    def _stepped_in_place_of_base(self) -> None:
+        """Record on the base optimizer that its step was taken (by a fused step replacing it).
+
+        An LR scheduler built on the base optimizer checks this flag of torch's and otherwise
+        warns that ``lr_scheduler.step()`` came before ``optimizer.step()``.
+        """
+        self.base_optimizer._opt_called = True       # type: ignore[union-attr]
+
     def _step_hooked(self, own: bool = True) -> bool:
         """True if a step hook may see what a fused step skips.
 

@@ -66,6 +66,7 @@ class PenalizedOptimizer(WrappedOptimizer):
     def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
         """Add the penalty's gradient, then take the base step (fused for plain SGD)."""
         if closure is None and self._fused_sgd_step():
+            self._stepped_in_place_of_base()
             return None
         return self._step_with(closure, self.consolidator.apply_to_grad)
 

@@ -223,10 +223,12 @@ class WVA(WrappedOptimizer, Consolidator):
             groups = self._sgd_groups(own_hooks=False)   # hooks on WVA see the unfused result
             if groups is not None:
                 self._fused_sgd_step(groups, factors, write_grad=self.on == "grad")
+                self._stepped_in_place_of_base()
                 return None
             adam_groups = self._adam_groups() if self.on == "step" else None
             if adam_groups is not None:
                 self._fused_adam_step(adam_groups, factors)
+                self._stepped_in_place_of_base()
                 return None
         if self.on == "grad" or self._plain_sgd():
             # plain SGD: θ − lr·(A ⊙ g) is exactly θ_prev + A ⊙ (θ_opt − θ_prev), and cheaper

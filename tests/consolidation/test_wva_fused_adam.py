@@ -256,3 +256,31 @@ def test_a_scheduler_on_the_wva_moves_the_lr_of_its_step_after_load_state_dict(h
         scheduler.step()
         for p, p0, p1, a in zip(s.params(), before, torch_params, s.factors()):
             torch.testing.assert_close(p.detach(), p0 + a * (p1 - p0), **TOL)
+
+
+@pytest.mark.parametrize("make", ["adamw", "sgd", "ewc-sgd"])
+def test_a_scheduler_built_on_the_base_optimizer_sees_the_fused_step(make, recwarn):
+    # the fused steps replace base.step; torch's "scheduler before optimizer" check must not fire
+    import warnings
+
+    from myelin import EWC
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    imp = {n: torch.rand_like(p) for n, p in model.named_parameters()}
+    base = torch.optim.AdamW(model.parameters(), 1e-2) if make == "adamw" else \
+        torch.optim.SGD(model.parameters(), 1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(base, step_size=1, gamma=0.5)
+    if make == "ewc-sgd":
+        ewc = EWC(model, 1.0)
+        ewc.consolidate(Importance(imp))
+        opt = ewc.wrap(base)
+    else:
+        opt = WVA(model, 1.0, optimizer=base)
+        opt.consolidate(Importance(imp))
+    model(torch.randn(5, 4)).pow(2).mean().backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()
+        sched.step()
+    assert base.param_groups[0]["lr"] == pytest.approx(5e-3)
