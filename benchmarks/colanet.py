@@ -398,7 +398,27 @@ def issue24_lines(out: Path = OUT) -> list[str]:
              "first 50 000 MNIST training images and score the last 10 000; ten-task trials "
              "use permutations drawn with seed 100 + k (never the reported ones) on the same "
              "split, scoring 2 000 images a task. The test images and the reported "
-             "permutations were used only for the rows of table (b).", ""]
+             "permutations were used only for the rows of table (b).", "",
+             "What they show: the sources' lateral gating (an L spike blocks its column's other "
+             "L neurons for 10 steps; of simultaneous spikers only the most driven fires; the "
+             "teacher's input still reaches blocked neurons) raises one-pass accuracy by ~2 "
+             "points; the never-blocked teacher of the 2025 KNP port adds more on one task but "
+             "makes later tasks learn less and less (preset `sources`: the diagonal falls by "
+             "task 10 whatever the stability growth r_s), and with bias weight 6 it forgets "
+             "instead. Preset `myelin-gated` keeps the blocked teacher and bias 6 of `myelin`, "
+             "takes the gating, and sets r_s to the one value of the grid that puts both of "
+             "Larionov's configurations within issue 6's bounds on the validation stream; its "
+             "rows in table (b) (`*-gated`) are the reported result. The sources' dopamine "
+             "delay 3, reward to the whole column and ArNI's unconditional depression lowered "
+             "one-pass accuracy (stage `gated`) and were not taken.", "",
+             "Which preset meets which of issue 24's points: the AA and FM bounds of both "
+             "configurations, `myelin-gated` (table (b), 10 seeds each). The loss of "
+             "plasticity at α 0.023817 (15 mc), only `knp-default`, the first port without "
+             "renormalisation (table (b) `mc15-a0.023817-knp`, sweep (c)): with the freed "
+             "resource renormalised (`myelin`, `myelin-gated`) no α of the sweep loses "
+             "plasticity, so no single preset meets both. Larionov's task-1 accuracy climbing "
+             "with α (88.7 → 94.36 with 15 mc) is reproduced by no preset: task 1 stays within "
+             "~1 point across α in sweep (c) for all three.", ""]
     if gating:
         lines += ["One pass, one task (`python -m benchmarks.colanet_gating`; stage 1: preset "
                   "`myelin` + lateral gating 10, 15 mc, α 0.005; stage 2: + teacher never "
@@ -456,8 +476,9 @@ def markdown_section(out: Path = OUT, figures: Path = FIGURES) -> str:
         lines += ["### (b) 10-task permuted MNIST, one pass per task", "",
                   permuted_commands(ran), "",
                   "| config | n | AA ours | AA published | FM ours | FM published | "
-                  "ours − published (AA / FM) | final row (mean) | diagonal (mean) | min/run |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "ours − published (AA / FM) | within bounds (AA / FM) | final row (mean) | "
+                  "diagonal (mean) | min/run |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for key, cfg in PERMUTED.items():
             recs = [r["measured"] for r in perm.get(key, [])]
             if not recs:
@@ -469,11 +490,14 @@ def markdown_section(out: Path = OUT, figures: Path = FIGURES) -> str:
                 f"| {key} | {len(recs)} | {_pm([r['aa'] for r in recs])} | "
                 f"{pub['aa']:.2f} ± {pub['aa_ci']:.2f} | " if pub else
                 f"| {key} | {len(recs)} | {_pm([r['aa'] for r in recs])} | — | ")
-            gap = (f"{np.mean([r['aa'] for r in recs]) * 100 - pub['aa']:+.2f} / "
-                   f"{np.mean([r['fm'] for r in recs]) * 100 - pub['fm']:+.2f}" if pub else "—")
+            d_aa = np.mean([r["aa"] for r in recs]) * 100 - pub["aa"] if pub else 0.0
+            d_fm = np.mean([r["fm"] for r in recs]) * 100 - pub["fm"] if pub else 0.0
+            gap = f"{d_aa:+.2f} / {d_fm:+.2f}" if pub else "—"
+            bounds = (f"{'yes' if abs(d_aa) <= 1.5 else 'no'} / "
+                      f"{'yes' if abs(d_fm) <= 1.0 else 'no'}" if pub else "—")
             lines[-1] += (f"{_pm([r['fm'] for r in recs])} | "
                           + (f"{pub['fm']:.2f} ± {pub['fm_ci']:.2f}" if pub else cfg["note"])
-                          + f" | {gap} | {' '.join(f'{v:.1f}' for v in row)} | "
+                          + f" | {gap} | {bounds} | {' '.join(f'{v:.1f}' for v in row)} | "
                           f"{' '.join(f'{v:.1f}' for v in diag)} | "
                           f"{np.mean([r['wall_seconds'] for r in recs]) / 60:.1f} |")
         lines += ["", "Issue 6's targets: AA within 1.5 points and FM within 1 point of the "

@@ -778,6 +778,18 @@ def reproduction_rows(summary: dict[str, Any], colanet_out: Path | None = None) 
                             "growth), AA / FM", [f"{aa:.1f}", f"{fm:.2f}"], [n, n2])],
                           f"{pub['aa']:.2f} / {pub['fm']:.2f}")
 
+    def colanet_gated() -> str:
+        keys = ["mc15-a0.005-gated", "mc45-a0.01-gated"]
+        found = [[_colanet_mean(runs, "permuted", k, m) for m in ("aa", "fm")] for k in keys]
+        pub = "; ".join(f"{PERMUTED[k]['published']['aa']:.2f} / "
+                        f"{PERMUTED[k]['published']['fm']:.2f}" for k in keys)
+        return _highlight([(f"{label}", [f"{aa:.1f}", f"{fm:.2f}"], [n, n2])
+                           for label, ((aa, n), (fm, n2)) in zip(
+                               ("CoLaNET 10-task permuted MNIST, preset `myelin-gated` (the "
+                                "sources' lateral gating, stability growth chosen on held-out "
+                                "permutations), AA / FM: 15 mc α 0.005", "45 mc α 0.01"),
+                               found)], pub)
+
     def colanet_knp() -> str:
         key, tasks = "mc15-a0.023817-knp", (1, 3, 9)
         recs = runs["permuted"][key]
@@ -792,7 +804,7 @@ def reproduction_rows(summary: dict[str, Any], colanet_out: Path | None = None) 
     lines = ["| experiment | ours | published |", "|---|---|---|"]
     for make in (fig4, fig5, kutalev, *[lambda s=s: hsu_row(s) for s in hsu], beyond, seed001,
                  seed001_others, papers, colanet_single, lambda: colanet_permuted("aa"),
-                 lambda: colanet_permuted("fm"), colanet_plastic, colanet_knp):
+                 lambda: colanet_permuted("fm"), colanet_plastic, colanet_gated, colanet_knp):
         try:
             lines.append(make())
         except (KeyError, TypeError):     # not run yet (or no published number): no row
