@@ -75,6 +75,16 @@ class WrappedOptimizer(torch.optim.Optimizer):
             self._unbound()
         return self.base_optimizer
 
+    def _load_base_state(self, state_dict: dict[str, Any]) -> None:
+        """Load the base optimizer's state and share its groups again.
+
+        torch's ``load_state_dict`` replaces the group list (accelerate calls it on every
+        Trainer run); without re-sharing, LR schedulers on the wrapper would move stale groups.
+        """
+        base = self._base()
+        base.load_state_dict(state_dict)
+        self.param_groups = base.param_groups
+
     def _stepped_in_place_of_base(self) -> None:
         """Record on the base optimizer that its step was taken (by a fused step replacing it).
 

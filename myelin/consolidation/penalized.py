@@ -92,9 +92,7 @@ class PenalizedOptimizer(WrappedOptimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the base optimizer's state."""
-        base = self._base()
-        base.load_state_dict(state_dict)
-        self.param_groups = base.param_groups    # torch's load made new groups: share them again
+        self._load_base_state(state_dict)
 
     def __repr__(self) -> str:
         return f"PenalizedOptimizer({type(self.base_optimizer).__name__}, {self.consolidator!r})"

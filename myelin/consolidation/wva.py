@@ -405,7 +405,7 @@ class WVA(WrappedOptimizer, Consolidator):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a `state_dict`; refuses one saved for different parameters."""
-        base = self._base()
+        self._base()                              # raises if unbound, before any check
         if "base" not in state_dict or "wva" not in state_dict:
             raise ValueError("Not a WVA state_dict (expected keys 'base' and 'wva').")
         wva = state_dict["wva"]
@@ -414,8 +414,7 @@ class WVA(WrappedOptimizer, Consolidator):
         # check WVA's part first: a refused state_dict must leave the base optimizer untouched
         self.params.check_description(wva["parameters"], "state_dict")
         self._check_state(dict(tensors), dict(wva["config"]), "state_dict")
-        base.load_state_dict(state_dict["base"])
-        self.param_groups = base.param_groups    # torch's load made new groups: share them again
+        self._load_base_state(state_dict["base"])
         self.load_consolidation_state({"config": wva["config"], "parameters": wva["parameters"],
                                        "tensors": tensors}, "state_dict")
 
