@@ -368,9 +368,9 @@ def overhead_text(data: dict) -> str:
         "pass does). `on=\"grad\"` leaves A ⊙ g in `.grad`, so it keeps two passes "
         f"({_span(*means('wva_grad'))}×). The general forms cost more: `apply_to_grad()` (two "
         f"elementwise passes, then torch's step) {_span(*means('ewc_closed_form'))}×, "
-        f"`penalty()` through autograd {_span(*means('ewc_autograd'))}×, WVA around Adam (a "
-        "copy of θ before the step, an attenuating lerp and a copy back after it) "
-        f"{_span(*means('wva_step_adam'))}×. Ratios move by about ±0.03 from run to run on "
+        f"`penalty()` through autograd {_span(*means('ewc_autograd'))}×, WVA around torch's "
+        "Adam (its own foreach Adam arithmetic with the denominator divided by A: one more "
+        f"pass) {_span(*means('wva_step_adam'))}×. Ratios move by about ±0.03 from run to run on "
         "this shared 2-core machine; the ± in the table is the 95 % interval of the mean over "
         f"the {len(data['per_task'])} tasks of one run.")
 

@@ -312,6 +312,7 @@ def _local_sums(model: nn.Module, data: Any, cotangent: Cotangent,
             for n, p in params.items()}
     capture = _Capture()
     plan = _plan(model, params, fallback, capture.misfits)
+    workspace: dict[str, Tensor] = {}     # per-sample gradient buffers, reused across batches
 
     def hook(module: nn.Module, args: tuple[Any, ...], output: Any, layer: _Layer) -> Any:
         if not capture.active:
@@ -384,7 +385,7 @@ def _local_sums(model: nn.Module, data: Any, cotangent: Cotangent,
                         continue
                     break
                 cot = _checked_cotangent(cotangent, logits, y, n_seen)
-                _accumulate_rules(plan, capture.records, logits, cot, f, sums)
+                _accumulate_rules(plan, capture.records, logits, cot, f, sums, workspace)
                 capture.records.clear()
                 if plan.fallback:
                     for n, v in _functional_sums(model, plan.fallback, x, cot, f).items():
@@ -448,7 +449,8 @@ def _checked_cotangent(cotangent: Cotangent, logits: Any, y: Tensor | None, star
 
 
 def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: Tensor,
-                      f: Callable[[Tensor], Tensor], sums: dict[str, Tensor]) -> None:
+                      f: Callable[[Tensor], Tensor], sums: dict[str, Tensor],
+                      workspace: dict[str, Tensor]) -> None:
     if not records:
         return
     deltas = _grads_to_outputs(logits, [r.output for r in records], cot)
@@ -475,14 +477,52 @@ def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: 
     numel = max(sum(p.numel() for p in rec.layer.module.parameters(recurse=False))
                 for rec, _ in slow)
     step = max(1, CHUNK_ELEMENTS // max(1, numel))
+    params = {name: p for rec, _ in slow for local, name in rec.layer.names.items()
+              for p in (getattr(rec.layer.module, local),)}
     for j in range(m):               # one objective at a time: no (M, N, *shape) tensor
         for i in range(0, n, step):
-            sl = slice(i, i + step)
-            acc: dict[str, Tensor] = {}
-            for rec, delta in slow:    # contributions of every call, summed before f
-                grads = rec.layer.rule.per_sample(
-                    rec.layer.module, _widen_all(_slice_inputs(rec.inputs, sl)), delta[j][:, sl])
-                for local, name in rec.layer.names.items():
-                    acc[name] = grads[local] if name not in acc else acc[name] + grads[local]
-            for name, g in acc.items():
-                sums[name] += f(g).sum((0, 1))
+            sl = slice(i, min(i + step, n))
+            # per-sample gradients summed over every call of a layer (tied weights), in
+            # buffers reused across chunks and batches: fresh tensors of this size cost as
+            # much in page faults as the matmuls that fill them. A buffer's first writer
+            # overwrites it (no zeroing pass); later layers go first, so a tied output head
+            # writes densely before the embedding adds its rows
+            acc = {name: _buffer(workspace, name, p, min(step, n))[:sl.stop - sl.start]
+                   for name, p in params.items()}
+            written: set[str] = set()
+            for rec, delta in reversed(slow):
+                layer = rec.layer
+                inputs = _widen_all(_slice_inputs(rec.inputs, sl))
+                out = {local: acc[name] for local, name in layer.names.items()}
+                stale = frozenset(local for local, name in layer.names.items()
+                                  if name not in written)
+                written.update(layer.names.values())
+                if layer.rule.accumulate is not None:
+                    layer.rule.accumulate(layer.module, inputs, delta[j][0, sl], out, stale)
+                    continue
+                grads = layer.rule.per_sample(layer.module, inputs, delta[j][:, sl])
+                for local, buf in out.items():
+                    (buf.copy_ if local in stale else buf.add_)(grads[local][0])
+            for name in written:
+                _reduce_into(sums[name], acc[name], f)
+
+
+def _buffer(workspace: dict[str, Tensor], name: str, param: Tensor, rows: int) -> Tensor:
+    """A (rows, *param.shape) buffer for `name`'s per-sample gradients (float32 for half)."""
+    dtype = _widen(torch.empty(0, dtype=param.dtype)).dtype
+    buf = workspace.get(name)
+    if buf is None or buf.shape[0] < rows or buf.dtype != dtype:
+        buf = workspace[name] = torch.empty(rows, *param.shape, dtype=dtype, device=param.device)
+    return buf
+
+
+def _reduce_into(total: Tensor, g: Tensor, f: Callable[[Tensor], Tensor]) -> None:
+    """Add Σ_n f(g_n) to `total` for per-sample gradients g (N, *shape); may overwrite g."""
+    if f is torch.square:
+        for gn in g:
+            total.addcmul_(gn, gn)
+    elif f is torch.abs:
+        for gn in g:
+            total.add_(gn.abs_())
+    else:
+        total.add_(f(g).sum(0))

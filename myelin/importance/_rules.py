@@ -38,6 +38,8 @@ T = TypeVar("T")
 PerSample = Callable[[nn.Module, tuple[Tensor, ...], Tensor], dict[str, Tensor]]
 Reduce = Callable[[nn.Module, tuple[Tensor, ...], Tensor, Callable[[Tensor], Tensor]],
                   "dict[str, Tensor] | None"]
+Accumulate = Callable[[nn.Module, tuple[Tensor, ...], Tensor, dict[str, Tensor], frozenset[str]],
+                      None]
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Rule:
     per_sample: PerSample
     reduce: Reduce | None = None
     supports: Callable[[nn.Module], bool] | None = None
+    accumulate: Accumulate | None = None
 
 
 RULES: dict[type[nn.Module], Rule] = {}
@@ -57,7 +60,8 @@ STRUCTURAL: list[tuple[Callable[[nn.Module], bool], Rule]] = []
 
 def register_rule(module_type: type[nn.Module], per_sample: PerSample,
                   reduce: Reduce | None = None,
-                  supports: Callable[[nn.Module], bool] | None = None) -> None:
+                  supports: Callable[[nn.Module], bool] | None = None,
+                  accumulate: Accumulate | None = None) -> None:
     """Teach the gradient estimators a layer type (used when its ``forward`` is not overridden).
 
     Args:
@@ -66,11 +70,17 @@ def register_rule(module_type: type[nn.Module], per_sample: PerSample,
             (inputs and delta in float32 for a half-precision layer; see the module docstring).
         reduce: Optional shortcut ``(module, inputs, delta, f) -> {param_name: Σ f(g)}`` or None.
         supports: Optional predicate; a layer it rejects goes to the generic fallback.
+        accumulate: Optional in-place form of `per_sample` for one objective:
+            ``(module, inputs, delta (N, *output.shape[1:]), out, stale) -> None`` adds each
+            sample's gradient into ``out[param_name]`` (N, *param.shape), a reused buffer, for
+            the parameters ``out`` names (the trainable ones); a buffer named in ``stale``
+            holds leftover values and is overwritten instead. Saves allocating per-sample
+            tensors.
 
     """
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
         raise TypeError(f"module_type must be an nn.Module subclass. Got {module_type!r}.")
-    RULES[module_type] = Rule(per_sample, reduce, supports)
+    RULES[module_type] = Rule(per_sample, reduce, supports, accumulate)
 
 
 def lookup_by_type(table: Mapping[type[nn.Module], T], module: nn.Module) -> T | None:
@@ -163,7 +173,22 @@ def _linear_reduce(module: nn.Linear, inputs, delta, f):
     return out
 
 
-register_rule(nn.Linear, _linear_per_sample, _linear_reduce)
+def _linear_accumulate(module: nn.Linear, inputs, delta, out, stale):
+    x = inputs[0]
+    x3 = x.reshape(x.shape[0], -1, x.shape[-1])                    # (N, T, I)
+    d3 = delta.reshape(delta.shape[0], -1, delta.shape[-1])        # (N, T, O)
+    if "weight" in out:                                             # Σ_t δ_nt x_ntᵀ
+        out["weight"].baddbmm_(d3.transpose(1, 2), x3, beta=0 if "weight" in stale else 1)
+    if "bias" in out:
+        _add_or_set(out["bias"], d3.sum(1), "bias" in stale)
+
+
+def _add_or_set(buf: Tensor, value: Tensor, stale: bool) -> None:
+    """Set `buf` to `value` if `stale`, else add `value` to it."""
+    (buf.copy_ if stale else buf.add_)(value)
+
+
+register_rule(nn.Linear, _linear_per_sample, _linear_reduce, accumulate=_linear_accumulate)
 
 
 # Conv1d / Conv2d -------------------------------------------------------------------------------
@@ -241,8 +266,24 @@ def _embedding_reduce(module: nn.Embedding, inputs, delta, f):
     return {"weight": delta.new_zeros(vocab, dim).index_add_(0, uniq % vocab, f(rows))}
 
 
+def _embedding_accumulate(module: nn.Embedding, inputs, delta, out, stale):
+    if "weight" not in out:
+        return
+    if "weight" in stale:
+        out["weight"].zero_()
+    n = delta.shape[0]
+    vocab, dim = module.weight.shape
+    idx = inputs[0].reshape(n, -1)
+    d = delta.reshape(n, -1, dim)
+    if module.padding_idx is not None:
+        d = d * (idx != module.padding_idx).unsqueeze(-1).to(d.dtype)
+    keys = (torch.arange(n, device=idx.device).unsqueeze(1) * vocab + idx).reshape(-1)
+    out["weight"].view(n * vocab, dim).index_add_(0, keys, d.reshape(-1, dim))
+
+
 register_rule(nn.Embedding, _embedding_per_sample, _embedding_reduce,
-              supports=lambda m: not m.scale_grad_by_freq)  # per-batch counts mix samples
+              supports=lambda m: not m.scale_grad_by_freq,  # per-batch counts mix samples
+              accumulate=_embedding_accumulate)
 
 
 # Normalisation layers (affine part) ------------------------------------------------------------
@@ -343,4 +384,15 @@ def _conv1d_reduce(module: nn.Module, inputs, delta, f):
     return out
 
 
-STRUCTURAL.append((is_hf_conv1d, Rule(_conv1d_per_sample, _conv1d_reduce)))
+def _conv1d_accumulate(module: nn.Module, inputs, delta, out, stale):
+    x = inputs[0]
+    x3 = x.reshape(x.shape[0], -1, x.shape[-1])                    # (N, T, I)
+    d3 = delta.reshape(delta.shape[0], -1, delta.shape[-1])        # (N, T, O)
+    if "weight" in out:                                             # W is (I, O)
+        out["weight"].baddbmm_(x3.transpose(1, 2), d3, beta=0 if "weight" in stale else 1)
+    if "bias" in out:
+        _add_or_set(out["bias"], d3.sum(1), "bias" in stale)
+
+
+STRUCTURAL.append((is_hf_conv1d, Rule(_conv1d_per_sample, _conv1d_reduce,
+                                      accumulate=_conv1d_accumulate)))

@@ -204,3 +204,37 @@ def test_conv_same_padding_even_kernel_and_dilation():
     y = torch.randint(0, 3, (7,))
     assert_close(fisher(model, (x, y)), naive(model, x, empirical_obj(y), torch.square))
     assert_close(mas(model, x), naive(model, x, mas_obj, torch.abs))
+
+
+@pytest.mark.parametrize("kind", ["linear", "embedding", "hf_conv1d"])
+@pytest.mark.parametrize("stale", [True, False])
+def test_accumulate_rules_equal_per_sample(kind, stale):
+    """A rule's in-place `accumulate` adds (or, for stale buffers, writes) what `per_sample`
+    returns; a stale buffer's old values, even NaN, leave no trace."""
+    from myelin.importance._rules import find_rule
+
+    torch.manual_seed(0)
+    n, t = 3, 5
+    if kind == "linear":
+        module, x = nn.Linear(4, 6), torch.randn(n, t, 4)
+        delta = torch.randn(n, t, 6)
+    elif kind == "embedding":
+        module, x = nn.Embedding(7, 4, padding_idx=0), torch.randint(0, 7, (n, t))
+        x[0, :2] = 3                                   # repeated ids within a sample
+        delta = torch.randn(n, t, 4)
+    else:
+        transformers = pytest.importorskip("transformers")
+        from transformers.pytorch_utils import Conv1D
+        assert transformers
+        module, x = Conv1D(6, 4), torch.randn(n, t, 4)
+        delta = torch.randn(n, t, 6)
+    rule = find_rule(module)
+    assert rule is not None and rule.accumulate is not None
+    want = rule.per_sample(module, (x,), delta.unsqueeze(0))
+    names = [k for k, _ in module.named_parameters()]
+    start = {k: torch.full_like(want[k][0], float("nan") if stale else 1.5) for k in names}
+    out = {k: v.clone() for k, v in start.items()}
+    rule.accumulate(module, (x,), delta, out, frozenset(names) if stale else frozenset())
+    for k in names:
+        expected = want[k][0] if stale else start[k] + want[k][0]
+        torch.testing.assert_close(out[k], expected)
