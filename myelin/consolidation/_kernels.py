@@ -1,4 +1,8 @@
-"""A compiled one-pass SGD + quadratic-pull update for EWC.wrap / L2.wrap (numba; CPU)."""
+"""Compiled one-pass quadratic-pull updates (numba; CPU).
+
+The SGD step with the pull folded in (EWC.wrap / L2.wrap), and the pull added to a gradient
+(`apply_to_grad`, the route of every other optimizer and of the Hugging Face callback).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from torch import Tensor
 
 from .._numba import launch_threads
 
-__all__ = ["PARALLEL_FROM", "compilable", "flat", "sgd_pull_kernels"]
+__all__ = ["PARALLEL_FROM", "compilable", "flat", "grad_pull_kernels", "sgd_pull_kernels"]
 
 # elements; below this numba's thread pool costs more than it saves (float32, 2 cores:
 # parallel ÷ serial time 2.2 at 1 500 elements, 1.19 at 8 192, 0.91 at 16 384, 0.66 at 45 000)
@@ -59,6 +63,31 @@ def sgd_pull_kernels() -> Kernels | None:
             theta[i] = theta[i] - lr * g[i] - k * coef[i] * (theta[i] - anchor[i])
 
     return _serial_and_parallel(sgd_pull)
+
+
+@functools.cache
+def grad_pull_kernels() -> tuple[Kernels, Kernels] | None:
+    """Kernels adding k·c ⊙ (θ − θ*), or k·(θ − θ*), to g in one pass; None without numba.
+
+    Each as (serial, parallel); flat arrays. One read of g, θ, (c,) θ* and one write of g,
+    and no temporary: torch's foreach form allocates θ − θ* for the whole model every step,
+    which for a large model costs page faults comparable to the arithmetic.
+    """
+    try:
+        from numba import prange
+    except ImportError:                        # pragma: no cover - numba is a dependency
+        return None
+    launch_threads()
+
+    def grad_pull(grad, theta, coef, anchor, k):             # pragma: no cover - compiled
+        for i in prange(theta.size):
+            grad[i] += k * coef[i] * (theta[i] - anchor[i])
+
+    def grad_pull_uniform(grad, theta, anchor, k):           # pragma: no cover - compiled
+        for i in prange(theta.size):
+            grad[i] += k * (theta[i] - anchor[i])
+
+    return _serial_and_parallel(grad_pull), _serial_and_parallel(grad_pull_uniform)
 
 
 def flat(t: Tensor) -> Any:

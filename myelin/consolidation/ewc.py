@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..distributed import like, local, shard_like
 from ..importance.base import Importance
+from ._kernels import PARALLEL_FROM, compilable, flat, grad_pull_kernels
 from ._wrapper import WrappedOptimizer
 from .base import Consolidator, ParameterSet
 from .penalized import PenalizedOptimizer
@@ -342,6 +343,9 @@ class EWC(Consolidator):
         if self.params.sharded:
             self._apply_to_shard_grads(params, coefs, anchors, factor)
             return
+        params, coefs, anchors = _pull_large_in_place(params, coefs, anchors, 2.0 * factor)
+        if not params:
+            return
         diffs = torch._foreach_sub(params, anchors)
         if coefs[0] is None:             # uniform: g ← g + (2f·d), as L2 always computed it
             torch._foreach_mul_(diffs, 2.0 * factor)
@@ -482,3 +486,34 @@ class EWC(Consolidator):
         if self.state_dtype is not None:
             extra += f", state_dtype={self.state_dtype}"
         return f"EWC(lam={self.lam}, mode={self.mode!r}{extra}, tasks={self.n_tasks})"
+
+
+def _pull_large_in_place(params: list[Tensor], coefs: list[Tensor | None],
+                         anchors: list[Tensor], k: float
+                         ) -> tuple[list[Tensor], list[Tensor | None], list[Tensor]]:
+    """Add k·c ⊙ (θ − θ*) to each large float32/64 CPU term's gradient by the compiled kernel.
+
+    Returns the terms left for torch's foreach ops (small tensors, where a kernel call costs
+    more than the foreach temporary; other dtypes or devices; a bf16 state).
+    """
+    kernels = grad_pull_kernels()
+    if kernels is None:
+        return params, coefs, anchors
+    threads = torch.get_num_threads()
+    rest: tuple[list[Tensor], list[Tensor | None], list[Tensor]] = ([], [], [])
+    for p, c, a in zip(params, coefs, anchors):
+        if p.numel() < PARALLEL_FROM or not compilable(
+                [p, a, *(() if c is None else (c,)), *(() if p.grad is None else (p.grad,))],
+                p.dtype):
+            rest[0].append(p)
+            rest[1].append(c)
+            rest[2].append(a)
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p, memory_format=torch.contiguous_format)
+        if c is None:
+            kernels[1][threads > 1](flat(p.grad), flat(p), flat(a), k)
+        else:
+            kernels[0][threads > 1](flat(p.grad), flat(p), flat(c), flat(a), k)
+    return rest
+

@@ -54,6 +54,59 @@ def test_penalty_gradient_equals_autograd_of_the_plain_formula(kwargs):
         assert torch.allclose(p.grad, e, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("make", [lambda m: EWC(m, 3.0), lambda m: L2(m, 3.0),
+                                  lambda m: EWC(m, 3.0, mode="separate"),
+                                  lambda m: EWC(m, 3.0, stabilized=True, lr=0.05)],
+                         ids=["ewc", "l2", "separate", "stabilized"])
+def test_apply_to_grad_on_large_tensors_equals_autograd(make, threads, dtype, monkeypatch):
+    """A weight above the compiled kernel's size threshold (20 000 elements) takes the in-place
+    route and a small bias the foreach route; both equal autograd of penalty(), with and
+    without an existing gradient, serial and parallel."""
+    from myelin.consolidation import _kernels, ewc
+
+    calls = []
+    kernels = _kernels.grad_pull_kernels()
+    assert kernels is not None
+
+    def counted(kernel):
+        def run(grad, *args):
+            calls.append(grad.size)
+            return kernel(grad, *args)
+        return run
+
+    monkeypatch.setattr(ewc, "grad_pull_kernels", lambda: tuple(
+        tuple(counted(k) for k in pair) for pair in kernels))
+    torch.manual_seed(0)
+    model = nn.Linear(200, 100).to(dtype)
+    assert model.weight.numel() >= 16384 > model.bias.numel()
+    cons = make(model)
+    for scale in (1.0, 0.5):
+        cons.consolidate(Importance({n: scale * torch.rand_like(p)
+                                     for n, p in model.named_parameters()}))
+        perturb(model)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cons.penalty().backward()
+        expected = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        cons.apply_to_grad()                                   # .grad is None: created
+        tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12}
+        for e, p in zip(expected, model.parameters()):
+            assert torch.allclose(p.grad, e, **tol)
+        existing = [torch.randn_like(p) for p in model.parameters()]
+        for p, g in zip(model.parameters(), existing):
+            p.grad = g.clone()
+        cons.apply_to_grad()                                   # added to an existing .grad
+        for e, g, p in zip(expected, existing, model.parameters()):
+            assert torch.allclose(p.grad, g + e, **tol)
+        assert calls and set(calls) == {model.weight.numel()}       # the weight, by the kernel
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_penalty_values_by_hand():
     model, imp = model_and_importance()
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
