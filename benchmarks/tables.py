@@ -366,11 +366,13 @@ def overhead_text(data: dict) -> str:
         "measured 1.035×–1.06× at batch 100 over four runs; a one-pass numba kernel over B was "
         "no faster (numba's per-call dispatch over a handful of tensors costs what the saved "
         "pass does). `on=\"grad\"` leaves A ⊙ g in `.grad`, so it keeps two passes "
-        f"({_span(*means('wva_grad'))}×). The general forms cost more: `apply_to_grad()` (two "
-        f"elementwise passes, then torch's step) {_span(*means('ewc_closed_form'))}×, "
+        f"({_span(*means('wva_grad'))}×). The general forms cost more: `apply_to_grad()` (the "
+        "pull added to `.grad`: one compiled pass for tensors of 16 384+ elements, two foreach "
+        f"passes for smaller ones; then torch's step) {_span(*means('ewc_closed_form'))}×, "
         f"`penalty()` through autograd {_span(*means('ewc_autograd'))}×, WVA around torch's "
-        "Adam (its own foreach Adam arithmetic with the denominator divided by A: one more "
-        f"pass) {_span(*means('wva_step_adam'))}×. Ratios move by about ±0.03 from run to run on "
+        "Adam (torch's foreach Adam arithmetic, op for op, with the denominator divided by A: "
+        "one more pass; on the CPU in calls of ~2 M elements, whose temporaries the allocator "
+        f"reuses) {_span(*means('wva_step_adam'))}×. Ratios move by about ±0.03 from run to run on "
         "this shared 2-core machine; the ± in the table is the 95 % interval of the mean over "
         f"the {len(data['per_task'])} tasks of one run.")
 

@@ -1,12 +1,14 @@
-"""Compiled one-pass quadratic-pull updates (numba; CPU).
+"""Compiled one-pass optimizer updates (numba; CPU).
 
-The SGD step with the pull folded in (EWC.wrap / L2.wrap), and the pull added to a gradient
-(`apply_to_grad`, the route of every other optimizer and of the Hugging Face callback).
+The SGD step with the pull folded in (EWC.wrap / L2.wrap), the pull added to a gradient
+(`apply_to_grad`, the route of every other optimizer and of the Hugging Face callback), and
+WVA's attenuated Adam step for a base optimizer built with ``fused=True``.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import types
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +18,8 @@ from torch import Tensor
 
 from .._numba import launch_threads
 
-__all__ = ["PARALLEL_FROM", "compilable", "flat", "grad_pull_kernels", "sgd_pull_kernels"]
+__all__ = ["PARALLEL_FROM", "adam_kernels", "compilable", "flat", "grad_pull_kernels",
+           "sgd_pull_kernels"]
 
 # elements; below this numba's thread pool costs more than it saves (float32, 2 cores:
 # parallel ÷ serial time 2.2 at 1 500 elements, 1.19 at 8 192, 0.91 at 16 384, 0.66 at 45 000)
@@ -88,6 +91,44 @@ def grad_pull_kernels() -> tuple[Kernels, Kernels] | None:
             grad[i] += k * (theta[i] - anchor[i])
 
     return _serial_and_parallel(grad_pull), _serial_and_parallel(grad_pull_uniform)
+
+
+@functools.cache
+def adam_kernels() -> Kernels | None:
+    """One Adam/AdamW step, its update scaled by A, in one pass (serial, parallel); or None.
+
+    Arguments ``(p, g, m, v, a, has_a, lr, beta1, beta2, eps, weight_decay, decoupled,
+    maximize, step_size, bc2_sqrt)``, flat arrays of one dtype (``a`` ignored unless
+    ``has_a``), step_size = lr / (1 − β₁ᵗ), bc2_sqrt = √(1 − β₂ᵗ). Per element, torch's fused
+    CPU Adam (``_fused_adam_``/``_fused_adamw_``) with the update and the decoupled decay
+    scaled by A: g ← −g if maximize; θ ← θ − lr·wd·A·θ (decoupled) or g ← g + wd·θ;
+    m ← m + (1 − β₁)(g − m); v ← β₂v + (1 − β₂)g²; θ ← θ − A·step_size·m/(√v/bc2_sqrt + ε).
+    Reads θ, g, m, v, A once and writes θ, m, v once, as torch's fused step does without A.
+    """
+    try:
+        from numba import prange
+    except ImportError:                        # pragma: no cover - numba is a dependency
+        return None
+    launch_threads()
+
+    def adam(p, g, m, v, a, has_a, lr, beta1, beta2, eps, weight_decay, decoupled,
+             maximize, step_size, bc2_sqrt):                 # pragma: no cover - compiled
+        for i in prange(p.size):
+            gi = -g[i] if maximize else g[i]
+            ai = a[i] if has_a else 1.0
+            pi = p[i]
+            if weight_decay != 0.0:
+                if decoupled:
+                    pi = pi - lr * weight_decay * ai * pi
+                else:
+                    gi = gi + weight_decay * pi
+            mi = m[i] + (1.0 - beta1) * (gi - m[i])
+            vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi - ai * step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
+
+    return _serial_and_parallel(adam)
 
 
 def flat(t: Tensor) -> Any:

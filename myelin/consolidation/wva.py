@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..distributed import like, local, shard_like
 from ..importance.base import Importance
+from ._kernels import PARALLEL_FROM, adam_kernels, compilable, flat
 from ._wrapper import SGDGroups, WrappedOptimizer
 from .base import Consolidator, ParameterSet
 
@@ -19,6 +20,11 @@ __all__ = ["CURVES", "PLACEMENTS", "WVA", "attenuation"]
 CURVES = ("hyperbolic", "exponential")
 PLACEMENTS = ("step", "grad")
 _ADAMS = (torch.optim.Adam, torch.optim.AdamW)       # the optimizers `WVA` may fuse with A
+# elements per foreach call of the fused Adam step on the CPU: its temporaries (√v, and the
+# negated or decayed gradients) then stay small enough for the allocator to reuse them across
+# calls, where one call over a whole language model would fault in ~4 fresh bytes per weight
+# every step (torch's own CPU Adam, a loop over the parameters, allocates per parameter too)
+_CPU_CHUNK = 1 << 21
 _PLAIN_TENSORS = (Tensor, nn.Parameter)              # not DTensors or other subclasses
 
 
@@ -299,18 +305,21 @@ class WVA(WrappedOptimizer, Consolidator):
 
         It may when the base optimizer is exactly ``torch.optim.Adam`` or ``AdamW``, no step hook
         is registered on it or on all optimizers (hooks on this WVA see its result either way),
-        the parameters are not sharded, and every group is plain: no amsgrad, capturable,
-        differentiable or fused, float hyperparameters (no Tensor lr or betas), plain dense real
+        the parameters are not sharded, and every group is plain: no amsgrad, capturable or
+        differentiable, float hyperparameters (no Tensor lr or betas), plain dense real
         tensors with gradients, and a step counter on the CPU where one exists already (torch's
-        own non-capturable layout). None if it may not; nothing is changed either way.
+        own non-capturable layout); a ``fused=True`` group also needs numba and contiguous
+        float32/64 CPU tensors (its step is the compiled kernel). None if it may not; nothing
+        is changed either way.
         """
         base: Any = self.base_optimizer
         if type(base) not in _ADAMS or self.params.sharded or self._step_hooked(own=False):
             return None
         plan = []
         for group in base.param_groups:          # what base.step would read
+            fused = bool(group.get("fused"))
             if group.get("amsgrad") or group.get("capturable") or group.get("differentiable") \
-                    or group.get("fused") or not all(
+                    or (fused and adam_kernels() is None) or not all(
                         isinstance(v, (int, float)) for v in
                         (group["lr"], *group["betas"], group["eps"], group["weight_decay"])):
                 return None
@@ -327,6 +336,10 @@ class WVA(WrappedOptimizer, Consolidator):
                     if not (torch.is_tensor(step) and step.is_cpu and "exp_avg" in state
                             and "exp_avg_sq" in state):
                         return None
+                if fused and not compilable(
+                        [p, grad, *((state["exp_avg"], state["exp_avg_sq"]) if state else ())],
+                        p.dtype):                # the compiled step: CPU float32/64 only
+                    return None
                 params.append(p)
             plan.append((group, params))
         return plan
@@ -340,7 +353,9 @@ class WVA(WrappedOptimizer, Consolidator):
         as torch does) are torch's own; the one change is the denominator divided by A, so
         θ ← θ − (lr/bc₁)·m/((√v/√bc₂ + ε)/A) = θ − A ⊙ (Adam's update); decoupled weight decay
         is attenuated likewise, θ ← θ − lr·wd·A ⊙ θ. A = 0 gives an infinite denominator: no
-        update. Parameters WVA does not attenuate take the plain step.
+        update. Parameters WVA does not attenuate take the plain step. A ``fused=True`` group
+        (the Hugging Face Trainer's default AdamW) takes the same arithmetic as one compiled
+        pass per parameter, as torch's fused CPU step does without A.
         """
         base: Any = self.base_optimizer
         a_of = {id(p): a for (p, _), a in zip(self._pairs, factors)}
@@ -352,6 +367,10 @@ class WVA(WrappedOptimizer, Consolidator):
             maximize = group.get("maximize", False)
             decoupled = group.get("decoupled_weight_decay", False) or \
                 type(base) is torch.optim.AdamW
+            if group.get("fused"):
+                _compiled_adam(base.state, params, a_of, float(lr), float(beta1), float(beta2),
+                               float(eps), float(weight_decay), bool(decoupled), bool(maximize))
+                continue
             buckets: dict[tuple[Any, ...], list[list[Any]]] = {}
             for p in params:
                 state = base.state[p]
@@ -365,7 +384,7 @@ class WVA(WrappedOptimizer, Consolidator):
                 bucket = buckets.setdefault((p.device, p.dtype, a is None), [[] for _ in tensors])
                 for values, value in zip(bucket, tensors):
                     values.append(value)
-            for ps, grads, exp_avgs, exp_avg_sqs, steps, attenuations in buckets.values():
+            for ps, grads, exp_avgs, exp_avg_sqs, steps, attenuations in _chunks(buckets):
                 # torch.optim.adam._multi_tensor_adam (non-capturable), op for op
                 if maximize:
                     grads = torch._foreach_neg(grads)
@@ -535,3 +554,50 @@ class WVA(WrappedOptimizer, Consolidator):
         base = "unbound" if self.base_optimizer is None else type(self.base_optimizer).__name__
         return (f"WVA({base}, lam={self.lam}, curve={self.curve!r}, on={self.on!r}, "
                 f"tasks={self.n_tasks})")
+
+
+def _chunks(buckets: dict[tuple[Any, ...], list[list[Any]]]) -> Iterable[list[list[Any]]]:
+    """Each bucket's lists, on the CPU cut into runs of about `_CPU_CHUNK` elements.
+
+    A tensor larger than that is a run of its own; other devices get the whole bucket (one
+    launch per foreach op).
+    """
+    for (device, *_), lists in buckets.items():
+        if device.type != "cpu":
+            yield lists
+            continue
+        start, size = 0, 0
+        for i, p in enumerate(lists[0]):
+            if size and size + p.numel() > _CPU_CHUNK:
+                yield [values[start:i] for values in lists]
+                start, size = i, 0
+            size += p.numel()
+        if start < len(lists[0]):
+            yield [values[start:] for values in lists]
+
+
+def _compiled_adam(state: Any, params: list[Tensor], a_of: dict[int, Tensor], lr: float,
+                   beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
+                   maximize: bool) -> None:
+    """WVA's Adam step for a ``fused=True`` group: `adam_kernels`, one call per parameter.
+
+    The state is torch's fused layout (a float32 ``step`` tensor on the parameter's device,
+    ``exp_avg``, ``exp_avg_sq``), created lazily as ``Adam._init_group`` does.
+    """
+    kernels = adam_kernels()
+    assert kernels is not None                   # `_adam_groups` checked
+    threads = torch.get_num_threads() > 1
+    for p in params:
+        s = state[p]
+        if len(s) == 0:
+            s["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        s["step"] += 1
+        t = s["step"].item()
+        a = a_of.get(id(p))
+        factor = flat(p) if a is None else flat(a.contiguous())      # p: unused when no A
+        kernels[threads and p.numel() >= PARALLEL_FROM](
+            flat(p), flat(p.grad), flat(s["exp_avg"]), flat(s["exp_avg_sq"]), factor,
+            a is not None, lr, beta1, beta2, eps, weight_decay, decoupled, maximize,
+            lr / (1 - beta1 ** t), (1 - beta2 ** t) ** 0.5)

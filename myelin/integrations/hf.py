@@ -29,12 +29,15 @@ without recomputing the importance.
 
 WVA is an optimizer wrapper, so it *is* the Trainer's optimizer::
 
-    wva = WVA(model, lam=100.0, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4))
+    adamw = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    wva = WVA(model, lam=100.0, optimizer=adamw)
     wva.consolidate(fisher(model, old_batches))
     trainer = Trainer(model=model, args=args, train_dataset=new_data, optimizers=(wva, None))
 
 Its ``state_dict`` holds the base optimizer's state and the stored attenuation, so the
-Trainer's own optimizer checkpoint restores both.
+Trainer's own optimizer checkpoint restores both. ``fused=True`` is what the Trainer's own
+default AdamW uses; on the CPU WVA then takes the attenuated step as one compiled pass per
+parameter, as torch's fused step does (a foreach AdamW gets torch's foreach arithmetic).
 
 No old data? `self_generated` samples text from the model itself (a few generic prompts): the
 sampled Fisher on it estimates what the model's own distribution depends on.

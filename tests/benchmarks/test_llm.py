@@ -104,12 +104,14 @@ def test_llm_cost_quick_times_trainer_steps(tmp_path):
     from benchmarks import llm_cost
 
     out = tmp_path / "cost.json"
-    assert llm_cost.main(["--quick", "--repeats", "1", "--steps", "1", "--out", str(out)]) == 0
+    assert llm_cost.main(["--quick", "--repeats", "1", "--steps", "2", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert set(data["rows"]) == {"fisher", "batch1_loop", "trainer_ewc", "trainer_wva"}
     assert all(r["ratio"] > 0 and 0 < r["plain_s"] < 60 for r in data["rows"].values())
     assert data["state_bytes_per_fp32_model"] == {"ewc_fp32": 2.0, "ewc_bf16": 1.0,
                                                   "wva_fp32": 1.0, "wva_bf16": 0.5}
+    with pytest.raises(SystemExit):                  # the first step is never timed
+        llm_cost.main(["--quick", "--steps", "1", "--out", str(out)])
 
 
 def test_recorded_commands_carry_no_machine_paths():

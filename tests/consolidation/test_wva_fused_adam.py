@@ -117,14 +117,25 @@ CONFIGS = {
                                                  betas=(0.5, 0.9), eps=1e-3),
     "adamw-l2-maximize-foreach": lambda groups: torch.optim.AdamW(
         groups, lr=0.05, weight_decay=0.05, maximize=True, foreach=True),
+    # torch's fused CPU step (the Trainer's default AdamW): WVA's compiled one-pass kernel
+    "adamw-fused": lambda groups: torch.optim.AdamW(groups, lr=0.1, weight_decay=0.3,
+                                                    betas=(0.5, 0.9), eps=1e-3, fused=True),
+    "adam-l2-maximize-fused": lambda groups: torch.optim.Adam(
+        groups, lr=0.05, weight_decay=0.1, maximize=True, fused=True),
 }
 
 
+@pytest.mark.parametrize("chunk", [None, 8], ids=["one-call", "chunked"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("config", list(CONFIGS))
-def test_fused_adam_equals_unfused_path_and_torch_step(config, dtype, monkeypatch):
+def test_fused_adam_equals_unfused_path_and_torch_step(config, dtype, chunk, monkeypatch):
     """Five fused steps against the unfused path (forced by a step hook on the base optimizer)
-    and, step by step, against θ_prev + A ⊙ (θ_torch − θ_prev) with torch's own state."""
+    and, step by step, against θ_prev + A ⊙ (θ_torch − θ_prev) with torch's own state. Chunked:
+    foreach calls of ≤ 8 elements (a tensor larger than that alone), as a large model's are."""
+    if chunk is not None:
+        import myelin.consolidation.wva as wva_module
+
+        monkeypatch.setattr(wva_module, "_CPU_CHUNK", chunk)
     fused, unfused = Setup(CONFIGS[config], dtype), Setup(CONFIGS[config], dtype)
     calls = []
     unfused.base.register_step_post_hook(lambda *_: calls.append(1))
@@ -201,7 +212,7 @@ def test_adam_the_fused_step_cannot_take_falls_back_to_the_base_step(case, monke
     assert len(calls) == 4
 
 
-@pytest.mark.parametrize("config", ["adam-l2", "adamw-wd"])
+@pytest.mark.parametrize("config", ["adam-l2", "adamw-wd", "adamw-fused"])
 def test_fused_state_continues_the_unfused_path_and_round_trips(config, monkeypatch):
     """State written by the fused step continues on the unfused one and back, and a
     state_dict saved mid-training continues bitwise as the run it came from."""
@@ -284,3 +295,30 @@ def test_a_scheduler_built_on_the_base_optimizer_sees_the_fused_step(make, recwa
         opt.step()
         sched.step()
     assert base.param_groups[0]["lr"] == pytest.approx(5e-3)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_adam_on_a_large_layer_serial_and_parallel(threads, monkeypatch):
+    """A fused AdamW over a 20 000-element weight (the kernel's parallel size): WVA's compiled
+    step equals θ_prev + A ⊙ (θ_torch − θ_prev) after torch's fused step, for 3 steps."""
+    torch.manual_seed(0)
+    model = nn.Linear(200, 100)
+    base = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1, fused=True)
+    wva = WVA(model, 5.0, optimizer=base)
+    wva.consolidate(Importance({n: torch.rand_like(p) for n, p in model.named_parameters()}))
+    forbid_base_step(monkeypatch, base)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for step in range(3):
+            x = torch.randn(16, 200, generator=torch.Generator().manual_seed(step))
+            wva.zero_grad()
+            model(x).pow(2).mean().backward()
+            before = [p.detach().clone() for p in model.parameters()]
+            torch_params, torch_state = plain_step(base)
+            wva.step()
+            assert_same_state(base.state_dict(), torch_state, **TOL)
+            for p, p0, p1, n in zip(model.parameters(), before, torch_params, ("weight", "bias")):
+                torch.testing.assert_close(p.detach(), p0 + wva.factor[n] * (p1 - p0), **TOL)
+    finally:
+        torch.set_num_threads(old)
