@@ -179,6 +179,18 @@ def llm_cost_table(data: dict) -> str:
     for key, r in data["rows"].items():
         lines.append(f"| {names.get(key, key)} | {r['ratio']:.2f}× | {r['s']:.2f} "
                      f"({r['plain_s']:.2f}) | {r['target']} |")
+    phases = [(key.removeprefix("trainer_").upper(), r) for key, r in data["rows"].items()
+              if "optimizer_phase_s" in r]
+    if phases:
+        lines += ["", "The optimizer phase alone (Trainer callbacks from `on_pre_optimizer_step` "
+                  "to `on_optimizer_step`, the same steps; medians): "
+                  + "; ".join(f"{name} {r['optimizer_phase_s']:.3f} s against the plain "
+                              f"Trainer's {r['plain_optimizer_phase_s']:.3f} s (a step "
+                              f"{r['ratio_optimizer_phase_only']:.3f}× plain if only this phase "
+                              "differed)" for name, r in phases)
+                  + ". The rest of a step's difference is in forward and backward, which the "
+                  "consolidator does not touch; on this machine they vary by up to a second "
+                  "from step to step with how fast fresh memory faults in."]
     state = data["state_bytes_per_fp32_model"]
     lines += ["", "Consolidation state ÷ the fp32 model's bytes: "
               + ", ".join(f"{k.replace('_', ' ')} {v:.2f}×" for k, v in state.items())
