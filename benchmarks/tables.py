@@ -188,9 +188,11 @@ def llm_cost_table(data: dict) -> str:
                               f"Trainer's {r['plain_optimizer_phase_s']:.3f} s (a step "
                               f"{r['ratio_optimizer_phase_only']:.3f}× plain if only this phase "
                               "differed)" for name, r in phases)
-                  + ". The rest of a step's difference is in forward and backward, which the "
-                  "consolidator does not touch; on this machine they vary by up to a second "
-                  "from step to step with how fast fresh memory faults in."]
+                  + ". The rest of the end-to-end difference was measured in forward and "
+                  "backward, where the consolidator runs no code; they vary by up to a second "
+                  "from step to step on this machine. A guess not yet verified: the state held "
+                  "in memory (EWC's Ω, θ* and coefficients, WVA's A) makes the fresh "
+                  "activations and gradients of each step fault in slower here."]
     state = data["state_bytes_per_fp32_model"]
     lines += ["", "Consolidation state ÷ the fp32 model's bytes: "
               + ", ".join(f"{k.replace('_', ' ')} {v:.2f}×" for k, v in state.items())

@@ -110,7 +110,7 @@ def test_llm_cost_quick_times_trainer_steps(tmp_path):
     assert all(r["ratio"] > 0 and 0 < r["plain_s"] < 60 for r in data["rows"].values())
     for key in ("trainer_ewc", "trainer_wva"):            # the optimizer phase, apart
         row = data["rows"][key]
-        assert 0 < row["optimizer_phase_s"] < row["s"] and 0 < row["plain_optimizer_phase_s"]
+        assert 0 < row["optimizer_phase_s"] < row["s"] and row["plain_optimizer_phase_s"] > 0
     assert data["state_bytes_per_fp32_model"] == {"ewc_fp32": 2.0, "ewc_bf16": 1.0,
                                                   "wva_fp32": 1.0, "wva_bf16": 0.5}
     with pytest.raises(SystemExit):                  # the first step is never timed
