@@ -375,10 +375,8 @@ class WVA(WrappedOptimizer, Consolidator):
             for p in params:
                 state = base.state[p]
                 if len(state) == 0:              # lazy initialisation, as Adam._init_group
-                    state["step"] = torch.tensor(0.0, dtype=scalar_dtype, device="cpu")
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p,
-                                                           memory_format=torch.preserve_format)
+                    _init_adam_state(state, p, torch.tensor(0.0, dtype=scalar_dtype,
+                                                            device="cpu"))
                 a = a_of.get(id(p))                     # None: not attenuated
                 tensors = (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], a)
                 bucket = buckets.setdefault((p.device, p.dtype, a is None), [[] for _ in tensors])
@@ -589,10 +587,8 @@ def _compiled_adam(state: Any, params: list[Tensor], a_of: dict[int, Tensor], lr
     threads = torch.get_num_threads() > 1
     for p in params:
         s = state[p]
-        if len(s) == 0:
-            s["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if len(s) == 0:                          # fused layout: float32 step on p's device
+            _init_adam_state(s, p, torch.zeros((), dtype=torch.float32, device=p.device))
         s["step"] += 1
         t = s["step"].item()
         a = a_of.get(id(p))
@@ -601,3 +597,10 @@ def _compiled_adam(state: Any, params: list[Tensor], a_of: dict[int, Tensor], lr
             flat(p), flat(p.grad), flat(s["exp_avg"]), flat(s["exp_avg_sq"]), factor,
             a is not None, lr, beta1, beta2, eps, weight_decay, decoupled, maximize,
             lr / (1 - beta1 ** t), (1 - beta2 ** t) ** 0.5)
+
+
+def _init_adam_state(state: dict[str, Any], p: Tensor, step: Tensor) -> None:
+    """Adam's lazily created state for `p`, as ``Adam._init_group`` makes it."""
+    state["step"] = step
+    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
