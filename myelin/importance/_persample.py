@@ -77,6 +77,7 @@ class _Record:
     layer: _Layer
     inputs: tuple[Any, ...]
     output: Tensor
+    version: int                     # output._version when recorded
 
 
 @dataclass
@@ -87,6 +88,7 @@ class _Capture:
     misfits: set[int] = field(default_factory=set)   # layers routed to the fallback
     unused: set[int] = field(default_factory=set)    # layers whose parameters get no gradient
     expanded: set[int] = field(default_factory=set)  # broadcast layers expanded this forward
+    cloned: set[int] = field(default_factory=set)    # layers whose output is changed in place
 
 
 class _NotBatchFirst(Exception):
@@ -329,8 +331,14 @@ def _local_sums(model: nn.Module, data: Any, cotangent: Cotangent,
             capture.misfits.add(id(module))
             raise _NotBatchFirst
         inputs = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
-        capture.records.append(_Record(layer, inputs, output))
-        return output.clone()  # later in-place ops (ReLU(inplace=True)) must not touch `output`
+        if id(module) in capture.cloned or id(module) in capture.expanded:
+            # a later in-place op (ReLU(inplace=True)) must not touch the recorded `output`
+            capture.records.append(_Record(layer, inputs, output, output._version))
+            return output.clone()
+        # no copy (a language model's logits are hundreds of MB): the forward is re-run with
+        # one if something changes `output` in place (`_changed_in_place`)
+        capture.records.append(_Record(layer, inputs, output, output._version))
+        return None
 
     n_seen = 0
     with eval_mode(model), torch.enable_grad():
@@ -383,6 +391,8 @@ def _local_sums(model: nn.Module, data: Any, cotangent: Cotangent,
                         plan = _plan(model, params, fallback, capture.misfits)
                         install(plan)
                         continue
+                    if _changed_in_place(capture):
+                        continue
                     break
                 cot = _checked_cotangent(cotangent, logits, y, n_seen)
                 _accumulate_rules(plan, capture.records, logits, cot, f, sums, workspace)
@@ -399,6 +409,14 @@ def _local_sums(model: nn.Module, data: Any, cotangent: Cotangent,
             raise ValueError(f"Per-sample gradients of parameter {n!r} are NaN or inf; the "
                              "model produces non-finite gradients on this data.")
     return sums, n_seen
+
+
+def _changed_in_place(capture: _Capture) -> bool:
+    """Mark layers whose recorded output a later op modified in place; True if any (re-run)."""
+    changed = {id(r.layer.module) for r in capture.records
+               if r.output._version != r.version and id(r.layer.module) not in capture.cloned}
+    capture.cloned |= changed
+    return bool(changed)
 
 
 def _route_silent_layers(plan: _Plan, capture: _Capture, logits: Tensor,
@@ -473,11 +491,34 @@ def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: 
             sums[name] += res[local]
     if not slow:
         return
+    # a parameter reached by one call of one layer is reduced right after that layer, from a
+    # scratch buffer every such layer reuses (hot in cache, no page faults); parameters summed
+    # over several calls (tied weights, a layer called twice) first add up in buffers of their
+    # own, reduced when every call is in
+    reached = Counter(name for rec, _ in slow for name in rec.layer.names.values())
+    alone = [(rec, d) for rec, d in slow
+             if all(reached[name] == 1 for name in rec.layer.names.values())]
+    joint = [(rec, d) for rec, d in slow
+             if any(reached[name] > 1 for name in rec.layer.names.values())]
     m, n = cot.shape[0], cot.shape[1]
+    for rec, delta in alone:
+        layer = rec.layer
+        params = {local: getattr(layer.module, local) for local in layer.names}
+        numel = sum(p.numel() for p in params.values())
+        step = max(1, CHUNK_ELEMENTS // max(1, numel))
+        for j in range(m):
+            for i in range(0, n, step):
+                sl = slice(i, min(i + step, n))
+                out = _scratch_views(workspace, params, sl.stop - sl.start)
+                _layer_into(rec, delta, j, sl, out, frozenset(out))
+                for local, buf in out.items():
+                    _reduce_into(sums[layer.names[local]], buf, f)
+    if not joint:
+        return
     numel = max(sum(p.numel() for p in rec.layer.module.parameters(recurse=False))
-                for rec, _ in slow)
+                for rec, _ in joint)
     step = max(1, CHUNK_ELEMENTS // max(1, numel))
-    params = {name: p for rec, _ in slow for local, name in rec.layer.names.items()
+    params = {name: p for rec, _ in joint for local, name in rec.layer.names.items()
               for p in (getattr(rec.layer.module, local),)}
     for j in range(m):               # one objective at a time: no (M, N, *shape) tensor
         for i in range(0, n, step):
@@ -490,21 +531,52 @@ def _accumulate_rules(plan: _Plan, records: list[_Record], logits: Tensor, cot: 
             acc = {name: _buffer(workspace, name, p, min(step, n))[:sl.stop - sl.start]
                    for name, p in params.items()}
             written: set[str] = set()
-            for rec, delta in reversed(slow):
+            for rec, delta in reversed(joint):
                 layer = rec.layer
-                inputs = _widen_all(_slice_inputs(rec.inputs, sl))
                 out = {local: acc[name] for local, name in layer.names.items()}
                 stale = frozenset(local for local, name in layer.names.items()
                                   if name not in written)
                 written.update(layer.names.values())
-                if layer.rule.accumulate is not None:
-                    layer.rule.accumulate(layer.module, inputs, delta[j][0, sl], out, stale)
-                    continue
-                grads = layer.rule.per_sample(layer.module, inputs, delta[j][:, sl])
-                for local, buf in out.items():
-                    (buf.copy_ if local in stale else buf.add_)(grads[local][0])
+                _layer_into(rec, delta, j, sl, out, stale)
             for name in written:
                 _reduce_into(sums[name], acc[name], f)
+
+
+def _layer_into(rec: _Record, delta: list[Tensor], j: int, sl: slice, out: dict[str, Tensor],
+                stale: frozenset[str]) -> None:
+    """Write (`stale` names) or add objective `j`'s per-sample gradients of samples `sl`."""
+    layer = rec.layer
+    inputs = _widen_all(_slice_inputs(rec.inputs, sl))
+    if layer.rule.accumulate is not None:
+        layer.rule.accumulate(layer.module, inputs, delta[j][0, sl], out, stale)
+        return
+    grads = layer.rule.per_sample(layer.module, inputs, delta[j][:, sl])
+    for local, buf in out.items():
+        (buf.copy_ if local in stale else buf.add_)(grads[local][0])
+
+
+def _scratch_views(workspace: dict[str, Tensor], params: dict[str, Tensor],
+                   rows: int) -> dict[str, Tensor]:
+    """(rows, *shape) views for each of `params` into one flat buffer reused by every layer."""
+    views: dict[str, Tensor] = {}
+    offsets: dict[torch.dtype, int] = {}
+    wanted: dict[torch.dtype, int] = {}
+    for p in params.values():
+        dtype = _widen(torch.empty(0, dtype=p.dtype)).dtype
+        wanted[dtype] = wanted.get(dtype, 0) + rows * p.numel()
+    for dtype, size in wanted.items():
+        key = f"<scratch {dtype}>"     # not a parameter name: those never contain "<"
+        buf = workspace.get(key)
+        if buf is None or buf.numel() < size:
+            workspace[key] = torch.empty(size, dtype=dtype, device=next(iter(params.values()))
+                                         .device)
+        offsets[dtype] = 0
+    for local, p in params.items():
+        dtype = _widen(torch.empty(0, dtype=p.dtype)).dtype
+        start = offsets[dtype]
+        offsets[dtype] = start + rows * p.numel()
+        views[local] = workspace[f"<scratch {dtype}>"][start:offsets[dtype]].view(rows, *p.shape)
+    return views
 
 
 def _buffer(workspace: dict[str, Tensor], name: str, param: Tensor, rows: int) -> Tensor:

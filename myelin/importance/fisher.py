@@ -13,7 +13,7 @@ from ..losses import IGNORE_INDEX, default_loss
 from ._persample import per_sample_sum
 from .base import Importance, loss_view, token_rows
 
-__all__ = ["check_labels", "fisher"]
+__all__ = ["check_labels", "draw_labels", "fisher"]
 
 
 def check_labels(y: Tensor | None, logits: Tensor) -> Tensor:
@@ -38,6 +38,26 @@ def check_labels(y: Tensor | None, logits: Tensor) -> Tensor:
                          f"{IGNORE_INDEX}, ignored); a batch has labels in "
                          f"[{int(counted.min())}, {int(counted.max())}].")
     return y.long().clamp(min=0)
+
+
+def draw_labels(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One label per row of probabilities, by inverse CDF: (..., C) -> (...,) int64.
+
+    Row r gets the first class c whose float64 cumulative probability exceeds u_r · Σ_c p_rc,
+    u_r ~ U[0, 1) drawn (float64, one per row, in row order) from `generator`. Exactly
+    distributed as ``torch.multinomial(p, 1)``, which is ~10× slower on a language model's
+    (N·T, vocabulary) rows (over a second per 512 × 49 152 here).
+    """
+    c = p.shape[-1]
+    rows = p.reshape(-1, c)
+    u = torch.rand(rows.shape[0], 1, generator=generator, dtype=torch.float64, device=p.device)
+    out = torch.empty(rows.shape[0], dtype=torch.long, device=p.device)
+    step = max(1, (1 << 20) // c)           # float64 CDFs of ~8 MB at a time
+    for i in range(0, rows.shape[0], step):
+        cdf = rows[i:i + step].cumsum(-1, dtype=torch.float64)
+        picked = torch.searchsorted(cdf, u[i:i + step] * cdf[:, -1:], right=True)
+        out[i:i + step] = picked.squeeze(-1).clamp_(max=c - 1)
+    return out.reshape(p.shape[:-1])
 
 
 def fisher(
@@ -107,16 +127,18 @@ def fisher(
     generator: list[torch.Generator] = []
 
     def cotangent(logits: Tensor, y: Tensor | None) -> Tensor:
-        logp = F.log_softmax(logits, dim=-1)
-        p = logp.exp()
         c = logits.shape[-1]
         if exact:
             if logits.dim() != 2:
                 raise ValueError("exact=True needs logits of shape (N, C); got "
                                  f"{tuple(logits.shape)}. Use the sampled Fisher instead.")
+            p = F.log_softmax(logits, dim=-1).exp()
             eye = torch.eye(c, dtype=p.dtype, device=p.device)
             # row c: sqrt(p_c) (e_c - p), so Σ_c (row·J)² = Σ_c p_c (∂ log p_c/∂θ)²
             return p.sqrt().t().unsqueeze(-1) * (eye.unsqueeze(1) - p.unsqueeze(0))
+        # e_y - p, built in the one tensor softmax returns: a language model's logits are
+        # (N, T, vocabulary), and every fresh tensor of that size costs page faults
+        grad = F.softmax(logits, dim=-1)
         if empirical:
             labels = check_labels(y, logits)
         else:
@@ -125,9 +147,11 @@ def fisher(
                 base = seed if seed is not None else int(torch.randint(2**31, ()).item())
                 g.manual_seed(base + offset)
                 generator.append(g)
-            labels = torch.multinomial(p.reshape(-1, c), 1, generator=generator[0])
-            labels = labels.reshape(p.shape[:-1])
-        return (F.one_hot(labels, c).to(p.dtype) - p).unsqueeze(0)
+            labels = draw_labels(grad, generator[0])
+        grad.neg_().scatter_add_(-1, labels.unsqueeze(-1),
+                                 torch.ones(1, dtype=grad.dtype, device=grad.device)
+                                 .expand(*labels.shape, 1))
+        return grad.unsqueeze(0)
 
     loss = default_loss(model) if loss is None else loss
     if per_token:
@@ -146,4 +170,4 @@ def fisher(
         meta["seed"] = seed
     if reduced_world_size(distributed) > 1:
         meta["world_size"] = reduced_world_size(distributed)
-    return Importance({k: v / n for k, v in sums.items()}, meta)
+    return Importance({k: v.div_(n) for k, v in sums.items()}, meta)  # ours: in place

@@ -92,7 +92,7 @@ def mas(
                                  max_samples=max_samples, fallback=fallback, progress=progress,
                                  desc="mas", targets=getattr(loss, "targets", None),
                                  distributed=distributed)
-    values = {k: (v if per_sample else v.abs()) / n for k, v in sums.items()}
+    values = {k: (v if per_sample else v.abs_()).div_(n) for k, v in sums.items()}
     meta = {"estimator": "mas", "output": output, "norm": norm, "per_sample": per_sample,
             "n_samples": n}
     if per_token:

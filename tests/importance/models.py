@@ -75,3 +75,17 @@ def mlp(widths=(10, 16, 8, 3), act=nn.ReLU) -> nn.Sequential:
         if i < len(widths) - 2:
             layers.append(act())
     return nn.Sequential(*layers)
+
+
+def inverse_cdf(p, generator):
+    """Naive reference of the sampled Fisher's labels: a loop over rows of p (R, C).
+
+    u_r ~ U[0, 1) in float64, one per row drawn together; label = how many float64 cumulative
+    probabilities are ≤ u_r · Σ p_r (the first class whose cumulative probability exceeds it).
+    """
+    u = torch.rand(p.shape[0], 1, generator=generator, dtype=torch.float64)
+    labels = []
+    for row, ur in zip(p, u):
+        cdf = row.double().cumsum(0)
+        labels.append(min(int((cdf <= ur * cdf[-1]).sum()), len(row) - 1))
+    return torch.tensor(labels)

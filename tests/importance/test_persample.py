@@ -6,8 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from myelin.importance import fisher, mas
+from myelin.importance.fisher import draw_labels
 
-from .models import mixed_data, mlp, trained_bn_mixed
+from .models import inverse_cdf, mixed_data, mlp, trained_bn_mixed
 
 
 def naive(model, x, objective, reduce):
@@ -72,7 +73,7 @@ def test_sampled_fisher_is_empirical_fisher_of_the_sampled_labels(setup):
     ours = fisher(model, x, empirical=False, seed=3, batch_size=len(x))
     with torch.no_grad():
         p = F.softmax(model.eval()(x), -1)
-    labels = torch.multinomial(p, 1, generator=torch.Generator().manual_seed(3))[:, 0]
+    labels = inverse_cdf(p, torch.Generator().manual_seed(3))
     assert_close(ours, naive(model, x, empirical_obj(labels), torch.square))
     again = fisher(model, x, empirical=False, seed=3, batch_size=len(x))
     assert all(torch.equal(ours[n], again[n]) for n in ours)
@@ -238,3 +239,18 @@ def test_accumulate_rules_equal_per_sample(kind, stale):
     for k in names:
         expected = want[k][0] if stale else start[k] + want[k][0]
         torch.testing.assert_close(out[k], expected)
+
+
+def test_draw_labels_is_distributed_like_the_probabilities():
+    """Inverse-CDF labels: frequencies match p; classes of probability 0 are never drawn."""
+    p = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2], [0.1, 0.0, 0.0, 0.0, 0.9]])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([draw_labels(p, g) for _ in range(4000)])     # (4000, 2)
+    for r in range(2):
+        freq = torch.bincount(draws[:, r], minlength=5).double() / len(draws)
+        assert torch.allclose(freq, p[r].double(), atol=0.03), (r, freq)
+        assert (freq[p[r] == 0] == 0).all()
+    again = draw_labels(p.expand(3, 7, 2, 5).reshape(3, 7, 2, 5), torch.Generator().manual_seed(5))
+    assert again.shape == (3, 7, 2) and again.dtype == torch.long
+    ref = inverse_cdf(p.expand(21, 2, 5).reshape(-1, 5), torch.Generator().manual_seed(5))
+    assert torch.equal(again.reshape(-1), ref)
