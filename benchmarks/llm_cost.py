@@ -13,6 +13,11 @@ One process, ratios of paired alternating timings (`benchmarks._common.paired`):
   Trainer and the consolidator and the first step, which creates AdamW's state (two tensors
   the size of the model, lazily) and EWC's coefficients, are paid once per fine-tuning run
   and on this machine vary by seconds with how fast fresh memory faults in);
+* the two Trainer rows again after `myelin.memory.keep_freed_memory()` (rows ``*_kept_memory``):
+  with glibc's default malloc, whether a step's activations and gradients fault in as fresh
+  pages depends on the process's allocation history, and holding the consolidator's state
+  (or an equal dummy allocation in a plain run) moved plain steps here from 0 to ~230 000
+  minor faults per step; the minor faults per timed step are recorded in every Trainer row;
 * state bytes ÷ the fp32 model's bytes for EWC and WVA, fp32 and bf16 state.
 
     python -m benchmarks.llm_cost                     # SmolLM2-135M → results/llm_cost.json
@@ -33,6 +38,7 @@ from benchmarks.llm import load_smollm2, tiny_model
 from myelin.consolidation import EWC, WVA
 from myelin.importance import fisher
 from myelin.losses import CausalLM
+from myelin.memory import keep_freed_memory
 
 
 def plain_pass(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
@@ -61,8 +67,10 @@ def trainer_runner(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps
     the Trainer or the consolidator or of the first step's lazy state, which a fine-tuning run
     pays once. `steps` ≥ 2. Each call also appends to ``run.optimizer_seconds`` the seconds of
     the same steps' optimizer phase alone (from the Trainer's ``on_pre_optimizer_step`` to its
-    ``on_optimizer_step``: EWC's pull, or WVA's attenuated step, and the step itself).
+    ``on_optimizer_step``: EWC's pull, or WVA's attenuated step, and the step itself), and to
+    ``run.faults`` the minor page faults of the timed steps.
     """
+    import resource
     import time
 
     import transformers
@@ -88,10 +96,12 @@ def trainer_runner(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps
     class StepTimer(transformers.TrainerCallback):
         def __init__(self) -> None:
             self.seconds, self.optimizer_seconds = 0.0, 0.0
+            self.faults, self.faults_at_start = 0, 0
             self.start = self.pre_optimizer = 0.0
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.start = time.perf_counter()
+            self.faults_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
         def on_pre_optimizer_step(self, args: Any, state: Any, control: Any,
                                   **kwargs: Any) -> None:
@@ -104,6 +114,8 @@ def trainer_runner(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step > 1:                # the first step creates the state
                 self.seconds += time.perf_counter() - self.start
+                self.faults += (resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                                - self.faults_at_start)
 
     def run() -> float:
         model.load_state_dict(state)
@@ -124,10 +136,36 @@ def trainer_runner(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps
                                        callbacks=[*callbacks, timer], optimizers=optimizers)
         trainer.train()
         run.optimizer_seconds.append(timer.optimizer_seconds)  # type: ignore[attr-defined]
+        run.faults.append(timer.faults)  # type: ignore[attr-defined]
         return timer.seconds
 
     run.optimizer_seconds = []  # type: ignore[attr-defined]
+    run.faults = []  # type: ignore[attr-defined]
     return run
+
+
+def trainer_rows(model: torch.nn.Module, batch: dict[str, torch.Tensor], args: Any, tmp: str,
+                 rows: dict[str, Any], suffix: str) -> None:
+    """Rows ``trainer_ewc{suffix}`` and ``trainer_wva{suffix}``: paired against plain steps."""
+    plain = trainer_runner(model, batch, args.steps, "plain", tmp)
+    timed = args.steps - 1
+    for kind, target in (("ewc", "≤ 1.10×"), ("wva", "≤ 1.05×")):
+        plain.optimizer_seconds.clear()
+        plain.faults.clear()
+        runner = trainer_runner(model, batch, args.steps, kind, tmp)
+        ratio, t_base, t_fn, _ = paired(plain, runner, args.repeats, self_timed=True)
+        opt_plain = statistics.median(plain.optimizer_seconds) / timed
+        opt_fn = statistics.median(runner.optimizer_seconds) / timed
+        rows[f"trainer_{kind}{suffix}"] = {
+            "ratio": ratio, "plain_s": t_base / timed, "s": t_fn / timed, "target": target,
+            # the optimizer phase alone, and the step ratio if only it differed
+            "optimizer_phase_s": opt_fn, "plain_optimizer_phase_s": opt_plain,
+            "ratio_optimizer_phase_only": (t_base / timed + opt_fn - opt_plain)
+            / (t_base / timed),
+            "minor_faults_per_step": statistics.median(runner.faults) / timed,
+            "plain_minor_faults_per_step": statistics.median(plain.faults) / timed}
+        print(f"Trainer step with {kind}{suffix} {ratio:.3f}× a plain Trainer step; optimizer "
+              f"phase {opt_fn:.3f} s vs {opt_plain:.3f} s", flush=True)
 
 
 def state_ratios(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -180,22 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        plain = trainer_runner(model, batch, args.steps, "plain", tmp)
-        for kind, target in (("ewc", "≤ 1.10×"), ("wva", "≤ 1.05×")):
-            plain.optimizer_seconds.clear()
-            runner = trainer_runner(model, batch, args.steps, kind, tmp)
-            ratio, t_base, t_fn, _ = paired(plain, runner, args.repeats, self_timed=True)
-            timed = args.steps - 1
-            opt_plain = statistics.median(plain.optimizer_seconds) / timed
-            opt_fn = statistics.median(runner.optimizer_seconds) / timed
-            rows[f"trainer_{kind}"] = {
-                "ratio": ratio, "plain_s": t_base / timed, "s": t_fn / timed, "target": target,
-                # the optimizer phase alone, and the step ratio if only it differed
-                "optimizer_phase_s": opt_fn, "plain_optimizer_phase_s": opt_plain,
-                "ratio_optimizer_phase_only": (t_base / timed + opt_fn - opt_plain)
-                / (t_base / timed)}
-            print(f"Trainer step with {kind} {ratio:.3f}× a plain Trainer step; optimizer phase "
-                  f"{opt_fn:.3f} s vs {opt_plain:.3f} s", flush=True)
+        # first with glibc's malloc as the process has it, then with freed memory kept for
+        # reuse (`myelin.memory.keep_freed_memory`): whether a step's activations and
+        # gradients fault in afresh depends on the allocation history (see that module)
+        for suffix in ("", "_kept_memory"):
+            if suffix:
+                kept = keep_freed_memory()
+                print(f"keep_freed_memory(): {kept}", flush=True)
+                if not kept:
+                    break
+            trainer_rows(model, batch, args, tmp, rows, suffix)
     write_json("llm_cost", {
         "what": "time ÷ the plain computation, one process, paired alternating rounds; "
                 f"{'tiny random Llama' if args.quick else 'SmolLM2-135M'}, batch "

@@ -171,7 +171,9 @@ def llm_cost_table(data: dict) -> str:
     names = {"fisher": "per-sequence Fisher (myelin, one batched pass) ÷ a plain forward+backward",
              "batch1_loop": "batch-1 loop of public EWC code ÷ a plain forward+backward",
              "trainer_ewc": "Trainer step with `ConsolidationCallback(EWC)` ÷ a plain Trainer step",
-             "trainer_wva": "Trainer step with WVA as the optimizer ÷ a plain Trainer step"}
+             "trainer_wva": "Trainer step with WVA as the optimizer ÷ a plain Trainer step",
+             "trainer_ewc_kept_memory": "the same, EWC, after `keep_freed_memory()`",
+             "trainer_wva_kept_memory": "the same, WVA, after `keep_freed_memory()`"}
     lines = [f"`{data['command']}` — torch {env['torch']}, {env['threads']} thread(s), commit "
              f"{env['commit']}; {data['what']} ({data['parameters']:,} parameters), median of "
              f"{data['repeats']} rounds.", "",
@@ -179,20 +181,30 @@ def llm_cost_table(data: dict) -> str:
     for key, r in data["rows"].items():
         lines.append(f"| {names.get(key, key)} | {r['ratio']:.2f}× | {r['s']:.2f} "
                      f"({r['plain_s']:.2f}) | {r['target']} |")
-    phases = [(key.removeprefix("trainer_").upper(), r) for key, r in data["rows"].items()
-              if "optimizer_phase_s" in r]
+    phases = [(key.removeprefix("trainer_").replace("_kept_memory", " (kept memory)")
+               .replace("ewc", "EWC").replace("wva", "WVA"), r)
+              for key, r in data["rows"].items() if "optimizer_phase_s" in r]
     if phases:
         lines += ["", "The optimizer phase alone (Trainer callbacks from `on_pre_optimizer_step` "
                   "to `on_optimizer_step`, the same steps; medians): "
                   + "; ".join(f"{name} {r['optimizer_phase_s']:.3f} s against the plain "
                               f"Trainer's {r['plain_optimizer_phase_s']:.3f} s (a step "
                               f"{r['ratio_optimizer_phase_only']:.3f}× plain if only this phase "
-                              "differed)" for name, r in phases)
-                  + ". The rest of the end-to-end difference was measured in forward and "
-                  "backward, where the consolidator runs no code; they vary by up to a second "
-                  "from step to step on this machine. A guess not yet verified: the state held "
-                  "in memory (EWC's Ω, θ* and coefficients, WVA's A) makes the fresh "
-                  "activations and gradients of each step fault in slower here."]
+                              "differed)" for name, r in phases) + "."]
+    faults = [(name, r) for name, r in phases if "minor_faults_per_step" in r]
+    if faults:
+        lines += ["", "Minor page faults per timed step (consolidated / plain): "
+                  + "; ".join(f"{name} {r['minor_faults_per_step']:,.0f} / "
+                              f"{r['plain_minor_faults_per_step']:,.0f}" for name, r in faults)
+                  + ". The consolidator runs no code in forward and backward; with glibc's "
+                  "default malloc, whether their activations and gradients come back as "
+                  "fresh pages (a fault per 4 KiB) depends on the process's allocation "
+                  "history, and on this machine holding the consolidator's state — or, in a "
+                  "one-off control, an equal dummy allocation in a plain run — tipped steps "
+                  "into faulting "
+                  "(+0.6–1.1 s a step). `myelin.memory.keep_freed_memory()` (or "
+                  "`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647` in the environment) "
+                  "keeps freed memory for reuse: the `kept memory` rows are measured that way."]
     state = data["state_bytes_per_fp32_model"]
     lines += ["", "Consolidation state ÷ the fp32 model's bytes: "
               + ", ".join(f"{k.replace('_', ' ')} {v:.2f}×" for k, v in state.items())

@@ -98,6 +98,14 @@ def test_paired_self_timed_counts_what_the_calls_return():
     assert (ratio, t_base, t_fn) == (1.5, 2.0, 3.0)
 
 
+def keep_freed_memory_works() -> bool:
+    """True where `myelin.memory.keep_freed_memory` can act (Linux with glibc's mallopt)."""
+    import ctypes
+    import sys
+
+    return sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "mallopt")
+
+
 def test_llm_cost_quick_times_trainer_steps(tmp_path):
     import json
 
@@ -106,11 +114,15 @@ def test_llm_cost_quick_times_trainer_steps(tmp_path):
     out = tmp_path / "cost.json"
     assert llm_cost.main(["--quick", "--repeats", "1", "--steps", "2", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert set(data["rows"]) == {"fisher", "batch1_loop", "trainer_ewc", "trainer_wva"}
+    trainer = {"trainer_ewc", "trainer_wva"}
+    if keep_freed_memory_works():     # the same rows again with freed memory kept for reuse
+        trainer |= {"trainer_ewc_kept_memory", "trainer_wva_kept_memory"}
+    assert set(data["rows"]) == {"fisher", "batch1_loop", *trainer}
     assert all(r["ratio"] > 0 and 0 < r["plain_s"] < 60 for r in data["rows"].values())
-    for key in ("trainer_ewc", "trainer_wva"):            # the optimizer phase, apart
+    for key in trainer:                                   # the optimizer phase, apart
         row = data["rows"][key]
         assert 0 < row["optimizer_phase_s"] < row["s"] and row["plain_optimizer_phase_s"] > 0
+        assert row["minor_faults_per_step"] >= 0 and row["plain_minor_faults_per_step"] >= 0
     assert data["state_bytes_per_fp32_model"] == {"ewc_fp32": 2.0, "ewc_bf16": 1.0,
                                                   "wva_fp32": 1.0, "wva_bf16": 0.5}
     with pytest.raises(SystemExit):                  # the first step is never timed
