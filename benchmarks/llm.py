@@ -65,6 +65,7 @@ from benchmarks._common import RESULTS, ROOT, command, environment
 from myelin.consolidation import EWC, L2, WVA
 from myelin.importance import Importance, fisher, mas, signal
 from myelin.losses import CausalLM
+from myelin.memory import keep_freed_memory
 from myelin.records import RecordStore
 
 OUT = RESULTS / "llm"
@@ -551,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown methods {unknown}; known: {sorted(METHODS)}")
     store = RecordStore(out)
     env, cmd = environment(), command("llm", argv)
+    if not args.quick:    # no fresh pages for every step's activations (myelin.memory)
+        env["malloc_kept"] = keep_freed_memory()
     if args.plan:
         while (item := next_planned(out, args.steps, args.lr, args.quick)) is not None:
             run_point(store, *item, args, env, cmd)
@@ -753,7 +756,11 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
                      f"{row['state_bytes'] / row['model_bytes']:.2f} |")
     lines += ["", f"Test losses per token after step {step} (lower is better; runs made longer "
               "are read at that step of their curve). The λ of each method minimises seed 0's "
-              "validation KJV loss + mean validation old-skill loss.", ""]
+              "validation KJV loss + mean validation old-skill loss. s / step: the runs' "
+              "mean wall time per step, often with another run sharing the 2 cores, and "
+              "faster in runs made with freed memory kept (their records' "
+              "`environment.malloc_kept`, `myelin.memory`): not a cost measurement (that "
+              "is `benchmarks/llm_cost.py`).", ""]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for method, entry in methods.items():
         pts = sorted((float(k), v) for k, v in entry["lams"].items())
