@@ -555,6 +555,12 @@ def _layer_into(rec: _Record, delta: list[Tensor], j: int, sl: slice, out: dict[
         (buf.copy_ if local in stale else buf.add_)(grads[local][0])
 
 
+def _work_dtype(param: Tensor) -> torch.dtype:
+    """The dtype a parameter's per-sample gradients are formed in (float32 for half)."""
+    return torch.float32 if param.is_floating_point() and param.element_size() < 4 \
+        else param.dtype
+
+
 def _scratch_views(workspace: dict[str, Tensor], params: dict[str, Tensor],
                    rows: int) -> dict[str, Tensor]:
     """(rows, *shape) views for each of `params` into one flat buffer reused by every layer."""
@@ -562,7 +568,7 @@ def _scratch_views(workspace: dict[str, Tensor], params: dict[str, Tensor],
     offsets: dict[torch.dtype, int] = {}
     wanted: dict[torch.dtype, int] = {}
     for p in params.values():
-        dtype = _widen(torch.empty(0, dtype=p.dtype)).dtype
+        dtype = _work_dtype(p)
         wanted[dtype] = wanted.get(dtype, 0) + rows * p.numel()
     for dtype, size in wanted.items():
         key = f"<scratch {dtype}>"     # not a parameter name: those never contain "<"
@@ -572,7 +578,7 @@ def _scratch_views(workspace: dict[str, Tensor], params: dict[str, Tensor],
                                          .device)
         offsets[dtype] = 0
     for local, p in params.items():
-        dtype = _widen(torch.empty(0, dtype=p.dtype)).dtype
+        dtype = _work_dtype(p)
         start = offsets[dtype]
         offsets[dtype] = start + rows * p.numel()
         views[local] = workspace[f"<scratch {dtype}>"][start:offsets[dtype]].view(rows, *p.shape)
@@ -581,7 +587,7 @@ def _scratch_views(workspace: dict[str, Tensor], params: dict[str, Tensor],
 
 def _buffer(workspace: dict[str, Tensor], name: str, param: Tensor, rows: int) -> Tensor:
     """A (rows, *param.shape) buffer for `name`'s per-sample gradients (float32 for half)."""
-    dtype = _widen(torch.empty(0, dtype=param.dtype)).dtype
+    dtype = _work_dtype(param)
     buf = workspace.get(name)
     if buf is None or buf.shape[0] < rows or buf.dtype != dtype:
         buf = workspace[name] = torch.empty(rows, *param.shape, dtype=dtype, device=param.device)
