@@ -331,13 +331,12 @@ def _local_sums(model: nn.Module, data: Any, cotangent: Cotangent,
             capture.misfits.add(id(module))
             raise _NotBatchFirst
         inputs = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
+        capture.records.append(_Record(layer, inputs, output, output._version))
         if id(module) in capture.cloned or id(module) in capture.expanded:
             # a later in-place op (ReLU(inplace=True)) must not touch the recorded `output`
-            capture.records.append(_Record(layer, inputs, output, output._version))
             return output.clone()
         # no copy (a language model's logits are hundreds of MB): the forward is re-run with
         # one if something changes `output` in place (`_changed_in_place`)
-        capture.records.append(_Record(layer, inputs, output, output._version))
         return None
 
     n_seen = 0
