@@ -267,7 +267,9 @@ def torchrun_group() -> Iterator[bool]:
     The backend is gloo, or ``cpu:gloo,cuda:nccl`` when CUDA is available (each rank then uses
     the GPU numbered LOCAL_RANK); a collective waits at most $MYELIN_DIST_TIMEOUT seconds
     (default `DEFAULT_TIMEOUT`) for the other ranks, then raises. Without torchrun, or if a
-    process group is already initialised (it is then left as it is), nothing happens.
+    process group is already initialised (it is then left as it is), nothing happens. When the
+    body returns, the ranks meet at a barrier before the group is destroyed (a rank that raised
+    destroys it at once: the others' barrier then fails instead of waiting).
 
     Raises:
         ValueError: A torchrun variable is not an integer, or MYELIN_DIST_TIMEOUT is not a
@@ -290,6 +292,7 @@ def torchrun_group() -> Iterator[bool]:
     dist.init_process_group(backend, init_method="env://", timeout=timeout)
     try:
         yield True
+        dist.barrier()      # no rank tears its connections down while another still uses them
     finally:
         dist.destroy_process_group()
 

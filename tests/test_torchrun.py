@@ -47,7 +47,16 @@ METHODS = {"finetune": [], "ewc": ["--lam", "10"], "wva": ["--lam", "1000"]}
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "MYELIN_DIST_TIMEOUT": str(COLLECTIVE_TIMEOUT)}
+    # PYTHONFAULTHANDLER: a rank killed by a signal (SIGABRT from C++) prints every thread's
+    # Python stack, so a crash says where it happened
+    return {**env, "OMP_NUM_THREADS": "1", "MYELIN_DIST_TIMEOUT": str(COLLECTIVE_TIMEOUT),
+            "PYTHONFAULTHANDLER": "1"}
+
+
+def _shown(err: str, n: int = 4000) -> str:
+    """Torchrun's stderr for a failure message: its start (the crashed rank's own words,
+    before the launcher's traceback) and its end."""
+    return err if len(err) <= 2 * n else f"{err[:n]}\n[...]\n{err[-n:]}"
 
 
 def _torchrun(*args: str) -> tuple[int, str, str]:
@@ -62,7 +71,7 @@ def _torchrun(*args: str) -> tuple[int, str, str]:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)      # torchrun and its workers
         out, err = proc.communicate()
-        pytest.fail(f"torchrun did not finish within {RUN_DEADLINE} s (a hang):\n{err[-3000:]}")
+        pytest.fail(f"torchrun did not finish within {RUN_DEADLINE} s (a hang):\n{_shown(err)}")
     return proc.returncode, out, err
 
 
@@ -96,7 +105,7 @@ def _assert_same_run(ranks: Path, one: Path) -> None:
 def test_torchrun_gives_the_one_process_run_written_once(tmp_path, one_process):
     code, out, err = _torchrun(*ARGS, "--method", "ewc", *METHODS["ewc"], "--out",
                                str(tmp_path))
-    assert code == 0, err[-3000:]
+    assert code == 0, _shown(err)
     assert out.count("wrote ") == 1 and out.count("after task 2") == 1     # rank 0 only
     _assert_same_run(tmp_path, one_process / "ewc")
 
