@@ -19,7 +19,13 @@ selection) and a test part:
   ``benchmarks/llm_prompts.json`` (written before any run; answers generated once, recorded in
   ``benchmarks/results/llm/chat_answers.json``; answer tokens only).
 
-Files of a source go to importance / validation / test by a hash of their name. Every run trains
+Files of a source go to importance / validation / test by a hash of their name. The code and
+prose windows are cut once and pinned in ``benchmarks/llm_data.json`` (``pin``; with the Debian
+package versions they came from and digests of the KJV windows, which every run checks): the
+installed files change with Debian's updates, and the first grid runs were in fact measured on
+two versions of them (their step-0 code and prose losses differ: 2.803 / 3.251 against
+2.646 / 3.207). Each record names the pinned data's digest; the report leaves out, and ``run``
+repeats, records made on other windows (`same_data`). Every run trains
 ``--steps`` steps of 4 × 128-token windows of KJV training text (AdamW, lr 1e-4 unless
 ``--lr``; gradient clipping 1.0), and every 25 steps records the validation and test losses
 (mean per token) of the KJV and of each old skill. Importances are computed on the pretrained
@@ -47,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -70,6 +77,7 @@ from myelin.records import RecordStore
 
 OUT = RESULTS / "llm"
 PROMPTS = ROOT / "benchmarks" / "llm_prompts.json"
+PINNED = ROOT / "benchmarks" / "llm_data.json"      # the old-skill windows, pinned (`pin`)
 CACHE = Path(os.environ.get("MYELIN_CACHE", Path.home() / ".cache" / "myelin"))
 WINDOW = 128
 BATCH = 4
@@ -341,25 +349,131 @@ def prepare(model: torch.nn.Module, tokenizer: Any, quick: bool, out: Path) -> D
     prompts = json.loads(PROMPTS.read_text())["prompts"]
     if quick:
         prompts = prompts[:3]
-    kjv = kjv_split()
+    kjv = kjv_windows(tokenizer, quick)
+    pinned = None if quick else read_pinned()
+    if pinned is not None and kjv_digests(kjv) != pinned["kjv_digests"]:
+        raise SystemExit(
+            f"This machine's KJV text (Debian bible-kjv) gives other windows than the ones the "
+            f"recorded runs used ({PINNED.name}: kjv_digests); runs on other data are not "
+            f"comparable. Install the versions named there: {pinned['sources']['packages']}.")
     evals: dict[str, dict[str, EvalSet]] = {"validation": {}, "test": {}}
     for part in evals:
-        evals[part]["kjv"] = EvalSet.of_windows(windows(tokenizer, kjv[part][:cut], n_eval))
+        evals[part]["kjv"] = EvalSet.of_windows(kjv[part])
         for skill in ("code", "prose"):
             evals[part][skill] = EvalSet.of_windows(
-                windows(tokenizer, skill_text(skill, part)[:cut], n_eval))
+                old_skill_windows(tokenizer, skill, part, n_eval, cut, pinned))
     chat = chat_set(model, tokenizer, prompts, out / ("chat_answers-quick.json" if quick
                                                       else "chat_answers.json"),
                     16 if quick else 96)
     for part, rows in (("validation", slice(0, None, 2)), ("test", slice(1, None, 2))):
         evals[part]["chat"] = EvalSet(chat.input_ids[rows], chat.labels[rows],
                                       chat.attention_mask[rows])     # prompts alternate
-    old_windows = torch.cat([windows(tokenizer, skill_text(s, "importance")[:cut], n_imp // 2)
-                             for s in ("code", "prose")])
+    old_windows = torch.cat([old_skill_windows(tokenizer, s, "importance", n_imp // 2, cut,
+                                               pinned) for s in ("code", "prose")])
     old = [{"input_ids": old_windows[i:i + BATCH]} for i in range(0, len(old_windows), BATCH)]
-    train = windows(tokenizer, kjv["train"][:cut] if quick else kjv["train"],
-                    64 if quick else 2000)
-    return Data(train, evals, old, prompts)
+    return Data(kjv["train"], evals, old, prompts)
+
+
+def old_skill_windows(tokenizer: Any, skill: str, part: str, n: int, cut: int,
+                      pinned: dict[str, Any] | None) -> torch.Tensor:
+    """(n, WINDOW) token windows of an old skill's part: from `pinned` (`read_pinned`) when
+    given, else cut from this machine's files."""
+    if pinned is None:
+        return windows(tokenizer, skill_text(skill, part)[:cut], n)
+    ids = torch.tensor(pinned["windows"][skill][part], dtype=torch.long)
+    if ids.shape != (n, WINDOW):
+        raise SystemExit(f"{PINNED.name}: {skill}/{part} holds windows of shape "
+                         f"{tuple(ids.shape)}, the benchmark needs ({n}, {WINDOW}).")
+    return ids
+
+
+def kjv_windows(tokenizer: Any, quick: bool) -> dict[str, torch.Tensor]:
+    """The KJV's (n, WINDOW) token windows: train (2000), validation and test (EVAL_WINDOWS)."""
+    kjv = kjv_split()
+    cut, n_eval = (40_000, 4) if quick else (2_000_000, EVAL_WINDOWS)
+    return {"train": windows(tokenizer, kjv["train"][:cut] if quick else kjv["train"],
+                             64 if quick else 2000),
+            **{p: windows(tokenizer, kjv[p][:cut], n_eval) for p in ("validation", "test")}}
+
+
+def kjv_digests(sets: dict[str, torch.Tensor]) -> dict[str, str]:
+    """sha256 (16 hex digits) of each of `kjv_windows`."""
+    return {k: hashlib.sha256(v.numpy().tobytes()).hexdigest()[:16] for k, v in sets.items()}
+
+
+def read_pinned() -> dict[str, Any]:
+    """The pinned old-skill windows (`pin`), or a clear exit if they are missing."""
+    if not PINNED.exists():
+        raise SystemExit(f"{PINNED} is missing: `python -m benchmarks.llm pin` makes it from "
+                         "this machine's files (once; every run then uses it).")
+    return json.loads(PINNED.read_text())
+
+
+def data_digest(quick: bool) -> str:
+    """What a run's record names as its data (`run_spec`): a digest of the pinned windows
+    and KJV digests ("quick": the tiny model's, cut from the files every time)."""
+    if quick:
+        return "quick"
+    pinned = read_pinned()
+    text = json.dumps({k: pinned[k] for k in ("windows", "kjv_digests")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def same_data(record: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Whether a record was made on `spec`'s data: its spec names the same digest, or (a
+    record made before `PINNED` existed) its step-0 losses are the pinned pretrained ones."""
+    stored = record["spec"]
+    if "data" in stored:
+        return stored["data"] == spec["data"]
+    if spec["data"] == "quick":
+        return bool(stored.get("quick"))
+    pre = read_pinned().get("pretrained")
+    step0 = record.get("measured", {}).get("curve", [{}])[0]
+    return pre is not None and all(
+        abs(step0.get(part, {}).get(name, math.inf) - value) < 1e-6
+        for part, losses in pre.items() for name, value in losses.items())
+
+
+def pin(out: Path) -> dict[str, Any]:
+    """Write `PINNED`: this machine's code and prose windows (importance, validation, test),
+    the digests of its KJV windows, the package versions they came from and the pretrained
+    model's losses on them.
+
+    Why: the windows are cut from Debian's installed Python sources and docs, which change
+    with the packages' (security) updates; the first grid runs were measured on two versions
+    (their step-0 code and prose losses differ) before this file existed.
+    """
+    model, tokenizer = load_smollm2()
+    cut = 2_000_000
+    found: dict[str, dict[str, list[list[int]]]] = {}
+    for skill in ("code", "prose"):
+        found[skill] = {part: windows(tokenizer, skill_text(skill, part)[:cut], n).tolist()
+                        for part, n in (("importance", IMPORTANCE_WINDOWS // 2),
+                                        ("validation", EVAL_WINDOWS), ("test", EVAL_WINDOWS))}
+    versions = {}
+    for package in ("libpython3.11-stdlib", "libpython3.11-minimal", "python3.11-doc",
+                    "bible-kjv", "bible-kjv-text"):
+        try:
+            versions[package] = subprocess.run(
+                ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
+                text=True, timeout=30).stdout.strip() or None
+        except FileNotFoundError:
+            versions[package] = None
+    pinned = {"what": "benchmarks.llm's old-skill token windows (SmolLM2 tokenizer), cut once "
+              "from the files below by `python -m benchmarks.llm pin`; every run reads them "
+              "from here so that records stay comparable when Debian updates the files",
+              "sources": {"code": "/usr/lib/python3.11/*.py", "prose":
+                          "/usr/share/doc/python3.11/html/_sources/**/*.rst.txt",
+                          "kjv": "`bible` (Debian bible-kjv)", "packages": versions},
+              "window": WINDOW, "windows": found,
+              "kjv_digests": kjv_digests(kjv_windows(tokenizer, False))}
+    PINNED.write_text(json.dumps(pinned) + "\n")
+    # the pretrained model's losses on them: how a record made before the file existed is
+    # recognised as made on these windows (`same_data`)
+    pinned["pretrained"] = pretrained_evaluation(model, prepare(model, tokenizer, False, out),
+                                                 False)
+    PINNED.write_text(json.dumps(pinned) + "\n")
+    return pinned
 
 
 def evaluate(model: torch.nn.Module, data: Data) -> dict[str, dict[str, float]]:
@@ -449,7 +563,7 @@ def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bo
     t0 = time.perf_counter()
     imp = None
     if kind is not None:
-        cache = CACHE / "llm-importance" / f"{'quick-' if quick else ''}{kind}" \
+        cache = CACHE / "llm-importance" / f"{data_digest(quick)}-{kind}" \
             f"{'-lora' if lora else ''}.safetensors"
         if cache.exists():
             imp = Importance.load(cache, model)
@@ -522,7 +636,7 @@ def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bo
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["run", "report"])
+    p.add_argument("what", choices=["run", "report", "pin"])
     p.add_argument("--methods", default="finetune")
     p.add_argument("--lams", default="100", help="comma list (ignored by finetune and lora)")
     p.add_argument("--seeds", default="0")
@@ -546,6 +660,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.what == "pin":
+        if PINNED.exists():
+            raise SystemExit(f"{PINNED} exists: the recorded runs were made on it. Delete it "
+                             "deliberately to pin this machine's files instead (every record "
+                             "then counts as made on other data and is run again).")
+        pinned = pin(out)
+        print(f"wrote {PINNED} (data {data_digest(False)}; pretrained test losses "
+              f"{pinned['pretrained']['test']})")
+        return 0
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -571,7 +694,7 @@ def run_spec(method: str, lam: float, seed: int, steps: int, lr: float, quick: b
              ) -> dict[str, Any]:
     """The settings a run's record is made for."""
     return {"method": method, "lam": lam, "seed": seed, "steps": steps, "lr": lr,
-            "quick": quick, "window": WINDOW, "batch": BATCH}
+            "quick": quick, "window": WINDOW, "batch": BATCH, "data": data_digest(quick)}
 
 
 def covered(store: RecordStore, key: str, spec: dict[str, Any]) -> bool:
@@ -581,9 +704,10 @@ def covered(store: RecordStore, key: str, spec: dict[str, Any]) -> bool:
     if record is None or not isinstance(record.get("spec"), dict):
         return False
     stored = record["spec"]
-    return ({k: v for k, v in stored.items() if k != "steps"}
-            == {k: v for k, v in spec.items() if k != "steps"}
-            and int(stored.get("steps", 0)) >= spec["steps"] and "measured" in record)
+    return ({k: v for k, v in stored.items() if k not in ("steps", "data")}
+            == {k: v for k, v in spec.items() if k not in ("steps", "data")}
+            and int(stored.get("steps", 0)) >= spec["steps"] and "measured" in record
+            and same_data(record, spec))
 
 
 def run_point(store: RecordStore, method: str, lam: float, seed: int, args: Any,
@@ -645,13 +769,27 @@ def next_planned(out: Path, steps: int, lr: float, quick: bool
     return None
 
 
-def records(out: Path) -> dict[tuple[str, float], list[dict[str, Any]]]:
-    """Recorded runs by (method, λ), each the run's measured numbers."""
+def other_data(out: Path) -> list[str]:
+    """Keys of the records in `out` made on other data than the pinned (`same_data`)."""
     store = RecordStore(out)
+    found = []
+    for key in store.keys():  # noqa: SIM118 (a RecordStore is not iterable)
+        record = store.read(key)
+        if record and "measured" in record and "spec" in record and not same_data(
+                record, {"data": data_digest(bool(record["spec"].get("quick")))}):
+            found.append(key)
+    return sorted(found)
+
+
+def records(out: Path) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    """Recorded runs made on the pinned data (`same_data`) by (method, λ), each the run's
+    measured numbers."""
+    store = RecordStore(out)
+    skip = set(other_data(out))
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for key in store.keys():  # noqa: SIM118 (a RecordStore is not iterable)
         record = store.read(key)
-        if record and "measured" in record and "spec" in record:
+        if record and "measured" in record and "spec" in record and key not in skip:
             spec = record["spec"]
             groups.setdefault((spec["method"], float(spec["lam"])), []).append(
                 {**record["measured"], "seed": spec["seed"]})
@@ -669,6 +807,30 @@ def _final(runs: list[dict[str, Any]], part: str, name: str, step: int) -> float
 
 def _old(runs: list[dict[str, Any]], part: str, step: int) -> float:
     return sum(_final(runs, part, s, step) for s in SKILLS) / len(SKILLS)
+
+
+def _sd(vals: list[float]) -> float:
+    """Sample standard deviation of one loss over seeds; 0 for one seed."""
+    mean = sum(vals) / len(vals)
+    return math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 \
+        else 0.0
+
+
+def path(runs: list[dict[str, Any]], step: int) -> list[tuple[int, float, float]]:
+    """(step, test KJV loss, test mean old-skill loss) at every evaluation up to `step`,
+    averaged over `runs`: the trade-off a run offers if stopped early."""
+    steps = sorted({c["step"] for c in runs[0]["curve"] if c["step"] <= step})
+    steps = [s for s in steps if all(any(c["step"] == s for c in r["curve"]) for r in runs)]
+    return [(s, _final(runs, "test", "kjv", s), _old(runs, "test", s)) for s in steps]
+
+
+def old_at(points: list[tuple[int, float, float]], kjv: float) -> float | None:
+    """The mean old-skill loss of a path (`path`) where it reaches KJV loss `kjv`, linear
+    between evaluations; the lowest if it passes there more than once; None if it never does."""
+    found = [y0 + (y1 - y0) * (kjv - x0) / (x1 - x0) if x1 != x0 else min(y0, y1)
+             for (_, x0, y0), (_, x1, y1) in itertools.pairwise(points)
+             if min(x0, x1) <= kjv <= max(x0, x1)]
+    return min(found) if found else None
 
 
 def criterion(runs: list[dict[str, Any]], step: int) -> float:
@@ -693,6 +855,10 @@ def summary(out: Path, step: int | None = None) -> dict[str, Any]:
         entry["lams"][f"{lam:g}"] = {
             "seeds": sorted(r["seed"] for r in runs), "criterion": criterion(first, step),
             "test": {n: _final(runs, "test", n, step) for n in ("kjv", *SKILLS)},
+            "test_sd": {n: _sd([_final([r], "test", n, step) for r in runs])
+                        for n in ("kjv", *SKILLS)} | {"old": _sd([_old([r], "test", step)
+                                                                  for r in runs])},
+            "path": path(runs, step),
             "step_seconds": sum(r["step_seconds"] for r in runs) / len(runs),
             "state_bytes": runs[0]["state_bytes"], "model_bytes": runs[0]["model_bytes"]}
     for entry in methods.values():
@@ -717,6 +883,43 @@ def dominance(methods: dict[str, Any]) -> list[str]:
         out.append(f"Points that dominate {ref} (lower or equal new-domain *and* mean old-skill "
                    f"test loss): {', '.join(wins) if wins else 'none'}.")
     return [*out, ""] if out else []
+
+
+def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
+    """A table: each method's chosen point against fine-tuning and LoRA stopped early.
+
+    A point beats a reference if the reference's path (`path`: its evaluations up to `step`)
+    has a higher mean old-skill test loss where it reaches the same KJV loss: more new-domain
+    gain at equal forgetting (the framing of Biderman et al. 2024), not just a point that
+    trained less.
+    """
+    refs = [r for r in ("finetune", "lora") if r in methods]
+    if not refs:
+        return []
+    paths = {r: methods[r]["lams"][methods[r]["chosen"]]["path"] for r in refs}
+    lines = ["Against stopping early: the mean old-skill test loss of " + " and ".join(refs)
+             + f" where {'their path' if len(refs) > 1 else 'its path'} over steps 0–{step} "
+             "reaches each point's KJV loss (linear "
+             "between evaluations every 25 steps; — where it never does). A negative Δ: less "
+             "forgetting at the same new-domain gain.", "",
+             "| method | λ | KJV (new) | mean old | " + " | ".join(
+                 f"{r} at that KJV | Δ vs {r}" for r in refs) + " |",
+             "|---|---:|---:|---:|" + "---:|---:|" * len(refs)]
+    for method, entry in methods.items():
+        if method in refs:
+            continue
+        for lam in sorted(entry["lams"], key=float):
+            test = entry["lams"][lam]["test"]
+            old = sum(test[s] for s in SKILLS) / len(SKILLS)
+            cells = []
+            for r in refs:
+                ref_old = old_at(paths[r], test["kjv"])
+                cells += (["—", "—"] if ref_old is None
+                          else [f"{ref_old:.3f}", f"{old - ref_old:+.3f}"])
+            mark = " (chosen)" if lam == entry["chosen"] else ""
+            lines.append(f"| {method} | {lam}{mark} | {test['kjv']:.3f} | {old:.3f} | "
+                         + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def report(out: Path, docs: Path, step: int | None = None) -> str:
@@ -747,16 +950,22 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
               "---:|---:|---:|"]
     for method, entry in methods.items():
         row = entry["lams"][entry["chosen"]]
-        test = row["test"]
+        test, sd = row["test"], row["test_sd"]
         old = sum(test[s] for s in SKILLS) / len(SKILLS)
         lam = "—" if METHODS.get(method, (None,))[0] in (None,) else entry["chosen"]
-        lines.append(f"| {method} | {lam} | {len(row['seeds'])} | {test['kjv']:.3f} | "
-                     + " | ".join(f"{test[s]:.3f}" for s in SKILLS)
-                     + f" | {old:.3f} | {row['step_seconds']:.2f} | "
+
+        def cell(value: float, spread: float, n: int = len(row["seeds"])) -> str:
+            return f"{value:.3f} ± {spread:.3f}" if n > 1 else f"{value:.3f}"
+
+        lines.append(f"| {method} | {lam} | {len(row['seeds'])} | "
+                     f"{cell(test['kjv'], sd['kjv'])} | "
+                     + " | ".join(cell(test[s], sd[s]) for s in SKILLS)
+                     + f" | {cell(old, sd['old'])} | {row['step_seconds']:.2f} | "
                      f"{row['state_bytes'] / row['model_bytes']:.2f} |")
     lines += ["", f"Test losses per token after step {step} (lower is better; runs made longer "
-              "are read at that step of their curve). The λ of each method minimises seed 0's "
-              "validation KJV loss + mean validation old-skill loss. s / step: the runs' "
+              "are read at that step of their curve), the mean over seeds ± the seeds' "
+              "standard deviation where there are several. The λ of each method minimises "
+              "seed 0's validation KJV loss + mean validation old-skill loss. s / step: the runs' "
               "mean wall time per step, often with another run sharing the 2 cores, and "
               "faster in runs made with freed memory kept (their records' "
               "`environment.malloc_kept`, `myelin.memory`): not a cost measurement (that "
@@ -767,12 +976,20 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
         xs = [v["test"]["kjv"] for _, v in pts]
         ys = [sum(v["test"][s] for s in SKILLS) / len(SKILLS) for _, v in pts]
         ax.plot(xs, ys, "o-" if len(pts) > 1 else "o", label=method)
+    for ref, style in (("finetune", "k--"), ("lora", "k:")):
+        if ref in methods:        # the trade-off of stopping the reference early
+            steps_path = methods[ref]["lams"][methods[ref]["chosen"]]["path"]
+            ax.plot([x for _, x, _ in steps_path], [y for _, _, y in steps_path], style,
+                    linewidth=0.8, label=f"{ref}, steps 0–{step}")
+            for s_, x, y in steps_path[1:]:
+                ax.annotate(str(s_), (x, y), fontsize=6, xytext=(2, 2),
+                            textcoords="offset points")
     if pre:
         ax.plot([pre["test"]["kjv"]], [sum(pre["test"][s] for s in SKILLS) / len(SKILLS)],
                 "k*", markersize=12, label="pretrained")
     ax.set_xlabel("new domain (KJV) test loss")
     ax.set_ylabel("mean old-skill test loss")
-    ax.set_title("learning vs forgetting (each method's λ path)")
+    ax.set_title("learning vs forgetting (each method's λ path; dashed: stopped early)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(figures / "llm-pareto.png", dpi=110)
@@ -795,8 +1012,12 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
     fig.tight_layout()
     fig.savefig(figures / "llm-curves.png", dpi=110)
     plt.close(fig)
-    lines += dominance(methods)
+    lines += dominance(methods) + early_stopping(methods, step)
     missing = [m for m in METHODS if m not in methods]
+    excluded = other_data(out)
+    if excluded:
+        lines += [f"Left out, made on other old-skill windows than `benchmarks/llm_data.json` "
+                  f"(before it pinned them; to be run again): {', '.join(excluded)}.", ""]
     lines += ["![Pareto](results/llm-pareto.png)", "", "![Curves](results/llm-curves.png)", ""]
     if missing:
         lines += [f"Not run yet: {', '.join(missing)}.", ""]

@@ -137,3 +137,63 @@ def test_recorded_commands_carry_no_machine_paths():
     assert portable("/tmp/elsewhere") == "/tmp/elsewhere" and portable("--seeds") == "--seeds"
     assert command("llm", ["run", "--out", "/a/b/benchmarks/results/llm"]) == \
         "python -m benchmarks.llm run --out benchmarks/results/llm"
+
+
+def test_records_on_other_data_are_left_out_and_run_again(tmp_path):
+    store = RecordStore(tmp_path)
+    pre = llm.read_pinned()["pretrained"]
+    _record(store, "finetune", 0.0, 0, 100, {0: (3, 2), 100: (2.5, 2.4)})
+    _record(store, "l2", 0.1, 0, 100, {0: (3, 2), 100: (2.6, 2.1)})
+    record = store.read("l2-lam0.1-seed0")
+    other = {**record["spec"], "data": "0123456789abcdef"}        # another pinned file's
+    store.put("l2-lam0.1-seed0", other, {k: v for k, v in record.items() if k != "spec"})
+    # made before the data was pinned: recognised by the pinned pretrained losses at step 0
+    for lam, step0 in ((0.01, pre), (1.0, {p: {**v, "code": v["code"] + 0.15}
+                                           for p, v in pre.items()})):
+        spec = {k: v for k, v in llm.run_spec("l2", lam, 0, 100, 1e-4, False).items()
+                if k != "data"}
+        store.put(f"l2-lam{lam:g}-seed0", spec, {"measured": {
+            "curve": [{"step": 0, **step0}, {"step": 100, **step0}], "step_seconds": 1.0,
+            "state_bytes": 0, "model_bytes": 1}})
+    assert llm.other_data(tmp_path) == ["l2-lam0.1-seed0", "l2-lam1-seed0"]
+    assert sorted(llm.summary(tmp_path)["methods"]["l2"]["lams"]) == ["0.01"]
+    assert not llm.covered(store, "l2-lam0.1-seed0", llm.run_spec("l2", 0.1, 0, 100, 1e-4, False))
+    assert llm.covered(store, "l2-lam0.01-seed0", llm.run_spec("l2", 0.01, 0, 100, 1e-4, False))
+    page = llm.report(tmp_path, tmp_path / "docs")
+    assert "Left out, made on other old-skill windows" in page and "l2-lam1-seed0" in page
+
+
+def test_pinned_windows_are_read_and_checked(tmp_path, monkeypatch):
+    pinned = llm.read_pinned()
+    assert set(pinned["windows"]) == {"code", "prose"}
+    test = llm.old_skill_windows(None, "code", "test", llm.EVAL_WINDOWS, 0, pinned)
+    assert test.shape == (llm.EVAL_WINDOWS, llm.WINDOW) and test.dtype.is_floating_point is False
+    with pytest.raises(SystemExit, match="holds windows of shape"):
+        llm.old_skill_windows(None, "code", "test", llm.EVAL_WINDOWS + 1, 0, pinned)
+    monkeypatch.setattr(llm, "PINNED", tmp_path / "absent.json")
+    with pytest.raises(SystemExit, match=r"benchmarks\.llm pin"):
+        llm.read_pinned()
+    (tmp_path / "absent.json").write_text("{}")
+    with pytest.raises(SystemExit, match="exists: the recorded runs were made on it"):
+        llm.main(["pin"])
+
+
+def test_early_stopping_compares_at_the_same_new_domain_loss(tmp_path):
+    path = [(0, 3.0, 2.0), (25, 2.8, 2.2), (50, 2.6, 2.6)]
+    assert llm.old_at(path, 2.9) == pytest.approx(2.1)
+    assert llm.old_at(path, 2.7) == pytest.approx(2.4)
+    assert llm.old_at(path, 2.5) is None and llm.old_at(path, 3.1) is None
+    assert llm.old_at([(0, 3.0, 2.0), (25, 2.8, 2.2), (50, 2.9, 2.0)], 2.85) == \
+        pytest.approx(2.1)           # passed twice (2.15, then 2.1): the lower old-skill loss
+    store = RecordStore(tmp_path)
+    _record(store, "finetune", 0.0, 0, 100, {0: (3.0, 2.0), 25: (2.8, 2.2), 50: (2.7, 2.3),
+                                             75: (2.6, 2.4), 100: (2.5, 2.6)})
+    _record(store, "ewc", 0.1, 0, 100, {0: (3.0, 2.0), 100: (2.7, 2.25)})
+    _record(store, "ewc", 0.1, 1, 100, {0: (3.0, 2.0), 100: (2.7, 2.15)})
+    data = llm.summary(tmp_path)
+    assert data["methods"]["ewc"]["lams"]["0.1"]["test_sd"]["old"] == pytest.approx(0.0707, 1e-3)
+    assert data["methods"]["finetune"]["lams"]["0"]["path"][2] == (50, 2.7, 2.3)
+    lines = llm.early_stopping(data["methods"], data["step"])
+    assert "| ewc | 0.1 (chosen) | 2.700 | 2.200 | 2.300 | -0.100 |" in lines
+    page = llm.report(tmp_path, tmp_path / "docs")
+    assert "| ewc | 0.1 | 2 | 2.700 ± 0.000 |" in page
