@@ -102,3 +102,15 @@ def test_si_accumulates_in_float32_for_a_bf16_model():
     expected = {n: ref[n] / ((params[n].detach().double() - start[n]) ** 2 + 0.1) for n in ref}
     err = relative_l1(ours, expected)
     assert max(err.values()) < 1e-3, err          # summed in bfloat16: ~0.05
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_all_finite_tells_large_values_from_nan_and_inf(dtype):
+    from myelin.importance.base import all_finite
+
+    big = torch.full((4,), torch.finfo(dtype).max / 2, dtype=dtype)   # sum overflows
+    assert all_finite(big) and all_finite(torch.zeros(0, dtype=dtype))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        assert not all_finite(torch.cat([big, torch.tensor([bad], dtype=dtype)]))
+    pair = torch.tensor([float("inf"), -float("inf")], dtype=dtype)    # the sum is NaN
+    assert not all_finite(pair) and all_finite(torch.arange(3))
