@@ -1,6 +1,7 @@
 """EWC for elephants (issue 20): fine-tune SmolLM2-135M on the KJV Bible, keep what it knew.
 
-    python -m benchmarks.llm run --plan --threads 1      # the whole grid, in order (background!)
+    python -m benchmarks.llm run --plan --threads 1      # the whole grid, in order (background!;
+                                                         #   one such process per core)
     python -m benchmarks.llm run --methods finetune,ewc --lams 1 --seeds 0      # chosen points
     python -m benchmarks.llm run --quick --out /tmp/llm                        # tiny smoke run
     python -m benchmarks.llm report                                            # docs/llm.md
@@ -41,7 +42,8 @@ model, outside the repository under ``$MYELIN_CACHE/llm-checkpoints``) is writte
 evaluation, and a rerun continues from it to the same numbers as an uninterrupted run (tested):
 a stopped session loses at most 25 steps. ``--plan`` runs `GRID` in order (each method's λ grid
 on seed 0; the bf16-state variants at their fp32 sibling's λ; seeds 1 and 2 at each method's
-chosen λ) and can be restarted at any time.
+chosen λ) and can be restarted at any time; two ``--plan`` processes share it (a run is locked
+by the process training it, the other takes the next one; `claim`).
 
 Steps: 100 by default. The first run (plain fine-tuning, 200 steps, seed 0) reached 90 % of its
 200-step validation KJV gain by step 100 (3.384 → 2.974, then 2.929) while the old skills kept
@@ -52,6 +54,7 @@ the report compares every run at the fewest steps any run made.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
@@ -678,9 +681,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:    # no fresh pages for every step's activations (myelin.memory)
         env["malloc_kept"] = keep_freed_memory()
     if args.plan:
-        while (item := next_planned(out, args.steps, args.lr, args.quick)) is not None:
-            run_point(store, *item, args, env, cmd)
-        print("the plan is complete", flush=True)
+        busy: set[str] = set()
+        while (item := next_planned(out, args.steps, args.lr, args.quick,
+                                    frozenset(busy))) is not None:
+            if not run_point(store, *item, args, env, cmd):
+                busy.add(f"{item[0]}-lam{item[1]:g}-seed{item[2]}")
+        print("the plan is complete" if not busy else "nothing left that another process is "
+              f"not running ({', '.join(sorted(busy))})", flush=True)
         return 0
     for method in methods:
         lams = [0.0] if METHODS[method][0] is None else [float(x) for x in args.lams.split(",")]
@@ -711,20 +718,26 @@ def covered(store: RecordStore, key: str, spec: dict[str, Any]) -> bool:
 
 
 def run_point(store: RecordStore, method: str, lam: float, seed: int, args: Any,
-              env: dict[str, Any], cmd: str) -> None:
-    """One (method, λ, seed): skipped if recorded, else trained (resuming) and recorded."""
+              env: dict[str, Any], cmd: str) -> bool:
+    """One (method, λ, seed): skipped if recorded, else trained (resuming) and recorded.
+    False if another process is running it (`claim`)."""
     key = f"{method}-lam{lam:g}-seed{seed}"
     spec = run_spec(method, lam, seed, args.steps, args.lr, args.quick)
-    if covered(store, key, spec):
-        print(f"{key}: recorded", flush=True)
-        return
     checkpoint = CACHE / ("llm-checkpoints-quick" if args.quick else "llm-checkpoints") \
         / f"{key}.pt"
-    measured = run_one(method, lam, seed, args.steps, args.lr, args.quick, Path(args.out),
-                       lambda m: print(m, flush=True), checkpoint, spec)
-    store.put(key, spec, {"measured": measured, "command": cmd, "environment": env})
-    checkpoint.unlink(missing_ok=True)
+    with claim(checkpoint.with_suffix(".lock")) as mine:
+        if not mine:
+            print(f"{key}: another process is running it", flush=True)
+            return False
+        if covered(store, key, spec):
+            print(f"{key}: recorded", flush=True)
+            return True
+        measured = run_one(method, lam, seed, args.steps, args.lr, args.quick, Path(args.out),
+                           lambda m: print(m, flush=True), checkpoint, spec)
+        store.put(key, spec, {"measured": measured, "command": cmd, "environment": env})
+        checkpoint.unlink(missing_ok=True)
     print(f"{key}: done", flush=True)
+    return True
 
 
 # The plan of the whole grid (`run --plan`), in the order it is worth running: each method's
@@ -744,29 +757,60 @@ BF16_OF = {"ewc-bf16": "ewc", "wva-bf16": "wva"}
 PLAN_SEEDS = (0, 1, 2)
 
 
-def next_planned(out: Path, steps: int, lr: float, quick: bool
-                 ) -> tuple[str, float, int] | None:
-    """The first (method, λ, seed) of the plan (`GRID`) not recorded yet; None when done."""
+def next_planned(out: Path, steps: int, lr: float, quick: bool,
+                 busy: frozenset[str] = frozenset()) -> tuple[str, float, int] | None:
+    """The first (method, λ, seed) of the plan (`GRID`) not recorded yet and not in `busy`
+    (keys another process is running); None when there is none.
+
+    A method's other seeds, and a bf16 variant, wait until its seed-0 λ grid is recorded (the
+    λ they use is chosen on it), so two processes can share the plan.
+    """
     store = RecordStore(out)
 
     def done(method: str, lam: float, seed: int) -> bool:
         return covered(store, f"{method}-lam{lam:g}-seed{seed}",
                        run_spec(method, lam, seed, steps, lr, quick))
 
+    def free(method: str, lam: float, seed: int) -> bool:
+        return not done(method, lam, seed) and f"{method}-lam{lam:g}-seed{seed}" not in busy
+
     for method, lams in GRID.items():
         for lam in lams:
-            if not done(method, lam, 0):
+            if free(method, lam, 0):
                 return method, lam, 0
+    graded = {m for m, lams in GRID.items() if all(done(m, lam, 0) for lam in lams)}
+    graded |= {m for m, sibling in BF16_OF.items() if sibling in graded}
     chosen = {m: e["chosen"] for m, e in summary(out, steps)["methods"].items()}
     for method, sibling in BF16_OF.items():
-        if not done(method, float(chosen[sibling]), 0):
+        if sibling in graded and free(method, float(chosen[sibling]), 0):
             return method, float(chosen[sibling]), 0
     for seed in PLAN_SEEDS[1:]:
         for method in (*GRID, *BF16_OF):
+            if method not in graded or method not in chosen:
+                continue
             lam = float(chosen[method])
-            if not done(method, lam, seed):
+            if free(method, lam, seed):
                 return method, lam, seed
     return None
+
+
+@contextlib.contextmanager
+def claim(path: Path) -> Iterator[bool]:
+    """An exclusive lock on `path` for the body (yields True), or False at once if another
+    process holds it: two ``run`` processes never train the same record or checkpoint."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def other_data(out: Path) -> list[str]:

@@ -197,3 +197,40 @@ def test_early_stopping_compares_at_the_same_new_domain_loss(tmp_path):
     assert "| ewc | 0.1 (chosen) | 2.700 | 2.200 | 2.300 | -0.100 |" in lines
     page = llm.report(tmp_path, tmp_path / "docs")
     assert "| ewc | 0.1 | 2 | 2.700 ± 0.000 |" in page
+
+
+def test_two_plan_processes_share_the_grid(tmp_path):
+    store = RecordStore(tmp_path)
+    first = ("finetune", 0.0, 0)
+    assert llm.next_planned(tmp_path, 100, 1e-4, False) == first
+    # another process runs finetune: the next point of the grid instead
+    assert llm.next_planned(tmp_path, 100, 1e-4, False, frozenset({"finetune-lam0-seed0"})) \
+        == ("ewc", llm.GRID["ewc"][0], 0)
+    for method, lams in llm.GRID.items():
+        for i, lam in enumerate(lams):
+            if method != "ewc" or i == 0:
+                _record(store, method, lam, 0, 100, {0: (3, 2), 100: (2.6 + i / 10, 2.2)})
+    # ewc's second λ is being run elsewhere: no ewc seed 1 nor ewc-bf16 before it is recorded
+    busy = frozenset({f"ewc-lam{llm.GRID['ewc'][1]:g}-seed0"})
+    assert llm.next_planned(tmp_path, 100, 1e-4, False, busy) == ("wva-bf16",
+                                                                  llm.GRID["wva"][0], 0)
+    _record(store, "wva-bf16", llm.GRID["wva"][0], 0, 100, {0: (3, 2), 100: (2.6, 2.2)})
+    assert llm.next_planned(tmp_path, 100, 1e-4, False, busy) == ("finetune", 0.0, 1)
+    for method in llm.GRID:
+        if method != "ewc":
+            lam = float(llm.summary(tmp_path)["methods"][method]["chosen"])
+            for seed in (1, 2):
+                _record(store, method, lam, seed, 100, {0: (3, 2), 100: (2.6, 2.2)})
+    _record(store, "wva-bf16", llm.GRID["wva"][0], 1, 100, {0: (3, 2), 100: (2.6, 2.2)})
+    _record(store, "wva-bf16", llm.GRID["wva"][0], 2, 100, {0: (3, 2), 100: (2.6, 2.2)})
+    assert llm.next_planned(tmp_path, 100, 1e-4, False, busy) is None
+
+
+def test_a_claimed_run_is_refused_to_a_second_claim(tmp_path):
+    lock = tmp_path / "locks" / "a.lock"
+    with llm.claim(lock) as mine:
+        assert mine
+        with llm.claim(lock) as again:            # a second open file: as another process
+            assert not again
+    with llm.claim(lock) as mine:                 # released
+        assert mine
