@@ -903,6 +903,8 @@ def summary(out: Path, step: int | None = None) -> dict[str, Any]:
                         for n in ("kjv", *SKILLS)} | {"old": _sd([_old([r], "test", step)
                                                                   for r in runs])},
             "path": path(runs, step),
+            "points": [(r["seed"], _final([r], "test", "kjv", step), _old([r], "test", step))
+                       for r in sorted(runs, key=lambda r: r["seed"])],
             "step_seconds": sum(r["step_seconds"] for r in runs) / len(runs),
             "state_bytes": runs[0]["state_bytes"], "model_bytes": runs[0]["model_bytes"]}
     for entry in methods.values():
@@ -953,17 +955,26 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
         if method in refs:
             continue
         for lam in sorted(entry["lams"], key=float):
-            test = entry["lams"][lam]["test"]
+            row = entry["lams"][lam]
+            test = row["test"]
             old = sum(test[s] for s in SKILLS) / len(SKILLS)
             cells = []
             for r in refs:
                 ref_old = old_at(paths[r], test["kjv"])
-                cells += (["—", "—"] if ref_old is None
-                          else [f"{ref_old:.3f}", f"{old - ref_old:+.3f}"])
+                deltas = [y - o for _, x, y in row["points"]
+                          if (o := old_at(paths[r], x)) is not None]
+                if ref_old is None:
+                    cells += ["—", "—"]
+                elif len(deltas) > 1 and len(deltas) == len(row["points"]):
+                    cells += [f"{ref_old:.3f}",
+                              f"{sum(deltas) / len(deltas):+.3f} ± {_sd(deltas):.3f}"]
+                else:
+                    cells += [f"{ref_old:.3f}", f"{old - ref_old:+.3f}"]
             mark = " (chosen)" if lam == entry["chosen"] else ""
             lines.append(f"| {method} | {lam}{mark} | {test['kjv']:.3f} | {old:.3f} | "
                          + " | ".join(cells) + " |")
-    return [*lines, ""]
+    return [*lines, "With several seeds, Δ is the mean ± standard deviation over seeds of each "
+            "seed's point against the reference's mean path.", ""]
 
 
 def report(out: Path, docs: Path, step: int | None = None) -> str:

@@ -194,7 +194,7 @@ def test_early_stopping_compares_at_the_same_new_domain_loss(tmp_path):
     assert data["methods"]["ewc"]["lams"]["0.1"]["test_sd"]["old"] == pytest.approx(0.0707, 1e-3)
     assert data["methods"]["finetune"]["lams"]["0"]["path"][2] == (50, 2.7, 2.3)
     lines = llm.early_stopping(data["methods"], data["step"])
-    assert "| ewc | 0.1 (chosen) | 2.700 | 2.200 | 2.300 | -0.100 |" in lines
+    assert "| ewc | 0.1 (chosen) | 2.700 | 2.200 | 2.300 | -0.100 ± 0.071 |" in lines
     page = llm.report(tmp_path, tmp_path / "docs")
     assert "| ewc | 0.1 | 2 | 2.700 ± 0.000 |" in page
 
