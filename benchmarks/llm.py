@@ -977,6 +977,52 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
             "seed's point against the reference's mean path.", ""]
 
 
+def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | None
+             ) -> list[str]:
+    """What the records say, in sentences computed from them (so that they stay true)."""
+    if "finetune" not in methods:
+        return []
+    ref = methods["finetune"]["lams"]["0"]["path"]
+    rows = []              # (mean Δ vs fine-tuning stopped early, method, seeds, standard error)
+    for method, entry in methods.items():
+        if METHODS[method][0] is None:
+            continue
+        row = entry["lams"][entry["chosen"]]
+        deltas = [y - o for _, x, y in row["points"] if (o := old_at(ref, x)) is not None]
+        if deltas and len(deltas) == len(row["points"]):
+            n = len(deltas)
+            rows.append((sum(deltas) / n, method, n,
+                         _sd(deltas) / math.sqrt(n) if n > 1 else None))
+    lines = ["**Findings** (sentences computed from the records above; each method at its "
+             "chosen λ):", ""]
+    if rows:
+        rows.sort()
+        less = [f"{m} {d:+.3f}" for d, m, _, _ in rows if d < 0]
+        more = [f"{m} {d:+.3f}" for d, m, _, _ in rows if d >= 0]
+        lines.append("- Against fine-tuning stopped early at the same KJV loss, the mean "
+                     f"old-skill Δ: less forgetting for {', '.join(less) or 'none'}"
+                     + (f"; more for {', '.join(more)}" if more else "") + ".")
+        resolved = [m for d, m, _, se in rows if se is not None and d + 2 * se < 0]
+        single = [m for _, m, n, _ in rows if n == 1]
+        lines.append("- Resolved over seeds (mean Δ more than 2 standard errors below 0): "
+                     f"{', '.join(resolved) or 'none yet'}"
+                     + (f"; one seed so far: {', '.join(single)}" if single else "") + ".")
+        by = {m: d for d, m, _, _ in rows}
+        others = [(d, m) for d, m, _, _ in rows if m != "l2"]
+        if "l2" in by and others:
+            d, m = min(others)
+            lines.append(f"- L2 to the pretrained weights (L2-SP's baseline): Δ {by['l2']:+.3f}; "
+                         f"the best importance-weighted method, {m}: {d:+.3f} "
+                         + ("(L2 is as good or better)." if by["l2"] <= d else
+                            f"(L2 forgets {by['l2'] - d:.3f} more)."))
+    chat = sorted((e["lams"][e["chosen"]]["test"]["chat"], m) for m, e in methods.items())
+    start = f"from {pretrained['test']['chat']:.3f} before fine-tuning " if pretrained else ""
+    lines.append("- Chat, the loss on the pretrained model's own answers (the most direct "
+                 f"measure of a lost skill), {start}to " + ", ".join(
+                     f"{m} {c:.3f}" for c, m in chat) + f" at step {step}.")
+    return [*lines, ""]
+
+
 def report(out: Path, docs: Path, step: int | None = None) -> str:
     """docs/llm.md and its plots from the records (compared at `step`, `summary`)."""
     import matplotlib
@@ -1067,7 +1113,8 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
     fig.tight_layout()
     fig.savefig(figures / "llm-curves.png", dpi=110)
     plt.close(fig)
-    lines += dominance(methods) + early_stopping(methods, step)
+    lines += dominance(methods) + early_stopping(methods, step) + findings(
+        methods, step, pre)
     missing = [m for m in METHODS if m not in methods]
     excluded = other_data(out)
     if excluded:

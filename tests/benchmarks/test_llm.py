@@ -234,3 +234,17 @@ def test_a_claimed_run_is_refused_to_a_second_claim(tmp_path):
             assert not again
     with llm.claim(lock) as mine:                 # released
         assert mine
+
+
+def test_findings_are_computed_from_the_records(tmp_path):
+    store = RecordStore(tmp_path)
+    _record(store, "finetune", 0.0, 0, 100, {0: (3.0, 2.0), 50: (2.8, 2.2), 100: (2.6, 2.6)})
+    for seed, old in enumerate((2.25, 2.15, 2.2)):            # Δ −0.15, −0.25, −0.2
+        _record(store, "ewc", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, old)})
+    _record(store, "l2", 0.1, 0, 100, {0: (3.0, 2.0), 100: (2.9, 2.2)})      # Δ +0.1
+    data = llm.summary(tmp_path)
+    text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
+    assert "less forgetting for ewc -0.200; more for l2 +0.100." in text
+    assert "mean Δ more than 2 standard errors below 0): ewc; one seed so far: l2." in text
+    assert "the best importance-weighted method, ewc: -0.200 (L2 forgets 0.300 more)." in text
+    assert "from 2.000 before fine-tuning to" in text
