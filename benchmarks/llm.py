@@ -973,8 +973,8 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
             mark = " (chosen)" if lam == entry["chosen"] else ""
             lines.append(f"| {method} | {lam}{mark} | {test['kjv']:.3f} | {old:.3f} | "
                          + " | ".join(cells) + " |")
-    return [*lines, "With several seeds, Δ is the mean ± standard deviation over seeds of each "
-            "seed's point against the reference's mean path.", ""]
+    return [*lines, "", "With several seeds, Δ is the mean ± standard deviation over seeds of "
+            "each seed's point against the reference's mean path.", ""]
 
 
 def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | None
@@ -1015,6 +1015,15 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
                          f"the best importance-weighted method, {m}: {d:+.3f} "
                          + ("(L2 is as good or better)." if by["l2"] <= d else
                             f"(L2 forgets {by['l2'] - d:.3f} more)."))
+    if pretrained:
+        below = [m for m, e in methods.items() if all(
+            e["lams"][e["chosen"]]["test"][s] < pretrained["test"][s] for s in ("code", "prose"))]
+        if below:
+            lines.append(f"- Code and prose test losses below the pretrained model's "
+                         f"({pretrained['test']['code']:.3f}, {pretrained['test']['prose']:.3f}) "
+                         f"after {step} steps of KJV: {', '.join(below)}. The mean "
+                         "old-skill loss nets such gains against forgetting; chat, on the "
+                         "model's own answers, is the cleaner signal of a lost skill.")
     chat = sorted((e["lams"][e["chosen"]]["test"]["chat"], m) for m, e in methods.items())
     start = f"from {pretrained['test']['chat']:.3f} before fine-tuning " if pretrained else ""
     lines.append("- Chat, the loss on the pretrained model's own answers (the most direct "
