@@ -1032,6 +1032,13 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
     return [*lines, ""]
 
 
+def _color(method: str) -> tuple[float, ...]:
+    """One colour per method, the same in every plot and report (tab20 has one for each)."""
+    import matplotlib
+
+    return matplotlib.colormaps["tab20"](list(METHODS).index(method) % 20)
+
+
 def report(out: Path, docs: Path, step: int | None = None) -> str:
     """docs/llm.md and its plots from the records (compared at `step`, `summary`)."""
     import matplotlib
@@ -1085,7 +1092,7 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
         pts = sorted((float(k), v) for k, v in entry["lams"].items())
         xs = [v["test"]["kjv"] for _, v in pts]
         ys = [sum(v["test"][s] for s in SKILLS) / len(SKILLS) for _, v in pts]
-        ax.plot(xs, ys, "o-" if len(pts) > 1 else "o", label=method)
+        ax.plot(xs, ys, "o-" if len(pts) > 1 else "o", label=method, color=_color(method))
     for ref, style in (("finetune", "k--"), ("lora", "k:")):
         if ref in methods:        # the trade-off of stopping the reference early
             steps_path = methods[ref]["lams"][methods[ref]["chosen"]]["path"]
@@ -1104,7 +1111,7 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
     fig.tight_layout()
     fig.savefig(figures / "llm-pareto.png", dpi=110)
     plt.close(fig)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(17.5, 4))
     groups = records(out)
     for method, entry in methods.items():
         runs = groups[(method, float(entry["chosen"]))]
@@ -1114,11 +1121,11 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
             for i in range(len(steps)):
                 vals = [r["curve"][i]["validation"][what] for r in runs if len(r["curve"]) > i]
                 ys.append(sum(vals) / len(vals))
-            ax.plot(steps, ys, label=method)
+            ax.plot(steps, ys, label=method, color=_color(method))
     for ax, what in zip(axes, ("KJV (new domain)", *SKILLS)):
         ax.set_title(f"{what}: validation loss per token", fontsize=9)
         ax.set_xlabel("step")
-    axes[-1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(figures / "llm-curves.png", dpi=110)
     plt.close(fig)
