@@ -345,7 +345,10 @@ class Data:
     prompts: list[str]
 
 
-def prepare(model: torch.nn.Module, tokenizer: Any, quick: bool, out: Path) -> Data:
+def prepare(model: torch.nn.Module, tokenizer: Any, quick: bool, out: Path,
+            pinned: dict[str, Any] | None = None) -> Data:
+    """The run's data: KJV windows cut from the text, old-skill windows from `pinned` (default:
+    `read_pinned`; --quick cuts them from this machine's files)."""
     n_eval = 4 if quick else EVAL_WINDOWS
     n_imp = 8 if quick else IMPORTANCE_WINDOWS
     cut = 40_000 if quick else 2_000_000        # characters of each text tokenized
@@ -353,7 +356,7 @@ def prepare(model: torch.nn.Module, tokenizer: Any, quick: bool, out: Path) -> D
     if quick:
         prompts = prompts[:3]
     kjv = kjv_windows(tokenizer, quick)
-    pinned = None if quick else read_pinned()
+    pinned = None if quick else pinned or read_pinned()
     if pinned is not None and kjv_digests(kjv) != pinned["kjv_digests"]:
         raise SystemExit(
             f"This machine's KJV text (Debian bible-kjv) gives other windows than the ones the "
@@ -431,8 +434,11 @@ def same_data(record: dict[str, Any], spec: dict[str, Any]) -> bool:
     if spec["data"] == "quick":
         return bool(stored.get("quick"))
     pre = read_pinned().get("pretrained")
-    step0 = record.get("measured", {}).get("curve", [{}])[0]
-    return pre is not None and all(
+    if pre is None:
+        raise SystemExit(f"{PINNED} has no pretrained losses: it is incomplete; make it again "
+                         "(delete it, `python -m benchmarks.llm pin`).")
+    step0 = (record.get("measured", {}).get("curve") or [{}])[0]
+    return all(
         abs(step0.get(part, {}).get(name, math.inf) - value) < 1e-6
         for part, losses in pre.items() for name, value in losses.items())
 
@@ -470,12 +476,13 @@ def pin(out: Path) -> dict[str, Any]:
                           "kjv": "`bible` (Debian bible-kjv)", "packages": versions},
               "window": WINDOW, "windows": found,
               "kjv_digests": kjv_digests(kjv_windows(tokenizer, False))}
-    PINNED.write_text(json.dumps(pinned) + "\n")
     # the pretrained model's losses on them: how a record made before the file existed is
     # recognised as made on these windows (`same_data`)
-    pinned["pretrained"] = pretrained_evaluation(model, prepare(model, tokenizer, False, out),
-                                                 False)
-    PINNED.write_text(json.dumps(pinned) + "\n")
+    pinned["pretrained"] = pretrained_evaluation(
+        model, prepare(model, tokenizer, False, out, pinned), False)
+    tmp = PINNED.with_suffix(f".{os.getpid()}.part")       # written whole, or not at all
+    tmp.write_text(json.dumps(pinned) + "\n")
+    os.replace(tmp, PINNED)
     return pinned
 
 
@@ -503,7 +510,7 @@ def pretrained_evaluation(model: torch.nn.Module, data: Data, quick: bool
         return json.loads(path.read_text())
     losses = evaluate(model, data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
+    tmp = path.with_suffix(f".{os.getpid()}.part")      # two processes may race here
     tmp.write_text(json.dumps(losses))
     os.replace(tmp, path)
     return losses
@@ -560,14 +567,16 @@ def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bo
     if lora:
         import peft
 
+        torch.manual_seed(seed)       # LoRA's A is drawn at random: the run's seed decides it
         model = peft.get_peft_model(model, peft.LoraConfig(
             r=8, lora_alpha=16, lora_dropout=0.0, target_modules=[
                 "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
     t0 = time.perf_counter()
     imp = None
     if kind is not None:
+        # on a LoRA model the importance of B depends on A, which depends on the seed
         cache = CACHE / "llm-importance" / f"{data_digest(quick)}-{kind}" \
-            f"{'-lora' if lora else ''}.safetensors"
+            f"{f'-lora-seed{seed}' if lora else ''}.safetensors"
         if cache.exists():
             imp = Importance.load(cache, model)
         else:
@@ -682,12 +691,19 @@ def main(argv: list[str] | None = None) -> int:
         env["malloc_kept"] = keep_freed_memory()
     if args.plan:
         busy: set[str] = set()
-        while (item := next_planned(out, args.steps, args.lr, args.quick,
-                                    frozenset(busy))) is not None:
+        while True:
+            item = next_planned(out, args.steps, args.lr, args.quick, frozenset(busy))
+            if item is None and not busy:
+                break
+            if item is None:      # all that is left is held elsewhere: wait, then look again
+                print(f"waiting for another process to finish {', '.join(sorted(busy))}",
+                      flush=True)
+                time.sleep(PLAN_POLL_SECONDS)
+                busy.clear()      # a run whose process died is free again (its lock with it)
+                continue
             if not run_point(store, *item, args, env, cmd):
                 busy.add(f"{item[0]}-lam{item[1]:g}-seed{item[2]}")
-        print("the plan is complete" if not busy else "nothing left that another process is "
-              f"not running ({', '.join(sorted(busy))})", flush=True)
+        print("the plan is complete", flush=True)
         return 0
     for method in methods:
         lams = [0.0] if METHODS[method][0] is None else [float(x) for x in args.lams.split(",")]
@@ -755,6 +771,11 @@ GRID: dict[str, tuple[float, ...]] = {
     "lora-ewc": (0.1, 0.01)}
 BF16_OF = {"ewc-bf16": "ewc", "wva-bf16": "wva"}
 PLAN_SEEDS = (0, 1, 2)
+PLAN_POLL_SECONDS = 120     # how often `run --plan` looks again when the rest is held elsewhere
+# Student's t, two-sided 95 %, by degrees of freedom (findings' intervals over seeds; past 10
+# degrees of freedom the value at 10, a little wide)
+T95 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+       10: 2.228}
 
 
 def next_planned(out: Path, steps: int, lr: float, quick: bool,
@@ -804,7 +825,10 @@ def claim(path: Path) -> Iterator[bool]:
     with path.open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            mine = True
         except BlockingIOError:
+            mine = False
+        if not mine:
             yield False
             return
         try:
@@ -968,13 +992,15 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
                 elif len(deltas) > 1 and len(deltas) == len(row["points"]):
                     cells += [f"{ref_old:.3f}",
                               f"{sum(deltas) / len(deltas):+.3f} ± {_sd(deltas):.3f}"]
-                else:
-                    cells += [f"{ref_old:.3f}", f"{old - ref_old:+.3f}"]
+                else:     # one seed, or some seeds beyond the path: the seeds' mean point
+                    star = "*" if len(row["points"]) > 1 else ""
+                    cells += [f"{ref_old:.3f}", f"{old - ref_old:+.3f}{star}"]
             mark = " (chosen)" if lam == entry["chosen"] else ""
             lines.append(f"| {method} | {lam}{mark} | {test['kjv']:.3f} | {old:.3f} | "
                          + " | ".join(cells) + " |")
     return [*lines, "", "With several seeds, Δ is the mean ± standard deviation over seeds of "
-            "each seed's point against the reference's mean path.", ""]
+            "each seed's point against the reference's mean path; * marks the Δ of the seeds' "
+            "mean point where some seed lies beyond the path.", ""]
 
 
 def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | None
@@ -983,7 +1009,9 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
     if "finetune" not in methods:
         return []
     ref = methods["finetune"]["lams"]["0"]["path"]
-    rows = []              # (mean Δ vs fine-tuning stopped early, method, seeds, standard error)
+    ref_seeds = len(methods["finetune"]["lams"]["0"]["seeds"])
+    rows = []       # (mean Δ vs fine-tuning stopped early, method, seeds, t-interval half-width)
+    beyond = []     # methods with a seed past fine-tuning's path (lower KJV loss than it reached)
     for method, entry in methods.items():
         if METHODS[method][0] is None:
             continue
@@ -991,8 +1019,10 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
         deltas = [y - o for _, x, y in row["points"] if (o := old_at(ref, x)) is not None]
         if deltas and len(deltas) == len(row["points"]):
             n = len(deltas)
-            rows.append((sum(deltas) / n, method, n,
-                         _sd(deltas) / math.sqrt(n) if n > 1 else None))
+            half = T95[min(n - 1, 10)] * _sd(deltas) / math.sqrt(n) if n >= 3 else None
+            rows.append((sum(deltas) / n, method, n, half))
+        else:
+            beyond.append(method)
     lines = ["**Findings** (sentences computed from the records above; each method at its "
              "chosen λ):", ""]
     if rows:
@@ -1002,19 +1032,25 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
         lines.append("- Against fine-tuning stopped early at the same KJV loss, the mean "
                      f"old-skill Δ: less forgetting for {', '.join(less) or 'none'}"
                      + (f"; more for {', '.join(more)}" if more else "") + ".")
-        resolved = [m for d, m, _, se in rows if se is not None and d + 2 * se < 0]
-        single = [m for _, m, n, _ in rows if n == 1]
-        lines.append("- Resolved over seeds (mean Δ more than 2 standard errors below 0): "
+        resolved = [m for d, m, _, half in rows if half is not None and d + half < 0]
+        few = [m for _, m, n, _ in rows if n < 3]
+        lines.append(f"- Resolved (the 95 % t-interval of the mean Δ over ≥ 3 seeds below 0; "
+                     f"fine-tuning's path is the mean of its {ref_seeds} seed(s)): "
                      f"{', '.join(resolved) or 'none yet'}"
-                     + (f"; one seed so far: {', '.join(single)}" if single else "") + ".")
-        by = {m: d for d, m, _, _ in rows}
-        others = [(d, m) for d, m, _, _ in rows if m != "l2"]
+                     + (f"; fewer than 3 seeds so far: {', '.join(few)}" if few else "") + ".")
+    if beyond:
+        lines.append(f"- Past fine-tuning's path (a seed with lower KJV loss than fine-tuning "
+                     f"reached by step {step}, so no Δ): {', '.join(beyond)}.")
+    if rows:
+        by = {m: (d, n) for d, m, n, _ in rows}
+        others = [(d, m, n) for d, m, n, _ in rows if m != "l2"]
         if "l2" in by and others:
-            d, m = min(others)
-            lines.append(f"- L2 to the pretrained weights (L2-SP's baseline): Δ {by['l2']:+.3f}; "
-                         f"the best importance-weighted method, {m}: {d:+.3f} "
-                         + ("(L2 is as good or better)." if by["l2"] <= d else
-                            f"(L2 forgets {by['l2'] - d:.3f} more)."))
+            d, m, n = min(others)
+            lines.append(f"- L2 to the pretrained weights (L2-SP's baseline): Δ {by['l2'][0]:+.3f}"
+                         f" ({by['l2'][1]} seed(s)); the best importance-weighted method, {m}: "
+                         f"{d:+.3f} ({n} seed(s)): "
+                         + ("L2 is as good or better." if by["l2"][0] <= d else
+                            f"L2 forgets {by['l2'][0] - d:.3f} more."))
     if pretrained:
         below = [m for m, e in methods.items() if all(
             e["lams"][e["chosen"]]["test"][s] < pretrained["test"][s] for s in ("code", "prose"))]

@@ -242,9 +242,41 @@ def test_findings_are_computed_from_the_records(tmp_path):
     for seed, old in enumerate((2.25, 2.15, 2.2)):            # Δ −0.15, −0.25, −0.2
         _record(store, "ewc", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, old)})
     _record(store, "l2", 0.1, 0, 100, {0: (3.0, 2.0), 100: (2.9, 2.2)})      # Δ +0.1
+    _record(store, "wva", 10.0, 0, 100, {0: (3.0, 2.0), 100: (2.5, 2.0)})    # past the path
+    _record(store, "wva", 10.0, 1, 100, {0: (3.0, 2.0), 100: (2.7, 2.2)})
     data = llm.summary(tmp_path)
     text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
     assert "less forgetting for ewc -0.200; more for l2 +0.100." in text
-    assert "mean Δ more than 2 standard errors below 0): ewc; one seed so far: l2." in text
-    assert "the best importance-weighted method, ewc: -0.200 (L2 forgets 0.300 more)." in text
+    assert "over ≥ 3 seeds below 0; fine-tuning's path is the mean of its 1 seed(s)): ewc; " \
+        "fewer than 3 seeds so far: l2." in text
+    assert "reached by step 100, so no Δ): wva." in text
+    assert "ewc: -0.200 (3 seed(s)): L2 forgets 0.300 more." in text
     assert "from 2.000 before fine-tuning to" in text
+    table = "\n".join(llm.early_stopping(data["methods"], data["step"]))
+    assert "| wva | 10 (chosen) | 2.600 | 2.100 | 2.600 | -0.500* |" in table
+    # two seeds: never called resolved, however close
+    (tmp_path / "ewc-lam0.1-seed2.json").unlink()
+    data = llm.summary(tmp_path)
+    text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
+    assert "below 0; fine-tuning's path is the mean of its 1 seed(s)): none yet; fewer than 3 " \
+        "seeds so far: ewc, l2." in text
+
+
+def test_a_run_held_by_another_process_is_left_to_it_then_looked_at_again(tmp_path,
+                                                                          monkeypatch):
+    import argparse
+
+    monkeypatch.setattr(llm, "CACHE", tmp_path / "cache")
+    args = argparse.Namespace(steps=3, lr=1e-3, quick=True, out=str(tmp_path))
+    lock = tmp_path / "cache" / "llm-checkpoints-quick" / "ewc-lam1-seed0.lock"
+    with llm.claim(lock) as mine:                  # "another process" trains ewc λ=1 seed 0
+        assert mine
+        assert llm.run_point(RecordStore(tmp_path), "ewc", 1.0, 0, args, {}, "cmd") is False
+    # the plan loop: a held run is skipped, waited for, and taken once free
+    script = iter([("ewc", 1.0, 0), None, ("ewc", 1.0, 0), None])
+    seen, held = [], iter([False, True])
+    monkeypatch.setattr(llm, "next_planned", lambda *a: (seen.append(a[-1]), next(script))[1])
+    monkeypatch.setattr(llm, "run_point", lambda *a: next(held))
+    monkeypatch.setattr(llm, "PLAN_POLL_SECONDS", 0)
+    assert llm.main(["run", "--plan", "--quick", "--out", str(tmp_path)]) == 0
+    assert seen == [frozenset(), frozenset({"ewc-lam1-seed0"}), frozenset(), frozenset()]
