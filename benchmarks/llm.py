@@ -32,7 +32,10 @@ repeats, records made on other windows (`same_data`). Every run trains
 (mean per token) of the KJV and of each old skill. Importances are computed on the pretrained
 model from the importance parts of code + prose (64 windows) — or, for ``ewc-selfgen``, from
 text the model generates itself (`myelin.integrations.hf.self_generated`) — normalised to mean
-1 over all parameters (so one λ grid serves every estimator) and cached outside the repository.
+1 over all parameters (so one λ grid serves every estimator) and cached outside the repository,
+under the pinned data's digest. LoRA (peft, r = 8, α = 16, every attention and MLP projection)
+draws its A from the run's seed, so a LoRA model's importance (of B, which depends on A) is
+cached per seed.
 
 Each run is a record (`myelin.records.RecordStore`), ``benchmarks/results/llm/<method>-lam<λ>-
 seed<k>.json``, written when it ends; a rerun skips finished runs, and a record of more steps
