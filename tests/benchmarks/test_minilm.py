@@ -147,7 +147,7 @@ def _fake(store, method: str, lam: float, seed: int, new: float, old: float) -> 
     point = {"step": 40, "train_loss": 1.0, **{part: {"new": new, "old": old}
                                                  for part in ("validation", "test")}}
     store.put(f"{method}-lam{lam:g}-seed{seed}", {"method": method, "lam": lam, "seed": seed,
-                                                   "steps": 40},
+                                                   "steps": 40, "data": minilm.data_digest(False)},
               {"measured": {"curve": [point], "step_seconds": 1.0, "wall_seconds": 1.0,
                             "trainable": 1}, "command": "python -m benchmarks.minilm run"})
 
@@ -180,3 +180,35 @@ def test_the_plan_runs_the_seed0_grid_then_seeds_1_2_at_the_lambda_chosen_on_see
 def test_plan_refuses_quick_or_other_steps(tmp_path):
     with pytest.raises(SystemExit):
         minilm.main(["run", "--plan", "--quick", "--out", str(tmp_path)])
+
+
+def test_records_on_other_data_are_left_out_and_run_again(tmp_path):
+    from myelin.records import RecordStore
+
+    store = RecordStore(tmp_path)
+    _fake(store, "finetune", 0.0, 0, 0.6, 0.3)
+    before = {"method": "l2", "lam": 0.3, "seed": 0, "steps": 40}       # made before pinning
+    store.put("l2-lam0.3-seed0", before, {"measured": {"curve": [], "step_seconds": 1.0,
+                                                       "wall_seconds": 1.0, "trainable": 1}})
+    assert minilm.left_out(tmp_path) == ["l2-lam0.3-seed0"]
+    assert set(minilm.summary(tmp_path)["methods"]) == {"finetune"}
+    assert minilm.next_planned(tmp_path) == ("l2", minilm.GRID["l2"][0], 0)
+    text = minilm.report(tmp_path, tmp_path / "docs")
+    assert "Left out, made on other data than the pinned sets (1 records" in text
+
+
+def test_the_pinned_sets_are_balanced_and_pin_refuses_to_overwrite(tmp_path, monkeypatch):
+    pinned = minilm.read_pinned()
+    assert pinned["sections"] == list(minilm.SECTIONS)
+    for part, n in minilm.PER_SECTION.items():
+        texts, labels = pinned["new"][part]
+        assert len(texts) == len(labels) == n * len(minilm.SECTIONS)
+        assert sorted(set(labels)) == list(range(len(minilm.SECTIONS)))
+    parts = [set(pinned["new"][p][0]) for p in minilm.PER_SECTION]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    monkeypatch.setattr(minilm, "PINNED", tmp_path / "absent.json")
+    with pytest.raises(SystemExit, match=r"benchmarks\.minilm pin"):
+        minilm.read_pinned()
+    (tmp_path / "absent.json").write_text("{}")
+    with pytest.raises(SystemExit, match="exists: the recorded runs were made on it"):
+        minilm.main(["pin"])
