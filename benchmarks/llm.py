@@ -1174,7 +1174,8 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
     excluded = other_data(out)
     if excluded:
         lines += [f"Left out, made on other old-skill windows than `benchmarks/llm_data.json` "
-                  f"(before it pinned them; to be run again): {', '.join(excluded)}.", ""]
+                  f"(before it pinned them; `run --plan` makes the grid's points again): "
+                  f"{', '.join(excluded)}.", ""]
     lines += ["![Pareto](results/llm-pareto.png)", "", "![Curves](results/llm-curves.png)", ""]
     if missing:
         lines += [f"Not run yet: {', '.join(missing)}.", ""]
