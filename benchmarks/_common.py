@@ -158,3 +158,31 @@ def write_json(name: str, payload: dict[str, object], out: str | None = None) ->
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def debian_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each Debian package (None: not installed, or no dpkg)."""
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = subprocess.run(
+                ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
+                text=True, timeout=30).stdout.strip() or None
+        except FileNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def write_pinned(path: Path, pinned: dict[str, object]) -> None:
+    """Write a benchmark's pinned data file whole, or not at all (temporary file, rename)."""
+    tmp = path.with_suffix(f".{os.getpid()}.part")
+    tmp.write_text(json.dumps(pinned) + "\n")
+    os.replace(tmp, path)
+
+
+def read_pinned(path: Path, module: str) -> dict:
+    """A benchmark's pinned data file, or a clear exit saying how to make it."""
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: `python -m benchmarks.{module} pin` makes it from "
+                         "this machine's data (once; every run then uses it).")
+    return json.loads(path.read_text())

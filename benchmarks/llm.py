@@ -74,7 +74,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import RESULTS, ROOT, command, environment
+from benchmarks._common import RESULTS, ROOT, command, debian_versions, environment, write_pinned
+from benchmarks._common import read_pinned as common_read_pinned
 from myelin.consolidation import EWC, L2, WVA
 from myelin.importance import Importance, fisher, mas, signal
 from myelin.losses import CausalLM
@@ -412,10 +413,7 @@ def kjv_digests(sets: dict[str, torch.Tensor]) -> dict[str, str]:
 
 def read_pinned() -> dict[str, Any]:
     """The pinned old-skill windows (`pin`), or a clear exit if they are missing."""
-    if not PINNED.exists():
-        raise SystemExit(f"{PINNED} is missing: `python -m benchmarks.llm pin` makes it from "
-                         "this machine's files (once; every run then uses it).")
-    return json.loads(PINNED.read_text())
+    return common_read_pinned(PINNED, "llm")
 
 
 def data_digest(quick: bool) -> str:
@@ -462,15 +460,8 @@ def pin(out: Path) -> dict[str, Any]:
         found[skill] = {part: windows(tokenizer, skill_text(skill, part)[:cut], n).tolist()
                         for part, n in (("importance", IMPORTANCE_WINDOWS // 2),
                                         ("validation", EVAL_WINDOWS), ("test", EVAL_WINDOWS))}
-    versions = {}
-    for package in ("libpython3.11-stdlib", "libpython3.11-minimal", "python3.11-doc",
-                    "bible-kjv", "bible-kjv-text"):
-        try:
-            versions[package] = subprocess.run(
-                ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
-                text=True, timeout=30).stdout.strip() or None
-        except FileNotFoundError:
-            versions[package] = None
+    versions = debian_versions(("libpython3.11-stdlib", "libpython3.11-minimal",
+                                "python3.11-doc", "bible-kjv", "bible-kjv-text"))
     pinned = {"what": "benchmarks.llm's old-skill token windows (SmolLM2 tokenizer), cut once "
               "from the files below by `python -m benchmarks.llm pin`; every run reads them "
               "from here so that records stay comparable when Debian updates the files",
@@ -483,9 +474,7 @@ def pin(out: Path) -> dict[str, Any]:
     # recognised as made on these windows (`same_data`)
     pinned["pretrained"] = pretrained_evaluation(
         model, prepare(model, tokenizer, False, out, pinned), False)
-    tmp = PINNED.with_suffix(f".{os.getpid()}.part")       # written whole, or not at all
-    tmp.write_text(json.dumps(pinned) + "\n")
-    os.replace(tmp, PINNED)
+    write_pinned(PINNED, pinned)
     return pinned
 
 

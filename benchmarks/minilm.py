@@ -102,7 +102,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks._common import RESULTS, ROOT, command, environment, seed_range
+from benchmarks._common import (
+    RESULTS,
+    ROOT,
+    command,
+    debian_versions,
+    environment,
+    seed_range,
+    write_pinned,
+)
+from benchmarks._common import read_pinned as common_read_pinned
 from myelin.consolidation import EWC, L2, WVA
 from myelin.importance import Importance, fisher, mas, signal
 from myelin.records import RecordStore
@@ -540,10 +549,7 @@ def _digest(value: Any) -> str:
 
 def read_pinned() -> dict[str, Any]:
     """The pinned section sets (`pin`), or a clear exit if they are missing."""
-    if not PINNED.exists():
-        raise SystemExit(f"{PINNED} is missing: `python -m benchmarks.minilm pin` makes it from "
-                         "this machine's `apt-cache dumpavail` (once; every run then uses it).")
-    return json.loads(PINNED.read_text())
+    return common_read_pinned(PINNED, "minilm")
 
 
 def data_digest(quick: bool) -> str:
@@ -563,14 +569,7 @@ def pin() -> dict[str, Any]:
     lists of 2026-11-30, on which the first records were made, were gone.
     """
     sets = section_sets(parse_dumpavail(dumpavail()))
-    versions = {}
-    for package in ("wordnet-base", "apt"):
-        try:
-            versions[package] = subprocess.run(
-                ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
-                text=True, timeout=30).stdout.strip() or None
-        except FileNotFoundError:
-            versions[package] = None
+    versions = debian_versions(("wordnet-base", "apt"))
     pinned = {"what": "benchmarks.minilm's new-task sets (Debian package descriptions and "
               "section indices per part), cut once from `apt-cache dumpavail` by `python -m "
               "benchmarks.minilm pin`; every run reads them from here so that records stay "
@@ -581,9 +580,7 @@ def pin() -> dict[str, Any]:
               "sections": list(SECTIONS),
               "new": {part: [texts, labels] for part, (texts, labels) in sets.items()},
               "old_digest": _digest(old_skill_sets(wordnet_entries()))}
-    tmp = PINNED.with_suffix(f".{os.getpid()}.part")        # written whole, or not at all
-    tmp.write_text(json.dumps(pinned) + "\n")
-    os.replace(tmp, PINNED)
+    write_pinned(PINNED, pinned)
     return pinned
 
 
