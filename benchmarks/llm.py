@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -74,7 +73,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import RESULTS, ROOT, command, debian_versions, environment, write_pinned
+from benchmarks._common import (
+    RESULTS,
+    ROOT,
+    along,
+    command,
+    debian_versions,
+    environment,
+    sample_sd,
+    t_half_width,
+    write_pinned,
+)
 from benchmarks._common import read_pinned as common_read_pinned
 from myelin.consolidation import EWC, L2, WVA
 from myelin.importance import Importance, fisher, mas, signal
@@ -764,10 +773,6 @@ GRID: dict[str, tuple[float, ...]] = {
 BF16_OF = {"ewc-bf16": "ewc", "wva-bf16": "wva"}
 PLAN_SEEDS = (0, 1, 2)
 PLAN_POLL_SECONDS = 120     # how often `run --plan` looks again when the rest is held elsewhere
-# Student's t, two-sided 95 %, by degrees of freedom (findings' intervals over seeds; past 10
-# degrees of freedom the value at 10, a little wide)
-T95 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-       10: 2.228}
 
 
 def next_planned(out: Path, steps: int, lr: float, quick: bool,
@@ -869,13 +874,6 @@ def _old(runs: list[dict[str, Any]], part: str, step: int) -> float:
     return sum(_final(runs, part, s, step) for s in SKILLS) / len(SKILLS)
 
 
-def _sd(vals: list[float]) -> float:
-    """Sample standard deviation of one loss over seeds; 0 for one seed."""
-    mean = sum(vals) / len(vals)
-    return math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 \
-        else 0.0
-
-
 def path(runs: list[dict[str, Any]], step: int) -> list[tuple[int, float, float]]:
     """(step, test KJV loss, test mean old-skill loss) at every evaluation up to `step`,
     averaged over `runs`: the trade-off a run offers if stopped early."""
@@ -887,10 +885,7 @@ def path(runs: list[dict[str, Any]], step: int) -> list[tuple[int, float, float]
 def old_at(points: list[tuple[int, float, float]], kjv: float) -> float | None:
     """The mean old-skill loss of a path (`path`) where it reaches KJV loss `kjv`, linear
     between evaluations; the lowest if it passes there more than once; None if it never does."""
-    found = [y0 + (y1 - y0) * (kjv - x0) / (x1 - x0) if x1 != x0 else min(y0, y1)
-             for (_, x0, y0), (_, x1, y1) in itertools.pairwise(points)
-             if min(x0, x1) <= kjv <= max(x0, x1)]
-    return min(found) if found else None
+    return along(points, kjv, min)
 
 
 def criterion(runs: list[dict[str, Any]], step: int) -> float:
@@ -915,8 +910,8 @@ def summary(out: Path, step: int | None = None) -> dict[str, Any]:
         entry["lams"][f"{lam:g}"] = {
             "seeds": sorted(r["seed"] for r in runs), "criterion": criterion(first, step),
             "test": {n: _final(runs, "test", n, step) for n in ("kjv", *SKILLS)},
-            "test_sd": {n: _sd([_final([r], "test", n, step) for r in runs])
-                        for n in ("kjv", *SKILLS)} | {"old": _sd([_old([r], "test", step)
+            "test_sd": {n: sample_sd([_final([r], "test", n, step) for r in runs])
+                        for n in ("kjv", *SKILLS)} | {"old": sample_sd([_old([r], "test", step)
                                                                   for r in runs])},
             "path": path(runs, step),
             "points": [(r["seed"], _final([r], "test", "kjv", step), _old([r], "test", step))
@@ -983,7 +978,7 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
                     cells += ["—", "—"]
                 elif len(deltas) > 1 and len(deltas) == len(row["points"]):
                     cells += [f"{ref_old:.3f}",
-                              f"{sum(deltas) / len(deltas):+.3f} ± {_sd(deltas):.3f}"]
+                              f"{sum(deltas) / len(deltas):+.3f} ± {sample_sd(deltas):.3f}"]
                 else:     # one seed, or some seeds beyond the path: the seeds' mean point
                     star = "*" if len(row["points"]) > 1 else ""
                     cells += [f"{ref_old:.3f}", f"{old - ref_old:+.3f}{star}"]
@@ -1011,7 +1006,7 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
         deltas = [y - o for _, x, y in row["points"] if (o := old_at(ref, x)) is not None]
         if deltas and len(deltas) == len(row["points"]):
             n = len(deltas)
-            half = T95[min(n - 1, 10)] * _sd(deltas) / math.sqrt(n) if n >= 3 else None
+            half = t_half_width(deltas)
             rows.append((sum(deltas) / n, method, n, half))
         else:
             beyond.append(method)

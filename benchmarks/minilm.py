@@ -41,7 +41,8 @@ gradient clipping 1.0 (EWC's and L2's pull is added after it, by the wrapped opt
 dropout on, batches of `BATCH` = 32 descriptions in a seeded order, ``--steps`` steps (default
 `STEPS` = 40: 1280 descriptions, 0.4 of an epoch). LoRA (peft, r = 8, α = 16, no dropout, on
 every ``query``/``key``/``value``/``dense`` Linear) trains the adapters and the head at the same
-learning rates.
+learning rates. A run's seed draws the new head (the same for every method at one seed, so
+methods are compared seed by seed), the batch order, and LoRA's A.
 
 **Importance** (on the pretrained encoder, importance part of the old skill only): retrieval as
 classification, `RetrievalAsClassification` — logits = normalised e(gloss) · Eᵀ / τ with E the
@@ -105,10 +106,13 @@ from torch import nn
 from benchmarks._common import (
     RESULTS,
     ROOT,
+    along,
     command,
     debian_versions,
     environment,
+    sample_sd,
     seed_range,
+    t_half_width,
     write_pinned,
 )
 from benchmarks._common import read_pinned as common_read_pinned
@@ -648,8 +652,9 @@ def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bo
         _PRETRAINED_OLD[quick] = {part: retrieval_top1(encoder, tokenizer, data.old[part])
                                   for part in ("validation", "test")}
     if lora:
+        torch.manual_seed(seed)     # LoRA's A from the run's seed, not from the process's past
         encoder = _lora(encoder)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)         # the head: the same for every method at one seed
     model = SentenceClassifier(encoder, len(data.sections))
     curve = [{"step": 0, **evaluate(model, tokenizer, data, _PRETRAINED_OLD[quick])}]
     head = [p for n, p in model.named_parameters() if n.startswith("head.")]
@@ -863,6 +868,15 @@ def _final(runs: list[dict[str, Any]], part: str, what: str) -> float:
     return sum(r["curve"][-1][part][what] for r in runs) / len(runs)
 
 
+def path(runs: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
+    """(step, test accuracy, test top-1) at every evaluation all `runs` made, averaged over
+    them: the trade-off a run offers if stopped early."""
+    steps = sorted(set.intersection(*({c["step"] for c in r["curve"]} for r in runs)))
+    at = [{c["step"]: c["test"] for c in r["curve"]} for r in runs]
+    return [(s, sum(a[s]["new"] for a in at) / len(at), sum(a[s]["old"] for a in at) / len(at))
+            for s in steps]
+
+
 def criterion(runs: list[dict[str, Any]]) -> float:
     """λ selection on validation: new-task accuracy + old-skill top-1 (equal weight)."""
     return _final(runs, "validation", "new") + _final(runs, "validation", "old")
@@ -883,6 +897,11 @@ def summary(out: Path) -> dict[str, Any]:
         entry["lams"][f"{lam:g}"] = {
             "seeds": sorted(r["seed"] for r in runs), "criterion": criterion(first),
             "test": {w: _final(runs, "test", w) for w in ("new", "old")},
+            "test_sd": {w: sample_sd([_final([r], "test", w) for r in runs])
+                        for w in ("new", "old")},
+            "per_seed": {r["seed"]: {w: _final([r], "test", w) for w in ("new", "old")}
+                         for r in runs},
+            "path": path(runs),
             "step_seconds": sum(r["step_seconds"] for r in runs) / len(runs),
             "wall_seconds": sum(r["wall_seconds"] for r in runs),
             "trainable": runs[0]["trainable"], "steps": runs[0]["spec"]["steps"]}
@@ -900,13 +919,108 @@ def table(data: dict[str, Any]) -> list[str]:
     """The results table (markdown lines): each method at its chosen λ."""
     lines = ["| method | λ | seeds | new task: test accuracy | old skill: test top-1 | "
              "s / step | trainable |", "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(row: dict[str, Any], what: str) -> str:
+        sd = f" ± {row['test_sd'][what]:.3f}" if len(row["seeds"]) > 1 else ""
+        return f"{row['test'][what]:.3f}{sd}"
+
     for method, entry in data["methods"].items():
         row = entry["lams"][entry["chosen"]]
         lam = "—" if METHODS.get(method, (None,))[0] is None else entry["chosen"]
-        lines.append(f"| {method} | {lam} | {seed_range(row['seeds'])} | {row['test']['new']:.3f}"
-                     f" | {row['test']['old']:.3f} | {row['step_seconds']:.2f} | "
+        lines.append(f"| {method} | {lam} | {seed_range(row['seeds'])} | {cell(row, 'new')}"
+                     f" | {cell(row, 'old')} | {row['step_seconds']:.2f} | "
                      f"{row['trainable'] / 1e6:.2f} M |")
     return lines
+
+
+def _interval(values: list[float]) -> str:
+    """A mean over seeds with its 95 % t-interval's half-width (the mean alone under 3)."""
+    mean, half = sum(values) / len(values), t_half_width(values)
+    return f"{mean:+.3f}" + (f" ± {half:.3f}" if half is not None else f" ({len(values)} seed)"
+                             if len(values) == 1 else f" ({len(values)} seeds)")
+
+
+def _resolved(values: list[float], sign: int) -> bool:
+    """Whether the 95 % t-interval of the mean of `values` lies on the `sign` side of 0."""
+    half = t_half_width(values)
+    return half is not None and sign * sum(values) / len(values) > half
+
+
+def against_finetune(methods: dict[str, Any]) -> list[str]:
+    """Each method at its chosen λ against fine-tuning: at the same seed (the same head and
+    batches), and against fine-tuning stopped early at the same new-task accuracy; then the
+    findings those numbers resolve, in sentences computed from them."""
+    if "finetune" not in methods:
+        return []
+    ref = methods["finetune"]["lams"]["0"]
+    steps = [s for s, _, _ in ref["path"]]
+    lines = ["Against fine-tuning (each method at its chosen λ; mean over seeds ± the half-width "
+             "of its 95 % t-interval, shown from 3 seeds). *Same seed*: the method's test "
+             "numbers minus fine-tuning's with the same seed (the same new head and batches). "
+             "*Stopped early*: the method's top-1 minus fine-tuning's where fine-tuning's path "
+             "(its seeds' mean at steps " + ", ".join(map(str, steps)) + ", linear between) "
+             "reaches the method's new-task accuracy — more old skill at the same new-task "
+             "accuracy, not just less training; a seed more accurate than fine-tuning ever "
+             "was (past its path) is compared with fine-tuning's most accurate evaluation.", "",
+             "| method | λ | Δ accuracy, same seed | Δ top-1, same seed | Δ top-1, stopped early |",
+             "|---|---:|---:|---:|---:|"]
+    top = max(ref["path"], key=lambda p: p[1])    # fine-tuning's most accurate evaluation
+    found: dict[str, dict[str, list[float]]] = {}
+    by_seed: dict[str, dict[int, float]] = {}    # stopped-early Δ top-1 by seed
+    for method, entry in methods.items():
+        if method == "finetune":
+            continue
+        row = entry["lams"][entry["chosen"]]
+        seeds = [s for s in row["per_seed"] if s in ref["per_seed"]]
+        d = {w: [row["per_seed"][s][w] - ref["per_seed"][s][w] for s in seeds]
+             for w in ("new", "old")}
+        early, beyond = {}, 0
+        for s, v in sorted(row["per_seed"].items()):
+            o = along(ref["path"], v["new"], max)
+            if o is None and v["new"] > top[1]:      # more accurate than fine-tuning ever was
+                o, beyond = top[2], beyond + 1
+            if o is not None:
+                early[s] = v["old"] - o
+        d["early"] = list(early.values()) if len(early) == len(row["per_seed"]) else []
+        found[method] = d
+        by_seed[method] = early
+        lam = "—" if METHODS.get(method, (None,))[0] is None else entry["chosen"]
+        cells = [_interval(d[w]) if d[w] else "—" for w in ("new", "old", "early")]
+        if beyond and d["early"]:
+            cells[2] += f" ({beyond} past)"
+        lines.append(f"| {method} | {lam} | " + " | ".join(cells) + " |")
+    kept = [m for m, d in found.items() if d["early"] and _resolved(d["early"], +1)]
+    lost = [m for m, d in found.items() if d["early"] and _resolved(d["early"], -1)]
+    cost = [m for m, d in found.items() if d["new"] and _resolved(d["new"], -1)]
+    free = [m for m, d in found.items() if d["old"] and _resolved(d["old"], +1)
+            and d["new"] and not _resolved(d["new"], -1)]
+    few = [m for m, d in found.items() if len(d["old"]) < 3]
+    lines += ["", "**Findings** (computed from the records above; resolved: the 95 % t-interval "
+              "over ≥ 3 seeds excludes 0):", "",
+              f"- More old skill than fine-tuning stopped early at the same new-task accuracy: "
+              f"{', '.join(kept) or 'none resolved'}"
+              + (f"; less: {', '.join(lost)}" if lost else "") + ".",
+              f"- More old skill than fine-tuning at the same seed with no resolved loss of "
+              f"new-task accuracy: {', '.join(free) or 'none'}; a resolved loss of new-task "
+              f"accuracy: {', '.join(cost) or 'none'}."]
+    if few:
+        lines.append(f"- Fewer than 3 seeds so far: {', '.join(few)}.")
+    if "l2" in found and found["l2"]["early"]:
+        best = max(((sum(d["early"]) / len(d["early"]), m) for m, d in found.items()
+                    if m not in ("l2", "lora") and d["early"]), default=None)
+        n_best = sum(1 for m, d in found.items() if m not in ("l2", "lora") and d["early"])
+        if best is not None:
+            l2 = found["l2"]["early"]
+            gap = [v - by_seed["l2"][s] for s, v in by_seed[best[1]].items()
+                   if s in by_seed["l2"]]
+            lines.append(f"- L2 to the pretrained weights (L2-SP's baseline), stopped-early Δ "
+                         f"top-1 {sum(l2) / len(l2):+.3f}; the best importance-weighted method, "
+                         f"{best[1]}, {best[0]:+.3f} (the best of {n_best}, picked after the "
+                         f"fact): {best[1]} minus L2 seed by seed "
+                         f"{_interval(gap)}, "
+                         + ("resolved." if _resolved(gap, +1) or _resolved(gap, -1)
+                            else "not resolved: L2 is as good within these seeds."))
+    return [*lines, ""]
 
 
 def report(out: Path, docs: Path) -> str:
@@ -932,9 +1046,18 @@ def report(out: Path, docs: Path) -> str:
              "`benchmarks/minilm_data.json` (made once from that day's package lists).", ""]
     other = left_out(out)
     if other:
+        current = {f"{m}-lam{lam:g}-seed{r['seed']}" for (m, lam), runs in records(out).items()
+                   for r in runs}
+        again = [k for k in other if k in current]
+        kept = [k for k in other if k not in current]
         lines += [f"Left out, made on other data than the pinned sets ({len(other)} records, "
-                  "before they were pinned; `run --plan` makes them again): "
-                  f"{', '.join(other)}.", ""]
+                  "before they were pinned): "
+                  + "; ".join(
+                      ([f"made again on the pinned sets: {', '.join(again)}"] if again else [])
+                      + ([f"not in the plan now (`run --plan` makes each method's seeds at the "
+                          f"λ chosen on the pinned sets), kept as records only: "
+                          f"{', '.join(kept)}"] if kept else []))
+                  + ".", ""]
     if not methods:
         return "\n".join([*lines, "No runs recorded yet."])
     pre = data["pretrained"]
@@ -951,6 +1074,7 @@ def report(out: Path, docs: Path) -> str:
               "other benchmarks sharing the "
               f"2 cores. {data['runs']} runs took {data['wall_seconds'] / 60:.1f} min in all "
               "(the sum of the runs' wall times, evaluation and importance included).", ""]
+    lines += against_finetune(methods)
     if not data["quick"]:
         rows = [e["lams"][e["chosen"]]["test"] for e in methods.values()]
         n_new, n_old = PER_SECTION["test"] * len(SECTIONS), CANDIDATES
@@ -958,8 +1082,10 @@ def report(out: Path, docs: Path) -> str:
         se_old = max(math.sqrt(r["old"] * (1 - r["old"]) / n_old) for r in rows)
         lines += [f"One test set of {n_new} descriptions and one of {n_old} glosses: the "
                   f"binomial standard error of an accuracy here is up to {se_new:.3f}, of a "
-                  f"top-1 up to {se_old:.3f}; smaller differences between methods are not "
-                  "resolved by these runs (more seeds: `--seeds`).", ""]
+                  f"top-1 up to {se_old:.3f}. The seeds' intervals above cover training's "
+                  "randomness (head, batches) on these fixed test sets, not the sets' own "
+                  "sampling: a difference between methods smaller than that error may not hold "
+                  "on other descriptions and glosses.", ""]
     lines += ["Made by:", ""]
     lines += [f"    {c}" for c in data["commands"]]
     lines += [""]

@@ -212,3 +212,55 @@ def test_the_pinned_sets_are_balanced_and_pin_refuses_to_overwrite(tmp_path, mon
     (tmp_path / "absent.json").write_text("{}")
     with pytest.raises(SystemExit, match="exists: the recorded runs were made on it"):
         minilm.main(["pin"])
+
+
+def test_a_lora_run_depends_on_its_seed_only(tmp_path):
+    # LoRA's A is drawn from the run's seed: what ran before in the process does not matter
+    first = minilm.run_one("lora", 0.0, 1, 2, minilm.LR, True, tmp_path, progress=lambda _: None)
+    torch.rand(1000)
+    again = minilm.run_one("lora", 0.0, 1, 2, minilm.LR, True, tmp_path, progress=lambda _: None)
+    other = minilm.run_one("lora", 0.0, 2, 2, minilm.LR, True, tmp_path, progress=lambda _: None)
+    assert first["curve"] == again["curve"]
+    assert first["curve"][-1]["train_loss"] != other["curve"][-1]["train_loss"]
+
+
+def _curved(store, method: str, lam: float, seed: int, points) -> None:
+    """A fake record whose test (and validation) evaluations at steps 0, 20, 40 are `points`."""
+    curve = [{"step": s, "train_loss": 1.0, **{part: {"new": n, "old": o}
+                                               for part in ("validation", "test")}}
+             for s, (n, o) in zip((0, 20, 40), points)]
+    store.put(f"{method}-lam{lam:g}-seed{seed}", {"method": method, "lam": lam, "seed": seed,
+                                                   "steps": 40, "data": minilm.data_digest(False)},
+              {"measured": {"curve": curve, "step_seconds": 1.0, "wall_seconds": 1.0,
+                            "trainable": 1}, "command": "python -m benchmarks.minilm run"})
+
+
+def test_against_finetune_same_seed_and_stopped_early_by_hand(tmp_path):
+    from myelin.records import RecordStore
+
+    store = RecordStore(tmp_path)
+    for seed, end in enumerate((0.60, 0.62, 0.64)):            # fine-tuning's mean end: 0.62
+        _curved(store, "finetune", 0.0, seed, [(0.1, 0.40), (0.5, 0.36), (end, 0.30)])
+    for seed, (new, old) in enumerate([(0.50, 0.38), (0.51, 0.385), (0.52, 0.39)]):
+        _curved(store, "wva", 10.0, seed, [(0.1, 0.40), (0.3, 0.40), (new, old)])
+    for seed, (new, old) in enumerate([(0.55, 0.33), (0.58, 0.34), (0.70, 0.31)]):
+        _curved(store, "l2", 0.3, seed, [(0.1, 0.40), (0.3, 0.40), (new, old)])
+    lines = minilm.against_finetune(minilm.summary(tmp_path)["methods"])
+    text = "\n".join(lines)
+    rows = {cells[0]: cells for line in lines if line.startswith(("| wva", "| l2"))
+            for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+    # wva, same seed: new −0.10, −0.11, −0.12 (sd 0.01, t 4.303); old +0.08, +0.085, +0.09
+    half = 4.303 * 0.01 / 3 ** 0.5
+    assert rows["wva"][2] == f"-0.110 ± {half:.3f}"
+    assert rows["wva"][3] == f"+0.085 ± {half / 2:.3f}"
+    # stopped early: fine-tuning's mean path (0.1, .40) (0.5, .36) (0.62, .30); at 0.50 → 0.36,
+    # at 0.51 → 0.36 − 0.06·0.01/0.12 = 0.355, at 0.52 → 0.35: Δ +0.020, +0.030, +0.040
+    assert rows["wva"][4] == f"+0.030 ± {half:.3f}"
+    # l2's seed 2 (0.70) is past fine-tuning's most accurate point (0.62, 0.30): Δ 0.31 − 0.30
+    assert rows["l2"][4].endswith("(1 past)")
+    # l2: 0.55 → 0.335, 0.58 → 0.32, past → 0.30: Δ −0.005, +0.020, +0.010, not resolved;
+    # same seed +0.03, +0.04, +0.01 not resolved either
+    assert "at the same new-task accuracy: wva." in text
+    assert "with no resolved loss of new-task accuracy: none; a resolved loss of new-task " \
+           "accuracy: wva." in text
+    assert "wva minus L2 seed by seed" in text
