@@ -930,6 +930,34 @@ def _worker_init(sweep_pid: int) -> None:
     threading.Thread(target=watch, name="myelin-sweep-parent", daemon=True).start()
 
 
+STOP_SECONDS = 60.0     # after Ctrl-C, a sweep still alive this long exits (`_exit_if_stuck`)
+
+
+def _exit_if_stuck(seconds: float = STOP_SECONDS, code: int = 130) -> threading.Timer:
+    """After Ctrl-C: end this process with `code` if it is still alive in `seconds`.
+
+    Stopping a process pool can hang in the standard library (a worker terminated while it
+    held a queue's lock; the pool's manager thread, which interpreter exit waits for, then
+    never returns): Ctrl-C must stop a sweep all the same. The finished points' records are
+    already written; the message says that the summary may be missing.
+    """
+    def end() -> None:
+        print(f"myelin: still stopping {seconds:g} s after Ctrl-C (a worker pool that does "
+              "not shut down); exiting now. Finished runs are recorded; summary.json may be "
+              "missing: run the same command again to finish and summarise. Where each "
+              "thread was (for a bug report):", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            import faulthandler
+
+            faulthandler.dump_traceback(sys.stderr, all_threads=True)
+        os._exit(code)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Cancel the queued points and terminate the running workers (their runs are lost)."""
     workers = list((getattr(pool, "_processes", None) or {}).values())
@@ -967,6 +995,7 @@ def _run_points(todo: Sequence[tuple[dict[str, Any], int, str, dict[str, Any]]],
                   f"AA {m['average_accuracy']:.3f}", flush=True)
     except KeyboardInterrupt:
         print("\nmyelin sweep: interrupted; stopping the workers", file=sys.stderr, flush=True)
+        _exit_if_stuck()
         _stop_workers(pool)
         return failures, True
     except BaseException:

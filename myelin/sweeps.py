@@ -44,7 +44,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from .cli import CLIError
+from .cli import CLIError, _exit_if_stuck
 from .records import RecordStore, canonical
 
 __all__ = ["OptunaSweep", "SweepError", "default_storage", "import_optuna", "open_storage"]
@@ -512,6 +512,7 @@ class OptunaSweep:
         except KeyboardInterrupt:
             print("\nmyelin sweep: interrupted; stopping the workers", file=sys.stderr,
                   flush=True)
+            _exit_if_stuck()
             stop_workers(pool)
             self._release()
             return self.failures(), True

@@ -250,3 +250,17 @@ def test_report_labels_that_sanitise_alike_keep_their_plots(tmp_path):
                  "--out", str(tmp_path / "rep")]) == 0
     plots = sorted(p.name for p in (tmp_path / "rep").glob("*-accuracy.png"))
     assert plots == ["X_Y-3-accuracy.png", "x_y-2-accuracy.png", "x_y-accuracy.png"]
+
+
+def test_a_sweep_stuck_after_ctrl_c_still_exits():
+    # stands in for a worker pool whose shutdown hangs (the main thread never returns)
+    code = ("import threading, time\n"
+            "from myelin.cli import _exit_if_stuck\n"
+            "_exit_if_stuck(0.5)\n"
+            "threading.Event().wait()\n")
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 130 and "exiting now" in proc.stderr
+    assert "Finished runs are recorded" in proc.stderr
+    assert time.time() - start < 60

@@ -98,6 +98,7 @@ def test_download_failure_is_fast_clear_and_leaves_no_partial_file(tmp_path, mon
     import urllib.request
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MYELIN_DATA", raising=False)     # a user's data folder would be found
 
     def refuse(url, timeout):
         raise OSError("network unreachable")
