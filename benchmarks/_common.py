@@ -77,6 +77,31 @@ def along(points: list[tuple[int, float, float]], x: float,
     return pick(found) if found else None
 
 
+def at_grid_edge(methods: dict[str, dict], grid: dict[str, tuple[float, ...]]) -> str:
+    """A sentence naming the methods whose λ, chosen on a complete grid, is its smallest or
+    largest value (a better λ may lie beyond it); "" when there are none.
+
+    `methods` maps a method to its summary entry (``"chosen"`` and ``"lams"``, keyed by
+    ``f"{λ:g}"``); methods whose grid is not all run yet, or has one value, are passed over.
+    """
+    low, high = [], []
+    for method, entry in methods.items():
+        lams = grid.get(method, ())
+        if len(lams) < 2 or any(f"{lam:g}" not in entry["lams"] for lam in lams):
+            continue
+        chosen = float(entry["chosen"])
+        if chosen == min(lams):
+            low.append(f"{method} ({chosen:g})")
+        elif chosen == max(lams):
+            high.append(f"{method} ({chosen:g})")
+    if not low and not high:
+        return ""
+    parts = ([f"the smallest λ run for {', '.join(low)}"] if low else []) + (
+        [f"the largest for {', '.join(high)}"] if high else [])
+    return ("The chosen λ is " + " and ".join(parts) + ": a better λ may lie beyond the grid "
+            "(not run: each value costs a run per seed).")
+
+
 def find_mnist(explicit: str | None = None) -> Path:
     """The MNIST directory: explicit, $MYELIN_DATA/mnist, ../shared/data/mnist, Debian's path."""
     candidates = [explicit] if explicit else []

@@ -77,6 +77,7 @@ from benchmarks._common import (
     RESULTS,
     ROOT,
     along,
+    at_grid_edge,
     command,
     debian_versions,
     environment,
@@ -764,12 +765,15 @@ def run_point(store: RecordStore, method: str, lam: float, seed: int, args: Any,
 # values: EWC at λ = 1 (seed 0) stopped learning the KJV after 25 steps (validation 3.226 at
 # steps 25 and 50; plain fine-tuning 3.085 → 3.017): with importances of mean 1 and gradients
 # of ~1e-4 per parameter after clipping, λ Ω Δθ balances the loss once Δθ ~ 1e-4 / λ, one AdamW
-# step at λ = 1. So the EWC and L2 grids are 0.1 and 0.01; WVA's 1 / (1 + λ S) is 10 and 100.
+# step at λ = 1. So the EWC and L2 grids were 0.1 and 0.01; WVA's 1 / (1 + λ S) 10 and 100.
+# Every method chose the smaller value of that two-value grid on seed 0, so a third, smaller
+# one (0.001; WVA 1) is run on seed 0 too: is the best λ below the grid?
 GRID: dict[str, tuple[float, ...]] = {
-    "finetune": (0.0,), "ewc": (0.1, 0.01), "wva": (100.0, 10.0), "l2": (0.1, 0.01),
-    "lora": (0.0,), "ewc-sampled": (0.1, 0.01), "ewc-selfgen": (0.1, 0.01),
-    "ewc-batchsq": (0.1, 0.01), "ewc-mas": (0.1, 0.01), "ewc-sig": (0.1, 0.01),
-    "lora-ewc": (0.1, 0.01)}
+    "finetune": (0.0,), "ewc": (0.1, 0.01, 0.001), "wva": (100.0, 10.0, 1.0),
+    "l2": (0.1, 0.01, 0.001), "lora": (0.0,), "ewc-sampled": (0.1, 0.01, 0.001),
+    "ewc-selfgen": (0.1, 0.01, 0.001), "ewc-batchsq": (0.1, 0.01, 0.001),
+    "ewc-mas": (0.1, 0.01, 0.001), "ewc-sig": (0.1, 0.01, 0.001),
+    "lora-ewc": (0.1, 0.01, 0.001)}
 BF16_OF = {"ewc-bf16": "ewc", "wva-bf16": "wva"}
 PLAN_SEEDS = (0, 1, 2)
 PLAN_POLL_SECONDS = 120     # how often `run --plan` looks again when the rest is held elsewhere
@@ -1110,6 +1114,9 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
               "faster in runs made with freed memory kept (their records' "
               "`environment.malloc_kept`, `myelin.memory`): not a cost measurement (that "
               "is `benchmarks/llm_cost.py`).", ""]
+    edge = at_grid_edge(methods, GRID)
+    if edge:
+        lines += [edge, ""]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for method, entry in methods.items():
         pts = sorted((float(k), v) for k, v in entry["lams"].items())

@@ -107,6 +107,7 @@ from benchmarks._common import (
     RESULTS,
     ROOT,
     along,
+    at_grid_edge,
     command,
     debian_versions,
     environment,
@@ -1074,6 +1075,9 @@ def report(out: Path, docs: Path) -> str:
               "other benchmarks sharing the "
               f"2 cores. {data['runs']} runs took {data['wall_seconds'] / 60:.1f} min in all "
               "(the sum of the runs' wall times, evaluation and importance included).", ""]
+    edge = at_grid_edge(methods, GRID)
+    if edge:
+        lines += [edge, ""]
     lines += against_finetune(methods)
     if not data["quick"]:
         rows = [e["lams"][e["chosen"]]["test"] for e in methods.values()]

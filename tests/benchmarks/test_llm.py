@@ -208,7 +208,7 @@ def test_two_plan_processes_share_the_grid(tmp_path):
         == ("ewc", llm.GRID["ewc"][0], 0)
     for method, lams in llm.GRID.items():
         for i, lam in enumerate(lams):
-            if method != "ewc" or i == 0:
+            if method != "ewc" or i != 1:
                 _record(store, method, lam, 0, 100, {0: (3, 2), 100: (2.6 + i / 10, 2.2)})
     # ewc's second λ is being run elsewhere: no ewc seed 1 nor ewc-bf16 before it is recorded
     busy = frozenset({f"ewc-lam{llm.GRID['ewc'][1]:g}-seed0"})
