@@ -1528,10 +1528,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="results folder (default "
                    f"{OUT.relative_to(ROOT)}; --quick: {QUICK_OUT}); runs go to <out>/rl/")
     p.add_argument("--figures", default=None, help="plots folder (default "
-                   f"{FIGURES.relative_to(ROOT)}; --quick: the results folder)")
+                   f"{FIGURES.relative_to(ROOT)} for the committed results; with --quick or "
+                   "another --out, the results folder)")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else (QUICK_OUT if args.quick else OUT)
-    figures = Path(args.figures) if args.figures else (out if args.quick else FIGURES)
+    # the docs' figures are the committed results' only: other results never overwrite them
+    figures = Path(args.figures) if args.figures else (
+        FIGURES if not args.quick and out.resolve() == OUT.resolve() else out)
     if args.experiment == "report":
         summary = read_summary(out)
         if summary is None or not summary["done"]:

@@ -68,7 +68,12 @@ def test_report_prints_the_section(quick):
     data = json.loads((out / "rl.json").read_text())
     data["pending"] = [{"key": "plain-seed1"}]
     (out / "rl.json").write_text(json.dumps(data))
+    committed = rl.FIGURES / rl.FIGURE_NAMES["fig4c"]
+    stamp = committed.stat().st_mtime_ns if committed.exists() else None
     text = run("seed002_rl", "report", "--out", str(out)).stdout
+    # the plots go beside these results, never over the docs' figures of the committed ones
+    assert (out / rl.FIGURE_NAMES["fig4c"]).exists()
+    assert (committed.stat().st_mtime_ns if committed.exists() else None) == stamp
     refreshed = json.loads((out / "rl.json").read_text())     # the summary is redone
     assert refreshed["command"] == data["command"] and refreshed["done"] == data["done"]
     assert refreshed["pending"] == [{"key": "plain-seed1"}] and "plain-seed1" in text
