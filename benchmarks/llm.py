@@ -963,9 +963,9 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
              "reaches each point's KJV loss (linear "
              "between evaluations every 25 steps; — where it never does). A negative Δ: less "
              "forgetting at the same new-domain gain.", "",
-             "| method | λ | KJV (new) | mean old | " + " | ".join(
+             "| method | λ | validation criterion | KJV (new) | mean old | " + " | ".join(
                  f"{r} at that KJV | Δ vs {r}" for r in refs) + " |",
-             "|---|---:|---:|---:|" + "---:|---:|" * len(refs)]
+             "|---|---:|---:|---:|---:|" + "---:|---:|" * len(refs)]
     for method, entry in methods.items():
         if method in refs:
             continue
@@ -987,11 +987,13 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
                     star = "*" if len(row["points"]) > 1 else ""
                     cells += [f"{ref_old:.3f}", f"{old - ref_old:+.3f}{star}"]
             mark = " (chosen)" if lam == entry["chosen"] else ""
-            lines.append(f"| {method} | {lam}{mark} | {test['kjv']:.3f} | {old:.3f} | "
-                         + " | ".join(cells) + " |")
-    return [*lines, "", "With several seeds, Δ is the mean ± standard deviation over seeds of "
-            "each seed's point against the reference's mean path; * marks the Δ of the seeds' "
-            "mean point where some seed lies beyond the path.", ""]
+            lines.append(f"| {method} | {lam}{mark} | {row['criterion']:.3f} | "
+                         f"{test['kjv']:.3f} | {old:.3f} | " + " | ".join(cells) + " |")
+    return [*lines, "", "Validation criterion: seed 0's validation KJV loss + mean validation "
+            "old-skill loss, which the chosen λ minimises. With several seeds, Δ is the mean ± "
+            "standard deviation over seeds of each seed's point against the reference's mean "
+            "path; * marks the Δ of the seeds' mean point where some seed lies beyond the "
+            "path.", ""]
 
 
 def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | None

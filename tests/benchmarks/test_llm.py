@@ -194,7 +194,8 @@ def test_early_stopping_compares_at_the_same_new_domain_loss(tmp_path):
     assert data["methods"]["ewc"]["lams"]["0.1"]["test_sd"]["old"] == pytest.approx(0.0707, 1e-3)
     assert data["methods"]["finetune"]["lams"]["0"]["path"][2] == (50, 2.7, 2.3)
     lines = llm.early_stopping(data["methods"], data["step"])
-    assert "| ewc | 0.1 (chosen) | 2.700 | 2.200 | 2.300 | -0.100 ± 0.071 |" in lines
+    # the validation criterion is seed 0's: 2.7 + 2.25
+    assert "| ewc | 0.1 (chosen) | 4.950 | 2.700 | 2.200 | 2.300 | -0.100 ± 0.071 |" in lines
     page = llm.report(tmp_path, tmp_path / "docs")
     assert "| ewc | 0.1 | 2 | 2.700 ± 0.000 |" in page
 
@@ -253,7 +254,7 @@ def test_findings_are_computed_from_the_records(tmp_path):
     assert "ewc: -0.200 (3 seed(s)): L2 forgets 0.300 more." in text
     assert "from 2.000 before fine-tuning to" in text
     table = "\n".join(llm.early_stopping(data["methods"], data["step"]))
-    assert "| wva | 10 (chosen) | 2.600 | 2.100 | 2.600 | -0.500* |" in table
+    assert "| wva | 10 (chosen) | 4.500 | 2.600 | 2.100 | 2.600 | -0.500* |" in table
     # two seeds: never called resolved, however close
     (tmp_path / "ewc-lam0.1-seed2.json").unlink()
     data = llm.summary(tmp_path)
