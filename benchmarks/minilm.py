@@ -753,11 +753,12 @@ def run(methods: list[str], lams: str | None, seeds: list[int], steps: int, lr: 
 
 # The plan (`run --plan`): each method's λ grid on seed 0 (importances are normalised, so one
 # grid serves every estimator; the defaults of LAMS sit in the middle), then seeds 1 and 2 of
-# every method at the λ chosen on seed 0's validation parts (`criterion`).
+# every method at the λ chosen on seed 0's validation parts (`criterion`). EWC-MAS chose the
+# smallest of 0.03, 0.3, 3, so its grid goes on to 0.003.
 GRID: dict[str, tuple[float, ...]] = {
     "finetune": (0.0,), "l2": (0.3, 0.03, 3.0), "ewc": (0.3, 0.03, 3.0),
     "ewc-sampled": (0.3, 0.03, 3.0), "ewc-batchsq": (0.3, 0.03, 3.0),
-    "ewc-mas": (0.3, 0.03, 3.0), "ewc-sig": (0.3, 0.03, 3.0), "wva": (10.0, 1.0, 100.0),
+    "ewc-mas": (0.3, 0.03, 3.0, 0.003), "ewc-sig": (0.3, 0.03, 3.0), "wva": (10.0, 1.0, 100.0),
     "lora": (0.0,)}
 PLAN_SEEDS = (0, 1, 2)
 
