@@ -1125,6 +1125,10 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
         xs = [v["test"]["kjv"] for _, v in pts]
         ys = [sum(v["test"][s] for s in SKILLS) / len(SKILLS) for _, v in pts]
         ax.plot(xs, ys, "o-" if len(pts) > 1 else "o", label=method, color=_color(method))
+        if METHODS[method][0] is not None:          # λ beside each point of a λ path
+            for (lam, _), x, y in zip(pts, xs, ys):
+                ax.annotate(f"{lam:g}", (x, y), fontsize=5, xytext=(2, 2),
+                            textcoords="offset points", color=_color(method))
     for ref, style in (("finetune", "k--"), ("lora", "k:")):
         if ref in methods:        # the trade-off of stopping the reference early
             steps_path = methods[ref]["lams"][methods[ref]["chosen"]]["path"]
@@ -1138,7 +1142,7 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
                 "k*", markersize=12, label="pretrained")
     ax.set_xlabel("new domain (KJV) test loss")
     ax.set_ylabel("mean old-skill test loss")
-    ax.set_title("learning vs forgetting (each method's λ path; dashed: stopped early)")
+    ax.set_title("learning vs forgetting (λ beside points; dashed: stopped early)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(figures / "llm-pareto.png", dpi=110)
