@@ -937,9 +937,10 @@ def table(data: dict[str, Any]) -> list[str]:
 
 def _interval(values: list[float]) -> str:
     """A mean over seeds with its 95 % t-interval's half-width (the mean alone under 3)."""
-    mean, half = sum(values) / len(values), t_half_width(values)
-    return f"{mean:+.3f}" + (f" ± {half:.3f}" if half is not None else f" ({len(values)} seed)"
-                             if len(values) == 1 else f" ({len(values)} seeds)")
+    mean, half, n = sum(values) / len(values), t_half_width(values), len(values)
+    if half is not None:
+        return f"{mean:+.3f} ± {half:.3f}"
+    return f"{mean:+.3f} ({n} seed{'s' if n > 1 else ''})"
 
 
 def _resolved(values: list[float], sign: int) -> bool:
