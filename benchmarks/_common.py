@@ -77,13 +77,22 @@ def along(points: list[tuple[int, float, float]], x: float,
     return pick(found) if found else None
 
 
-def at_grid_edge(methods: dict[str, dict], grid: dict[str, tuple[float, ...]]) -> str:
+def at_grid_edge(methods: dict[str, dict], grid: dict[str, tuple[float, ...]],
+                 at_zero: dict[str, str] | None = None, lower_is_better: bool = True) -> str:
     """A sentence naming the methods whose λ, chosen on a complete grid, is its smallest or
     largest value (a better λ may lie beyond it); "" when there are none.
 
     `methods` maps a method to its summary entry (``"chosen"`` and ``"lams"``, keyed by
-    ``f"{λ:g}"``); methods whose grid is not all run yet, or has one value, are passed over.
+    ``f"{λ:g}"``, each with a ``"criterion"``); methods whose grid is not all run yet, or has one
+    value, are passed over. `at_zero` maps a method to the method its λ = 0 limit is (EWC at
+    λ = 0 is fine-tuning): when that one's criterion is worse than the chosen λ's, the sentence
+    says so, since the best λ then lies between 0 and the grid's next value.
     """
+    at_zero = at_zero or {}
+
+    def worse(a: float, b: float) -> bool:
+        return a > b if lower_is_better else a < b
+
     low, high = [], []
     for method, entry in methods.items():
         lams = grid.get(method, ())
@@ -91,7 +100,17 @@ def at_grid_edge(methods: dict[str, dict], grid: dict[str, tuple[float, ...]]) -
             continue
         chosen = float(entry["chosen"])
         if chosen == min(lams):
-            low.append(f"{method} ({chosen:g})")
+            text = f"{method} ({chosen:g})"
+            zero = methods.get(at_zero.get(method, ""))
+            if zero is not None:
+                mine = entry["lams"][entry["chosen"]]["criterion"]
+                ref = zero["lams"][zero["chosen"]]["criterion"]
+                if worse(ref, mine):
+                    above = min(lam for lam in lams if lam > chosen)
+                    text = (f"{method} ({chosen:g}; λ = 0, {at_zero[method]}, scores worse: "
+                            f"{ref:.3f} against {mine:.3f}, so the best λ lies between 0 and "
+                            f"{above:g})")
+            low.append(text)
         elif chosen == max(lams):
             high.append(f"{method} ({chosen:g})")
     if not low and not high:

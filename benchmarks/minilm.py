@@ -1077,7 +1077,9 @@ def report(out: Path, docs: Path) -> str:
               "other benchmarks sharing the "
               f"2 cores. {data['runs']} runs took {data['wall_seconds'] / 60:.1f} min in all "
               "(the sum of the runs' wall times, evaluation and importance included).", ""]
-    edge = at_grid_edge(methods, GRID)
+    edge = at_grid_edge(methods, GRID, {m: "lora" if spec[2] else "finetune"
+                                        for m, spec in METHODS.items() if spec[0]},
+                        lower_is_better=False)
     if edge:
         lines += [edge, ""]
     lines += against_finetune(methods)
