@@ -894,6 +894,16 @@ def old_at(points: list[tuple[int, float, float]], kjv: float) -> float | None:
     return along(points, kjv, min)
 
 
+def old_against(points: list[tuple[int, float, float]], kjv: float) -> tuple[float | None, bool]:
+    """(`old_at`, past): a KJV loss below any the path reached (past it: more new-domain gain
+    than the reference ever made) is compared with the path's lowest-KJV evaluation, and
+    `past` is True; (None, False) for a KJV loss above the whole path."""
+    found = old_at(points, kjv)
+    if found is None and points and kjv < min(x for _, x, _ in points):
+        return min(points, key=lambda p: p[1])[2], True
+    return found, False
+
+
 def criterion(runs: list[dict[str, Any]], step: int) -> float:
     """λ selection on validation: new-domain loss + mean old-skill loss (equal weight)."""
     return _final(runs, "validation", "kjv", step) + _old(runs, "validation", step)
@@ -963,8 +973,10 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
     lines = ["Against stopping early: the mean old-skill test loss of " + " and ".join(refs)
              + f" where {'their path' if len(refs) > 1 else 'its path'} over steps 0–{step} "
              "reaches each point's KJV loss (linear "
-             "between evaluations every 25 steps; — where it never does). A negative Δ: less "
-             "forgetting at the same new-domain gain.", "",
+             "between evaluations every 25 steps; — where it never does); a seed with lower "
+             "KJV loss than fine-tuning ever reached (past its path) is compared with its "
+             "lowest-KJV evaluation. A negative Δ: less forgetting at the same new-domain "
+             "gain.", "",
              "| method | λ | validation criterion | KJV (new) | mean old | " + " | ".join(
                  f"{r} at that KJV | Δ vs {r}" for r in refs) + " |",
              "|---|---:|---:|---:|---:|" + "---:|---:|" * len(refs)]
@@ -977,25 +989,31 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
             old = sum(test[s] for s in SKILLS) / len(SKILLS)
             cells = []
             for r in refs:
-                ref_old = old_at(paths[r], test["kjv"])
-                deltas = [y - o for _, x, y in row["points"]
-                          if (o := old_at(paths[r], x)) is not None]
+                # past LoRA's path is far past it (its KJV stops at ~3.0): no comparison
+                at = old_against if r == "finetune" else (lambda p, x: (old_at(p, x), False))
+                ref_old, _ = at(paths[r], test["kjv"])
+                against = [(y - o, past) for _, x, y in row["points"]
+                           for o, past in [at(paths[r], x)] if o is not None]
+                deltas = [d for d, _ in against]
+                n_past = sum(past for _, past in against)
+                past = f" ({n_past} past)" if n_past else ""
                 if ref_old is None:
                     cells += ["—", "—"]
                 elif len(deltas) > 1 and len(deltas) == len(row["points"]):
-                    cells += [f"{ref_old:.3f}",
-                              f"{sum(deltas) / len(deltas):+.3f} ± {sample_sd(deltas):.3f}"]
-                else:     # one seed, or some seeds beyond the path: the seeds' mean point
+                    cells += [f"{ref_old:.3f}", f"{sum(deltas) / len(deltas):+.3f} ± "
+                              f"{sample_sd(deltas):.3f}{past}"]
+                else:     # one seed, or some seeds above the path: the seeds' mean point
                     star = "*" if len(row["points"]) > 1 else ""
-                    cells += [f"{ref_old:.3f}", f"{old - ref_old:+.3f}{star}"]
+                    cells += [f"{ref_old:.3f}", f"{old - ref_old:+.3f}{star}{past}"]
             mark = " (chosen)" if lam == entry["chosen"] else ""
             lines.append(f"| {method} | {lam}{mark} | {row['criterion']:.3f} | "
                          f"{test['kjv']:.3f} | {old:.3f} | " + " | ".join(cells) + " |")
     return [*lines, "", "Validation criterion: seed 0's validation KJV loss + mean validation "
             "old-skill loss, which the chosen λ minimises. With several seeds, Δ is the mean ± "
             "standard deviation over seeds of each seed's point against the reference's mean "
-            "path; * marks the Δ of the seeds' mean point where some seed lies beyond the "
-            "path.", ""]
+            "path; * marks the Δ of the seeds' mean point where some seed lies above the "
+            "path (less KJV gain than fine-tuning's first evaluation); (k past): k seeds "
+            "compared with fine-tuning's lowest-KJV evaluation.", ""]
 
 
 def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | None
@@ -1007,17 +1025,22 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
     ref_seeds = len(methods["finetune"]["lams"]["0"]["seeds"])
     rows = []       # (mean Δ vs fine-tuning stopped early, method, seeds, t-interval half-width)
     beyond = []     # methods with a seed past fine-tuning's path (lower KJV loss than it reached)
+    above = []      # methods with a seed above it (less KJV gain than its first evaluation)
     for method, entry in methods.items():
         if METHODS[method][0] is None:
             continue
         row = entry["lams"][entry["chosen"]]
-        deltas = [y - o for _, x, y in row["points"] if (o := old_at(ref, x)) is not None]
+        against = [(y - o, past) for _, x, y in row["points"]
+                   for o, past in [old_against(ref, x)] if o is not None]
+        deltas = [d for d, _ in against]
+        if n_past := sum(past for _, past in against):
+            beyond.append(f"{method} ({n_past} of {len(row['points'])} seed(s))")
         if deltas and len(deltas) == len(row["points"]):
             n = len(deltas)
             half = t_half_width(deltas)
             rows.append((sum(deltas) / n, method, n, half))
         else:
-            beyond.append(method)
+            above.append(method)
     lines = ["**Findings** (sentences computed from the records above; each method at its "
              "chosen λ):", ""]
     if rows:
@@ -1035,7 +1058,11 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
                      + (f"; fewer than 3 seeds so far: {', '.join(few)}" if few else "") + ".")
     if beyond:
         lines.append(f"- Past fine-tuning's path (a seed with lower KJV loss than fine-tuning "
-                     f"reached by step {step}, so no Δ): {', '.join(beyond)}.")
+                     f"reached by step {step}, compared with its lowest-KJV evaluation): "
+                     f"{', '.join(beyond)}.")
+    if above:
+        lines.append(f"- Above fine-tuning's path (a seed with higher KJV loss than its first "
+                     f"evaluation, so no Δ): {', '.join(above)}.")
     if rows:
         by = {m: (d, n) for d, m, n, _ in rows}
         others = [(d, m, n) for d, m, n, _ in rows if m != "l2"]

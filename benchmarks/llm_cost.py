@@ -154,6 +154,10 @@ def trainer_rows(model: torch.nn.Module, batch: dict[str, torch.Tensor], args: A
         plain.faults.clear()
         runner = trainer_runner(model, batch, args.steps, kind, tmp)
         ratio, t_base, t_fn, _ = paired(plain, runner, args.repeats, self_timed=True)
+        # the runs `paired` timed: not its first call of each (a warm-up), so that each
+        # phase's median is over the same runs as the step's
+        for timer in (plain, runner):
+            del timer.optimizer_seconds[0], timer.faults[0]
         opt_plain = statistics.median(plain.optimizer_seconds) / timed
         opt_fn = statistics.median(runner.optimizer_seconds) / timed
         rows[f"trainer_{kind}{suffix}"] = {

@@ -185,6 +185,9 @@ def test_early_stopping_compares_at_the_same_new_domain_loss(tmp_path):
     assert llm.old_at(path, 2.5) is None and llm.old_at(path, 3.1) is None
     assert llm.old_at([(0, 3.0, 2.0), (25, 2.8, 2.2), (50, 2.9, 2.0)], 2.85) == \
         pytest.approx(2.1)           # passed twice (2.15, then 2.1): the lower old-skill loss
+    assert llm.old_against(path, 2.7) == (pytest.approx(2.4), False)
+    assert llm.old_against(path, 2.5) == (2.6, True)    # past: the lowest-KJV evaluation
+    assert llm.old_against(path, 3.1) == (None, False)  # above the whole path
     store = RecordStore(tmp_path)
     _record(store, "finetune", 0.0, 0, 100, {0: (3.0, 2.0), 25: (2.8, 2.2), 50: (2.7, 2.3),
                                              75: (2.6, 2.4), 100: (2.5, 2.6)})
@@ -247,20 +250,29 @@ def test_findings_are_computed_from_the_records(tmp_path):
     _record(store, "wva", 10.0, 1, 100, {0: (3.0, 2.0), 100: (2.7, 2.2)})
     data = llm.summary(tmp_path)
     text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
-    assert "less forgetting for ewc -0.200; more for l2 +0.100." in text
+    # wva's seed 0 is past the path: against its lowest-KJV evaluation (2.6, 2.6), Δ −0.6
+    assert "less forgetting for wva -0.400, ewc -0.200; more for l2 +0.100." in text
     assert "over ≥ 3 seeds below 0; fine-tuning's path is the mean of its 1 seed(s)): ewc; " \
-        "fewer than 3 seeds so far: l2." in text
-    assert "reached by step 100, so no Δ): wva." in text
-    assert "ewc: -0.200 (3 seed(s)): L2 forgets 0.300 more." in text
+        "fewer than 3 seeds so far: wva, l2." in text
+    assert "compared with its lowest-KJV evaluation): wva (1 of 2 seed(s))." in text
+    assert "wva: -0.400 (2 seed(s)): L2 forgets 0.500 more." in text
+    assert "Above fine-tuning's path" not in text
     assert "from 2.000 before fine-tuning to" in text
     table = "\n".join(llm.early_stopping(data["methods"], data["step"]))
-    assert "| wva | 10 (chosen) | 4.500 | 2.600 | 2.100 | 2.600 | -0.500* |" in table
+    assert "| wva | 10 (chosen) | 4.500 | 2.600 | 2.100 | 2.600 | -0.400 ± 0.283 (1 past) |" \
+        in table
+    # LoRA's path stops far short of these points: no comparison past it
+    _record(store, "lora", 0.0, 0, 100, {0: (3.0, 2.0), 100: (2.9, 2.05)})
+    data = llm.summary(tmp_path)
+    table = "\n".join(llm.early_stopping(data["methods"], data["step"]))
+    assert "| 2.600 | -0.400 ± 0.283 (1 past) | — | — |" in table
+    (tmp_path / "lora-lam0-seed0.json").unlink()
     # two seeds: never called resolved, however close
     (tmp_path / "ewc-lam0.1-seed2.json").unlink()
     data = llm.summary(tmp_path)
     text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
     assert "below 0; fine-tuning's path is the mean of its 1 seed(s)): none yet; fewer than 3 " \
-        "seeds so far: ewc, l2." in text
+        "seeds so far: wva, ewc, l2." in text
 
 
 def test_a_run_held_by_another_process_is_left_to_it_then_looked_at_again(tmp_path,
