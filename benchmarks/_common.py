@@ -66,6 +66,20 @@ def t_half_width(values: list[float], least: int = 3) -> float | None:
     return T95[min(n - 1, 10)] * sample_sd(values) / n ** 0.5
 
 
+def interval(values: list[float]) -> str:
+    """A mean over seeds with its 95 % t-interval's half-width (the mean alone under 3)."""
+    mean, half, n = sum(values) / len(values), t_half_width(values), len(values)
+    if half is not None:
+        return f"{mean:+.3f} ± {half:.3f}"
+    return f"{mean:+.3f} ({n} seed{'s' if n > 1 else ''})"
+
+
+def resolved(values: list[float], sign: int) -> bool:
+    """Whether the 95 % t-interval of the mean of `values` lies on the `sign` side of 0."""
+    half = t_half_width(values)
+    return half is not None and sign * sum(values) / len(values) > half
+
+
 def along(points: list[tuple[int, float, float]], x: float,
           pick: Callable[[list[float]], float] = min) -> float | None:
     """The y of a path of (step, x, y) evaluations where it reaches `x`, linear between

@@ -81,6 +81,8 @@ from benchmarks._common import (
     command,
     debian_versions,
     environment,
+    interval,
+    resolved,
     sample_sd,
     t_half_width,
     write_pinned,
@@ -1016,6 +1018,70 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
             "compared with fine-tuning's lowest-KJV evaluation.", ""]
 
 
+# What the issue asks of the comparison, pairwise: (method, reference, what differs).
+QUESTIONS: tuple[tuple[str, str, str], ...] = (
+    ("ewc-selfgen", "ewc", "importance on the model's own generated text, not real old-domain "
+     "text"),
+    ("ewc-bf16", "ewc", "EWC's importances and anchor in bf16 (1× the model's bytes, not 2×)"),
+    ("wva-bf16", "wva", "WVA's attenuation in bf16 (0.5× the model's bytes, not 1×)"),
+    ("ewc-batchsq", "ewc", "the batch-squared \"Fisher\" of public EWC code, not the exact "
+     "per-sequence one"),
+    ("ewc-sampled", "ewc", "labels sampled from the model, not the data's (true vs empirical "
+     "Fisher)"),
+    ("lora-ewc", "lora", "EWC on LoRA's parameters, not LoRA alone"),
+)
+
+
+def early_by_seed(methods: dict[str, Any], method: str) -> dict[int, float]:
+    """Each seed's mean old-skill loss minus fine-tuning's stopped early at the same KJV loss
+    (`old_against`), for `method` at its chosen λ; {} without fine-tuning's records."""
+    if "finetune" not in methods:
+        return {}
+    ref = methods["finetune"]["lams"]["0"]["path"]
+    row = methods[method]["lams"][methods[method]["chosen"]]
+    return {seed: y - o for seed, x, y in row["points"]
+            if (o := old_against(ref, x)[0]) is not None}
+
+
+def questions(methods: dict[str, Any]) -> list[str]:
+    """A table of `QUESTIONS`: each method minus its reference at the same seed (the same
+    batches), each at its chosen λ, with a verdict from the 95 % t-interval over ≥ 3 seeds."""
+    lines = []
+    for method, ref, what in QUESTIONS:
+        if method not in methods or ref not in methods:
+            continue
+        a, b = (methods[m]["lams"][methods[m]["chosen"]] for m in (method, ref))
+        pa = {seed: (x, y) for seed, x, y in a["points"]}
+        pb = {seed: (x, y) for seed, x, y in b["points"]}
+        seeds = sorted(set(pa) & set(pb))
+        if not seeds:
+            continue
+        ea, eb = early_by_seed(methods, method), early_by_seed(methods, ref)
+        new = [pa[k][0] - pb[k][0] for k in seeds]
+        old = [pa[k][1] - pb[k][1] for k in seeds]
+        early = [ea[k] - eb[k] for k in seeds if k in ea and k in eb]
+        if len(early) < 3 or len(early) < len(seeds):
+            verdict = "fewer than 3 seeds" if len(seeds) < 3 else "—"
+        elif resolved(early, -1):
+            verdict = "less forgetting"
+        elif resolved(early, +1):
+            verdict = "more forgetting"
+        else:
+            verdict = "no resolved difference"
+        lam = " / ".join(methods[m]["chosen"] if METHODS[m][0] else "—" for m in (method, ref))
+        lines.append(f"| {method} − {ref}: {what} | {lam} | {len(seeds)} | {interval(new)} | "
+                     f"{interval(old)} | {interval(early) if early else '—'} | {verdict} |")
+    if not lines:
+        return []
+    return ["**Pairwise** (each method minus its reference at the same seed, so the same KJV "
+            "batches; each at its chosen λ; mean ± the half-width of the 95 % t-interval, "
+            "shown from 3 seeds). *At the same KJV loss*: the difference of their mean old-skill "
+            "Δ against fine-tuning stopped early (above), which allows for one method having "
+            "trained further; the verdict reads it.", "",
+            "| method − reference | λ | seeds | KJV (new) | mean old | at the same KJV loss | "
+            "verdict |", "|---|---:|---:|---:|---:|---:|---|", *lines, ""]
+
+
 def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | None
              ) -> list[str]:
     """What the records say, in sentences computed from them (so that they stay true)."""
@@ -1195,7 +1261,7 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
     fig.tight_layout()
     fig.savefig(figures / "llm-curves.png", dpi=110)
     plt.close(fig)
-    lines += dominance(methods) + early_stopping(methods, step) + findings(
+    lines += dominance(methods) + early_stopping(methods, step) + questions(methods) + findings(
         methods, step, pre)
     missing = [m for m in METHODS if m not in methods]
     excluded = other_data(out)

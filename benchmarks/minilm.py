@@ -111,9 +111,10 @@ from benchmarks._common import (
     command,
     debian_versions,
     environment,
+    interval,
+    resolved,
     sample_sd,
     seed_range,
-    t_half_width,
     write_pinned,
 )
 from benchmarks._common import read_pinned as common_read_pinned
@@ -935,20 +936,6 @@ def table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _interval(values: list[float]) -> str:
-    """A mean over seeds with its 95 % t-interval's half-width (the mean alone under 3)."""
-    mean, half, n = sum(values) / len(values), t_half_width(values), len(values)
-    if half is not None:
-        return f"{mean:+.3f} ± {half:.3f}"
-    return f"{mean:+.3f} ({n} seed{'s' if n > 1 else ''})"
-
-
-def _resolved(values: list[float], sign: int) -> bool:
-    """Whether the 95 % t-interval of the mean of `values` lies on the `sign` side of 0."""
-    half = t_half_width(values)
-    return half is not None and sign * sum(values) / len(values) > half
-
-
 def against_finetune(methods: dict[str, Any]) -> list[str]:
     """Each method at its chosen λ against fine-tuning: at the same seed (the same head and
     batches), and against fine-tuning stopped early at the same new-task accuracy; then the
@@ -988,15 +975,15 @@ def against_finetune(methods: dict[str, Any]) -> list[str]:
         found[method] = d
         by_seed[method] = early
         lam = "—" if METHODS.get(method, (None,))[0] is None else entry["chosen"]
-        cells = [_interval(d[w]) if d[w] else "—" for w in ("new", "old", "early")]
+        cells = [interval(d[w]) if d[w] else "—" for w in ("new", "old", "early")]
         if beyond and d["early"]:
             cells[2] += f" ({beyond} past)"
         lines.append(f"| {method} | {lam} | " + " | ".join(cells) + " |")
-    kept = [m for m, d in found.items() if d["early"] and _resolved(d["early"], +1)]
-    lost = [m for m, d in found.items() if d["early"] and _resolved(d["early"], -1)]
-    cost = [m for m, d in found.items() if d["new"] and _resolved(d["new"], -1)]
-    free = [m for m, d in found.items() if d["old"] and _resolved(d["old"], +1)
-            and d["new"] and not _resolved(d["new"], -1)]
+    kept = [m for m, d in found.items() if d["early"] and resolved(d["early"], +1)]
+    lost = [m for m, d in found.items() if d["early"] and resolved(d["early"], -1)]
+    cost = [m for m, d in found.items() if d["new"] and resolved(d["new"], -1)]
+    free = [m for m, d in found.items() if d["old"] and resolved(d["old"], +1)
+            and d["new"] and not resolved(d["new"], -1)]
     few = [m for m, d in found.items() if len(d["old"]) < 3]
     lines += ["", "**Findings** (computed from the records above; resolved: the 95 % t-interval "
               "over ≥ 3 seeds excludes 0):", "",
@@ -1020,8 +1007,8 @@ def against_finetune(methods: dict[str, Any]) -> list[str]:
                          f"top-1 {sum(l2) / len(l2):+.3f}; the best importance-weighted method, "
                          f"{best[1]}, {best[0]:+.3f} (the best of {n_best}, picked after the "
                          f"fact): {best[1]} minus L2 seed by seed "
-                         f"{_interval(gap)}, "
-                         + ("resolved." if _resolved(gap, +1) or _resolved(gap, -1)
+                         f"{interval(gap)}, "
+                         + ("resolved." if resolved(gap, +1) or resolved(gap, -1)
                             else "not resolved: L2 is as good within these seeds."))
     return [*lines, ""]
 

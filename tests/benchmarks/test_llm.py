@@ -275,6 +275,29 @@ def test_findings_are_computed_from_the_records(tmp_path):
         "seeds so far: wva, ewc, l2." in text
 
 
+def test_pairwise_questions_compare_at_the_same_seed(tmp_path):
+    store = RecordStore(tmp_path)
+    _record(store, "finetune", 0.0, 0, 100, {0: (3.0, 2.0), 50: (2.8, 2.2), 100: (2.6, 2.6)})
+    for seed, old in enumerate((2.25, 2.15, 2.2)):        # vs stopped early: −0.15, −0.25, −0.2
+        _record(store, "ewc", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, old)})
+    for seed, old in enumerate((2.26, 2.16, 2.22)):       # bf16: +0.01, +0.01, +0.02 more
+        _record(store, "ewc-bf16", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, old)})
+    for seed, old in enumerate((2.45, 2.36, 2.4)):        # selfgen: +0.2, +0.21, +0.2 more
+        _record(store, "ewc-selfgen", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, old)})
+    _record(store, "lora", 0.0, 0, 100, {0: (3.0, 2.0), 100: (2.9, 2.05)})
+    _record(store, "lora-ewc", 0.1, 0, 100, {0: (3.0, 2.0), 100: (2.95, 2.0)})
+    data = llm.summary(tmp_path)
+    table = "\n".join(llm.questions(data["methods"]))
+    assert ("| ewc-selfgen − ewc: importance on the model's own generated text, not real "
+            "old-domain text | 0.1 / 0.1 | 3 | +0.000 ± 0.000 | +0.203 ± 0.014 | "
+            "+0.203 ± 0.014 | more forgetting |") in table
+    assert "| 0.1 / 0.1 | 3 | +0.000 ± 0.000 | +0.013 ± 0.014 | +0.013 ± 0.014 | " \
+        "no resolved difference |" in table                       # bf16: the interval holds 0
+    assert "| lora-ewc − lora: EWC on LoRA's parameters, not LoRA alone | 0.1 / — | 1 | " \
+        "+0.050 (1 seed) | -0.050 (1 seed) |" in table and "fewer than 3 seeds |" in table
+    assert "wva-bf16" not in table                                # not recorded: no row
+
+
 def test_a_run_held_by_another_process_is_left_to_it_then_looked_at_again(tmp_path,
                                                                           monkeypatch):
     import argparse
