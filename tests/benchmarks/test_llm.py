@@ -246,14 +246,16 @@ def test_findings_are_computed_from_the_records(tmp_path):
     for seed, old in enumerate((2.25, 2.15, 2.2)):            # Δ −0.15, −0.25, −0.2
         _record(store, "ewc", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, old)})
     _record(store, "l2", 0.1, 0, 100, {0: (3.0, 2.0), 100: (2.9, 2.2)})      # Δ +0.1
+    _record(store, "ewc-bf16", 0.1, 0, 100, {0: (3.0, 2.0), 100: (2.7, 1.4)})  # not "best"
     _record(store, "wva", 10.0, 0, 100, {0: (3.0, 2.0), 100: (2.5, 2.0)})    # past the path
     _record(store, "wva", 10.0, 1, 100, {0: (3.0, 2.0), 100: (2.7, 2.2)})
     data = llm.summary(tmp_path)
     text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
     # wva's seed 0 is past the path: against its lowest-KJV evaluation (2.6, 2.6), Δ −0.6
-    assert "less forgetting for wva -0.400, ewc -0.200; more for l2 +0.100." in text
+    assert "less forgetting for ewc-bf16 -1.000, wva -0.400, ewc -0.200; more for l2 +0.100." \
+        in text
     assert "over ≥ 3 seeds below 0; fine-tuning's path is the mean of its 1 seed(s)): ewc; " \
-        "fewer than 3 seeds so far: wva, l2." in text
+        "fewer than 3 seeds so far: ewc-bf16, wva, l2." in text
     assert "compared with its lowest-KJV evaluation): wva (1 of 2 seed(s))." in text
     assert "wva: -0.400 (2 seed(s)): L2 forgets 0.500 more." in text
     assert "Above fine-tuning's path" not in text
@@ -272,7 +274,7 @@ def test_findings_are_computed_from_the_records(tmp_path):
     data = llm.summary(tmp_path)
     text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
     assert "below 0; fine-tuning's path is the mean of its 1 seed(s)): none yet; fewer than 3 " \
-        "seeds so far: wva, ewc, l2." in text
+        "seeds so far: ewc-bf16, wva, ewc, l2." in text
 
 
 def test_pairwise_questions_compare_at_the_same_seed(tmp_path):
