@@ -1116,11 +1116,11 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
         lines.append("- Against fine-tuning stopped early at the same KJV loss, the mean "
                      f"old-skill Δ: less forgetting for {', '.join(less) or 'none'}"
                      + (f"; more for {', '.join(more)}" if more else "") + ".")
-        resolved = [m for d, m, _, half in rows if half is not None and d + half < 0]
+        settled = [m for d, m, _, half in rows if half is not None and d + half < 0]
         few = [m for _, m, n, _ in rows if n < 3]
         lines.append(f"- Resolved (the 95 % t-interval of the mean Δ over ≥ 3 seeds below 0; "
                      f"fine-tuning's path is the mean of its {ref_seeds} seed(s)): "
-                     f"{', '.join(resolved) or 'none yet'}"
+                     f"{', '.join(settled) or 'none yet'}"
                      + (f"; fewer than 3 seeds so far: {', '.join(few)}" if few else "") + ".")
     if beyond:
         lines.append(f"- Past fine-tuning's path (a seed with lower KJV loss than fine-tuning "
@@ -1135,11 +1135,19 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
         others = [(d, m, n) for d, m, n, _ in rows if m != "l2" and m not in BF16_OF]
         if "l2" in by and others:
             d, m, n = min(others)
+            l2, best = early_by_seed(methods, "l2"), early_by_seed(methods, m)
+            gap = [l2[k] - best[k] for k in sorted(best) if k in l2]
+            verdict = ("L2 is as good or better." if by["l2"][0] <= d else
+                       f"L2 forgets {by['l2'][0] - d:.3f} more")
+            if by["l2"][0] > d and gap:
+                verdict += (f"; L2 minus {m} seed by seed {interval(gap)}, "
+                            + ("resolved." if resolved(gap, +1) else
+                               "not resolved: L2 is as good within these seeds."
+                               if len(gap) >= 3 else "fewer than 3 seeds."))
             lines.append(f"- L2 to the pretrained weights (L2-SP's baseline): Δ {by['l2'][0]:+.3f}"
-                         f" ({by['l2'][1]} seed(s)); the best importance-weighted method, {m}: "
-                         f"{d:+.3f} ({n} seed(s)): "
-                         + ("L2 is as good or better." if by["l2"][0] <= d else
-                            f"L2 forgets {by['l2'][0] - d:.3f} more."))
+                         f" ({by['l2'][1]} seed(s)); the best importance-weighted method, {m} "
+                         f"(the best of {len(others)}, picked after the fact): {d:+.3f} "
+                         f"({n} seed(s)): " + verdict)
     if pretrained:
         below = [m for m, e in methods.items() if all(
             e["lams"][e["chosen"]]["test"][s] < pretrained["test"][s] for s in ("code", "prose"))]

@@ -257,7 +257,8 @@ def test_findings_are_computed_from_the_records(tmp_path):
     assert "over ≥ 3 seeds below 0; fine-tuning's path is the mean of its 1 seed(s)): ewc; " \
         "fewer than 3 seeds so far: ewc-bf16, wva, l2." in text
     assert "compared with its lowest-KJV evaluation): wva (1 of 2 seed(s))." in text
-    assert "wva: -0.400 (2 seed(s)): L2 forgets 0.500 more." in text
+    assert "wva (the best of 2, picked after the fact): -0.400 (2 seed(s)): L2 forgets 0.500 " \
+        "more; L2 minus wva seed by seed +0.700 (1 seed), fewer than 3 seeds." in text
     assert "Above fine-tuning's path" not in text
     assert "from 2.000 before fine-tuning to" in text
     table = "\n".join(llm.early_stopping(data["methods"], data["step"]))
@@ -275,6 +276,23 @@ def test_findings_are_computed_from_the_records(tmp_path):
     text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
     assert "below 0; fine-tuning's path is the mean of its 1 seed(s)): none yet; fewer than 3 " \
         "seeds so far: ewc-bf16, wva, ewc, l2." in text
+
+
+def test_l2_against_the_best_method_seed_by_seed(tmp_path):
+    store = RecordStore(tmp_path)
+    _record(store, "finetune", 0.0, 0, 100, {0: (3.0, 2.0), 50: (2.8, 2.2), 100: (2.6, 2.6)})
+    for seed, (ewc, l2) in enumerate(((2.25, 2.3), (2.15, 2.25), (2.2, 2.28))):
+        _record(store, "ewc", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, ewc)})
+        _record(store, "l2", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, l2)})
+    data = llm.summary(tmp_path)
+    text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
+    # L2 − EWC by seed: 0.05, 0.1, 0.08 (mean 0.077, half-width 0.062)
+    assert "L2 forgets 0.077 more; L2 minus ewc seed by seed +0.077 ± 0.063, resolved." in text
+    _record(store, "l2", 0.1, 2, 100, {0: (3.0, 2.0), 100: (2.7, 2.1)})     # now −0.1
+    data = llm.summary(tmp_path)
+    text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
+    assert "L2 minus ewc seed by seed +0.017 ± 0.259, not resolved: L2 is as good within " \
+        "these seeds." in text
 
 
 def test_pairwise_questions_compare_at_the_same_seed(tmp_path):
