@@ -1096,10 +1096,8 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
         if METHODS[method][0] is None:
             continue
         row = entry["lams"][entry["chosen"]]
-        against = [(y - o, past) for _, x, y in row["points"]
-                   for o, past in [old_against(ref, x)] if o is not None]
-        deltas = [d for d, _ in against]
-        if n_past := sum(past for _, past in against):
+        deltas = list(early_by_seed(methods, method).values())
+        if n_past := sum(old_against(ref, x)[1] for _, x, _ in row["points"]):
             beyond.append(f"{method} ({n_past} of {len(row['points'])} seed(s))")
         if deltas and len(deltas) == len(row["points"]):
             n = len(deltas)
