@@ -240,6 +240,12 @@ def test_a_claimed_run_is_refused_to_a_second_claim(tmp_path):
         assert mine
 
 
+def _findings(out) -> str:
+    """The findings sentences of the records in `out`, as one text."""
+    data = llm.summary(out)
+    return "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
+
+
 def test_findings_are_computed_from_the_records(tmp_path):
     store = RecordStore(tmp_path)
     _record(store, "finetune", 0.0, 0, 100, {0: (3.0, 2.0), 50: (2.8, 2.2), 100: (2.6, 2.6)})
@@ -249,8 +255,7 @@ def test_findings_are_computed_from_the_records(tmp_path):
     _record(store, "ewc-bf16", 0.1, 0, 100, {0: (3.0, 2.0), 100: (2.7, 1.4)})  # not "best"
     _record(store, "wva", 10.0, 0, 100, {0: (3.0, 2.0), 100: (2.5, 2.0)})    # past the path
     _record(store, "wva", 10.0, 1, 100, {0: (3.0, 2.0), 100: (2.7, 2.2)})
-    data = llm.summary(tmp_path)
-    text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
+    text = _findings(tmp_path)
     # wva's seed 0 is past the path: against its lowest-KJV evaluation (2.6, 2.6), Δ −0.6
     assert "less forgetting for ewc-bf16 -1.000, wva -0.400, ewc -0.200; more for l2 +0.100." \
         in text
@@ -261,6 +266,7 @@ def test_findings_are_computed_from_the_records(tmp_path):
         "more; L2 minus wva seed by seed +0.700 (1 seed), fewer than 3 seeds." in text
     assert "Above fine-tuning's path" not in text
     assert "from 2.000 before fine-tuning to" in text
+    data = llm.summary(tmp_path)
     table = "\n".join(llm.early_stopping(data["methods"], data["step"]))
     assert "| wva | 10 (chosen) | 4.500 | 2.600 | 2.100 | 2.600 | -0.400 ± 0.283 (1 past) |" \
         in table
@@ -272,8 +278,7 @@ def test_findings_are_computed_from_the_records(tmp_path):
     (tmp_path / "lora-lam0-seed0.json").unlink()
     # two seeds: never called resolved, however close
     (tmp_path / "ewc-lam0.1-seed2.json").unlink()
-    data = llm.summary(tmp_path)
-    text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
+    text = _findings(tmp_path)
     assert "below 0; fine-tuning's path is the mean of its 1 seed(s)): none yet; fewer than 3 " \
         "seeds so far: ewc-bf16, wva, ewc, l2." in text
 
@@ -284,13 +289,11 @@ def test_l2_against_the_best_method_seed_by_seed(tmp_path):
     for seed, (ewc, l2) in enumerate(((2.25, 2.3), (2.15, 2.25), (2.2, 2.28))):
         _record(store, "ewc", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, ewc)})
         _record(store, "l2", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, l2)})
-    data = llm.summary(tmp_path)
-    text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
-    # L2 − EWC by seed: 0.05, 0.1, 0.08 (mean 0.077, half-width 0.062)
+    text = _findings(tmp_path)
+    # L2 − EWC by seed: 0.05, 0.1, 0.08 (mean 0.077, half-width 0.063)
     assert "L2 forgets 0.077 more; L2 minus ewc seed by seed +0.077 ± 0.063, resolved." in text
     _record(store, "l2", 0.1, 2, 100, {0: (3.0, 2.0), 100: (2.7, 2.1)})     # now −0.1
-    data = llm.summary(tmp_path)
-    text = "\n".join(llm.findings(data["methods"], data["step"], data["pretrained"]))
+    text = _findings(tmp_path)
     assert "L2 minus ewc seed by seed +0.017 ± 0.259, not resolved: L2 is as good within " \
         "these seeds." in text
 
