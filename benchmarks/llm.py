@@ -64,6 +64,7 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -1043,10 +1044,12 @@ def early_by_seed(methods: dict[str, Any], method: str) -> dict[int, float]:
             if (o := old_against(ref, x)[0]) is not None}
 
 
-def questions(methods: dict[str, Any]) -> list[str]:
-    """A table of `QUESTIONS`: each method minus its reference at the same seed (the same
-    batches), each at its chosen λ, with a verdict from the 95 % t-interval over ≥ 3 seeds."""
-    lines = []
+def question_rows(methods: dict[str, Any]) -> list[dict[str, Any]]:
+    """`QUESTIONS` answered: per recorded pair, each method minus its reference at the same
+    seed (the same batches), each at its chosen λ: the differences in test KJV loss (``new``),
+    mean old-skill loss (``old``) and in the Δ against fine-tuning stopped early (``early``),
+    with a ``verdict`` from the 95 % t-interval of ``early`` over ≥ 3 seeds."""
+    rows = []
     for method, ref, what in QUESTIONS:
         if method not in methods or ref not in methods:
             continue
@@ -1057,8 +1060,6 @@ def questions(methods: dict[str, Any]) -> list[str]:
         if not seeds:
             continue
         ea, eb = early_by_seed(methods, method), early_by_seed(methods, ref)
-        new = [pa[k][0] - pb[k][0] for k in seeds]
-        old = [pa[k][1] - pb[k][1] for k in seeds]
         early = [ea[k] - eb[k] for k in seeds if k in ea and k in eb]
         if len(early) < 3 or len(early) < len(seeds):
             verdict = "fewer than 3 seeds" if len(seeds) < 3 else "—"
@@ -1068,9 +1069,22 @@ def questions(methods: dict[str, Any]) -> list[str]:
             verdict = "more forgetting"
         else:
             verdict = "no resolved difference"
-        lam = " / ".join(methods[m]["chosen"] if METHODS[m][0] else "—" for m in (method, ref))
-        lines.append(f"| {method} − {ref}: {what} | {lam} | {len(seeds)} | {interval(new)} | "
-                     f"{interval(old)} | {interval(early) if early else '—'} | {verdict} |")
+        rows.append({"method": method, "ref": ref, "what": what, "seeds": len(seeds),
+                     "lam": " / ".join(methods[m]["chosen"] if METHODS[m][0] else "—"
+                                       for m in (method, ref)),
+                     "new": [pa[k][0] - pb[k][0] for k in seeds],
+                     "old": [pa[k][1] - pb[k][1] for k in seeds],
+                     "early": early, "verdict": verdict})
+    return rows
+
+
+def questions(methods: dict[str, Any]) -> list[str]:
+    """A table of `QUESTIONS` (`question_rows`): each method minus its reference at the same
+    seed, each at its chosen λ, with a verdict from the 95 % t-interval over ≥ 3 seeds."""
+    lines = [f"| {q['method']} − {q['ref']}: {q['what']} | {q['lam']} | {q['seeds']} | "
+             f"{interval(q['new'])} | {interval(q['old'])} | "
+             f"{interval(q['early']) if q['early'] else '—'} | {q['verdict']} |"
+             for q in question_rows(methods)]
     if not lines:
         return []
     return ["**Pairwise** (each method minus its reference at the same seed, so the same KJV "
@@ -1082,6 +1096,44 @@ def questions(methods: dict[str, Any]) -> list[str]:
             "verdict |", "|---|---:|---:|---:|---:|---:|---|", *lines, ""]
 
 
+def early_rows(methods: dict[str, Any]) -> list[tuple[float, str, int, float | None]]:
+    """(mean Δ against fine-tuning stopped early, method, seeds, 95 % t-interval half-width
+    or None under 3 seeds), sorted, for each consolidated method at its chosen λ whose every
+    seed has a Δ (`early_by_seed`)."""
+    rows = []
+    for method, entry in methods.items():
+        if METHODS[method][0] is None:
+            continue
+        deltas = list(early_by_seed(methods, method).values())
+        if deltas and len(deltas) == len(entry["lams"][entry["chosen"]]["points"]):
+            rows.append((sum(deltas) / len(deltas), method, len(deltas), t_half_width(deltas)))
+    return sorted(rows)
+
+
+def l2_finding(methods: dict[str, Any]) -> str | None:
+    """L2 to the pretrained weights against the best importance-weighted method (not a bf16
+    storage variant), stopped-early Δ and seed by seed; None without both."""
+    rows = early_rows(methods)
+    by = {m: (d, n) for d, m, n, _ in rows}
+    others = [(d, m, n) for d, m, n, _ in rows if m != "l2" and m not in BF16_OF]
+    if "l2" not in by or not others:
+        return None
+    d, m, n = min(others)
+    l2, best = early_by_seed(methods, "l2"), early_by_seed(methods, m)
+    gap = [l2[k] - best[k] for k in sorted(best) if k in l2]
+    verdict = ("L2 is as good or better." if by["l2"][0] <= d else
+               f"L2 forgets {by['l2'][0] - d:.3f} more")
+    if by["l2"][0] > d and gap:
+        verdict += (f"; L2 minus {m} seed by seed {interval(gap)}, "
+                    + ("resolved." if resolved(gap, +1) else
+                       "not resolved: L2 is as good within these seeds."
+                       if len(gap) >= 3 else "fewer than 3 seeds."))
+    return (f"L2 to the pretrained weights (L2-SP's baseline): Δ {by['l2'][0]:+.3f}"
+            f" ({by['l2'][1]} seed(s)); the best importance-weighted method, {m} "
+            f"(the best of {len(others)}, picked after the fact): {d:+.3f} "
+            f"({n} seed(s)): " + verdict)
+
+
 def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | None
              ) -> list[str]:
     """What the records say, in sentences computed from them (so that they stay true)."""
@@ -1089,26 +1141,20 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
         return []
     ref = methods["finetune"]["lams"]["0"]["path"]
     ref_seeds = len(methods["finetune"]["lams"]["0"]["seeds"])
-    rows = []       # (mean Δ vs fine-tuning stopped early, method, seeds, t-interval half-width)
+    rows = early_rows(methods)
+    complete = {m for _, m, _, _ in rows}
     beyond = []     # methods with a seed past fine-tuning's path (lower KJV loss than it reached)
-    above = []      # methods with a seed above it (less KJV gain than its first evaluation)
     for method, entry in methods.items():
         if METHODS[method][0] is None:
             continue
-        row = entry["lams"][entry["chosen"]]
-        deltas = list(early_by_seed(methods, method).values())
-        if n_past := sum(old_against(ref, x)[1] for _, x, _ in row["points"]):
-            beyond.append(f"{method} ({n_past} of {len(row['points'])} seed(s))")
-        if deltas and len(deltas) == len(row["points"]):
-            n = len(deltas)
-            half = t_half_width(deltas)
-            rows.append((sum(deltas) / n, method, n, half))
-        else:
-            above.append(method)
+        points = entry["lams"][entry["chosen"]]["points"]
+        if n_past := sum(old_against(ref, x)[1] for _, x, _ in points):
+            beyond.append(f"{method} ({n_past} of {len(points)} seed(s))")
+    # methods with a seed above the path (less KJV gain than its first evaluation): no Δ
+    above = [m for m in methods if METHODS[m][0] is not None and m not in complete]
     lines = ["**Findings** (sentences computed from the records above; each method at its "
              "chosen λ):", ""]
     if rows:
-        rows.sort()
         less = [f"{m} {d:+.3f}" for d, m, _, _ in rows if d < 0]
         more = [f"{m} {d:+.3f}" for d, m, _, _ in rows if d >= 0]
         lines.append("- Against fine-tuning stopped early at the same KJV loss, the mean "
@@ -1127,25 +1173,8 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
     if above:
         lines.append(f"- Above fine-tuning's path (a seed with higher KJV loss than its first "
                      f"evaluation, so no Δ): {', '.join(above)}.")
-    if rows:
-        by = {m: (d, n) for d, m, n, _ in rows}
-        # the best method, not a storage variant of one (the bf16 rows are in `questions`)
-        others = [(d, m, n) for d, m, n, _ in rows if m != "l2" and m not in BF16_OF]
-        if "l2" in by and others:
-            d, m, n = min(others)
-            l2, best = early_by_seed(methods, "l2"), early_by_seed(methods, m)
-            gap = [l2[k] - best[k] for k in sorted(best) if k in l2]
-            verdict = ("L2 is as good or better." if by["l2"][0] <= d else
-                       f"L2 forgets {by['l2'][0] - d:.3f} more")
-            if by["l2"][0] > d and gap:
-                verdict += (f"; L2 minus {m} seed by seed {interval(gap)}, "
-                            + ("resolved." if resolved(gap, +1) else
-                               "not resolved: L2 is as good within these seeds."
-                               if len(gap) >= 3 else "fewer than 3 seeds."))
-            lines.append(f"- L2 to the pretrained weights (L2-SP's baseline): Δ {by['l2'][0]:+.3f}"
-                         f" ({by['l2'][1]} seed(s)); the best importance-weighted method, {m} "
-                         f"(the best of {len(others)}, picked after the fact): {d:+.3f} "
-                         f"({n} seed(s)): " + verdict)
+    if (l2 := l2_finding(methods)) is not None:
+        lines.append(f"- {l2}")
     if pretrained:
         below = [m for m, e in methods.items() if all(
             e["lams"][e["chosen"]]["test"][s] < pretrained["test"][s] for s in ("code", "prose"))]
@@ -1161,6 +1190,75 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
                  f"measure of a lost skill), {start}to " + ", ".join(
                      f"{m} {c:.3f}" for c, m in chat) + f" at step {step}.")
     return [*lines, ""]
+
+
+def readme_text(out: Path = OUT) -> str:
+    """README.md's summary of the demonstration (its ``text:llm`` block, written by
+    ``python -m benchmarks.tables --write-readme``): each method at its chosen λ against
+    fine-tuning stopped early, LoRA, L2 and the pairwise questions, from the records in `out`."""
+    data = summary(out)
+    methods, step, pre = data["methods"], data["step"], data["pretrained"]
+    if "finetune" not in methods or not pre:
+        return ("No runs recorded yet: `python -m benchmarks.llm run --plan`, then "
+                "`python -m benchmarks.llm report`.")
+    early = {m: early_by_seed(methods, m) for m in methods if METHODS[m][0] is not None}
+
+    def old(test: dict[str, float]) -> float:
+        return sum(test[s] for s in SKILLS) / len(SKILLS)
+
+    lines = [f"Test loss per token after {step} steps (mean over seeds), each method at the λ "
+             "chosen on validation; Δ: the mean old-skill loss minus fine-tuning's where fine-"
+             "tuning, stopped early, reaches the same KJV loss (mean over seeds ± the 95 % "
+             "t-interval's half-width from 3 seeds; negative = less forgetting at equal "
+             "new-domain gain).", "",
+             "| method | λ | seeds | KJV (new) | mean old | chat | Δ at fine-tuning's KJV |",
+             "|---|---:|---:|---:|---:|---:|---:|",
+             f"| pretrained | — | — | {pre['test']['kjv']:.3f} | {old(pre['test']):.3f} | "
+             f"{pre['test']['chat']:.3f} | |"]
+    order = [m for m in ("finetune", "lora", "l2") if m in methods]
+    for method in [*order, *(m for m in methods if m not in order)]:
+        entry = methods[method]
+        row = entry["lams"][entry["chosen"]]
+        deltas = list(early.get(method, {}).values())
+        delta = (interval(deltas) if deltas and len(deltas) == len(row["points"])
+                 else "—" if method in early else "")
+        lam = entry["chosen"] if METHODS[method][0] else "—"
+        lines.append(f"| {method} | {lam} | {len(row['seeds'])} | {row['test']['kjv']:.3f} | "
+                     f"{old(row['test']):.3f} | {row['test']['chat']:.3f} | {delta} |")
+    said = []
+    settled = [m for d, m, _, half in early_rows(methods) if half is not None and d + half < 0]
+    if settled:
+        said.append("Less forgetting than fine-tuning stopped early, resolved over the seeds: "
+                    + ", ".join(settled) + ".")
+    if "lora" in methods:
+        lx, ly = (f(methods["lora"]["lams"]["0"]["test"]) for f in (lambda t: t["kjv"], old))
+        wins = [m for m, e in methods.items() if METHODS[m][0] is not None
+                and m not in BF16_OF and not METHODS[m][2]
+                and e["lams"][e["chosen"]]["test"]["kjv"] < lx
+                and old(e["lams"][e["chosen"]]["test"]) <= ly]
+        said.append(f"LoRA (r = 8) reaches KJV {lx:.3f} at mean old {ly:.3f}; at their chosen "
+                    "λ, " + (", ".join(wins) + " learn more of the KJV *and* keep as much or "
+                             "more (they dominate LoRA)." if wins else
+                             "no full-model method dominates it."))
+    if (l2 := l2_finding(methods)) is not None:
+        said.append(l2)
+    asked = [f"| {q['method']} − {q['ref']}: {q['what']} | {q['seeds']} | "
+             f"{interval(q['early']) if q['early'] else '—'} | {q['verdict']} |"
+             for q in question_rows(methods)]
+    few = [m for m, e in methods.items() if len(e["lams"][e["chosen"]]["seeds"]) < 3]
+    missing = [m for m in METHODS if m not in methods]
+    progress = []
+    if few or missing:
+        progress.append("Runs in progress: " + ", ".join(
+            [*(f"{m} ({len(methods[m]['lams'][methods[m]['chosen']]['seeds'])} of 3 seeds)"
+               for m in few), *(f"{m} (none)" for m in missing)]) + ".")
+    if asked:
+        asked = ["Pairwise (each minus its reference at the same seed, compared at the same KJV "
+                 "loss as Δ is):", "", "| method − reference | seeds | difference in Δ | "
+                 "verdict |", "|---|---:|---:|---|", *asked, ""]
+    lines[0] = textwrap.fill(lines[0], 99)
+    return "\n".join([*lines, "", *(textwrap.fill(t, 99) + "\n" for t in said), *asked,
+                      *(textwrap.fill(t, 99) for t in progress)]).rstrip()
 
 
 def _color(method: str) -> tuple[float, ...]:

@@ -7,8 +7,9 @@ The README's "Reproductions" highlights and the numbers its prose quotes from th
 here too, from the reproduction records (`benchmarks.report.readme_sections`), between
 ``<!-- table:reproductions -->``, ``<!-- text:reproductions -->`` and ``<!-- text:wva-adam -->``
 markers; so are the paragraphs quoting the benchmark JSON (``<!-- text:importance -->``,
-``text:overhead``, ``text:walltime``, ``text:replay_cost``: `prose_blocks`). Numbers that no JSON
-holds (the issues' targets, historical figures of removed variants) stay typed.
+``text:overhead``, ``text:walltime``, ``text:replay_cost``, ``text:llm``: `prose_blocks`).
+Numbers that no JSON holds (the issues' targets, historical figures of removed variants) stay
+typed.
 """
 
 from __future__ import annotations
@@ -486,7 +487,8 @@ def replay_text(cost: dict, avalanche: dict | None) -> str:
 
 def prose_blocks() -> dict[str, str]:
     """The README paragraphs after the benchmark tables, by marker name, for every JSON that
-    exists (``text:importance``, ``text:overhead``, ``text:walltime``, ``text:replay_cost``)."""
+    exists (``text:importance``, ``text:overhead``, ``text:walltime``, ``text:replay_cost``,
+    ``text:llm``: `benchmarks.llm.readme_text`)."""
     def load(name: str) -> dict | None:
         path = RESULTS / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None
@@ -498,6 +500,9 @@ def prose_blocks() -> dict[str, str]:
             out[f"text:{name}"] = render(data)
     if (cost := load("replay_cost")) is not None:
         out["text:replay_cost"] = replay_text(cost, load("replay_avalanche"))
+    from benchmarks import llm
+    if llm.OUT.is_dir():
+        out["text:llm"] = llm.readme_text(llm.OUT)
     return out
 
 

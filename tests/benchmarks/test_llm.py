@@ -321,6 +321,32 @@ def test_pairwise_questions_compare_at_the_same_seed(tmp_path):
     assert "wva-bf16" not in table                                # not recorded: no row
 
 
+def test_readme_summary_is_computed_from_the_records(tmp_path):
+    store = RecordStore(tmp_path)
+    assert "No runs recorded yet" in llm.readme_text(tmp_path)
+    for seed in range(3):
+        _record(store, "finetune", 0.0, seed, 100,
+                {0: (3.0, 2.0), 50: (2.8, 2.2), 100: (2.6, 2.6)})
+    for seed, old in enumerate((2.25, 2.15, 2.2)):        # vs stopped early: −0.15, −0.25, −0.2
+        _record(store, "ewc", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, old)})
+        _record(store, "ewc-sampled", 0.1, seed, 100, {0: (3.0, 2.0), 100: (2.7, old + 0.01)})
+    _record(store, "lora", 0.0, 0, 100, {0: (3.0, 2.0), 100: (2.9, 2.25)})
+    text = llm.readme_text(tmp_path)
+    flat = " ".join(text.split())                                   # the sentences are wrapped
+    assert "| pretrained | — | — | 3.000 | 2.000 | 2.000 | |" in text
+    assert "| finetune | — | 3 | 2.600 | 2.600 | 2.600 |  |" in text
+    assert "| ewc | 0.1 | 3 | 2.700 | 2.200 | 2.200 | -0.200 ± 0.124 |" in text
+    assert "Less forgetting than fine-tuning stopped early, resolved over the seeds: ewc, " \
+        "ewc-sampled." in flat
+    assert "ewc, ewc-sampled learn more of the KJV *and* keep as much or more" in flat
+    assert "| ewc-sampled − ewc: labels sampled from the model, not the data's (true vs " \
+        "empirical Fisher) | 3 | +0.010 ± 0.000 | more forgetting |" in text
+    assert "Runs in progress: lora (1 of 3 seeds), l2 (none)," in flat
+    # LoRA keeping more than any full-model point: no claim of dominance
+    _record(store, "lora", 0.0, 0, 100, {0: (3.0, 2.0), 100: (2.9, 2.1)})
+    assert "no full-model method dominates it." in " ".join(llm.readme_text(tmp_path).split())
+
+
 def test_a_run_held_by_another_process_is_left_to_it_then_looked_at_again(tmp_path,
                                                                           monkeypatch):
     import argparse
