@@ -1320,7 +1320,7 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
                                         for m, spec in METHODS.items() if spec[0]})
     if edge:
         lines += [edge, ""]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(13, 4.8))
     for method, entry in methods.items():
         pts = sorted((float(k), v) for k, v in entry["lams"].items())
         xs = [v["test"]["kjv"] for _, v in pts]
@@ -1330,20 +1330,37 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
             for (lam, _), x, y in zip(pts, xs, ys):
                 ax.annotate(f"{lam:g}", (x, y), fontsize=5, xytext=(2, 2),
                             textcoords="offset points", color=_color(method))
+        row = entry["lams"][entry["chosen"]]        # zoomed: the chosen λ, seed by seed
+        zoom.plot([x for _, x, _ in row["points"]], [y for _, _, y in row["points"]], ".",
+                  color=_color(method), alpha=0.6, markersize=5)
+        mx, my = row["test"]["kjv"], sum(row["test"][s] for s in SKILLS) / len(SKILLS)
+        zoom.plot([mx], [my], "o", color=_color(method), markersize=7)
+        zoom.annotate(method, (mx, my), fontsize=6, xytext=(3, 3), textcoords="offset points",
+                      color=_color(method))
+    chosen = [(e["lams"][e["chosen"]]["test"]["kjv"],
+               sum(e["lams"][e["chosen"]]["test"][s] for s in SKILLS) / len(SKILLS))
+              for e in methods.values()]
     for ref, style in (("finetune", "k--"), ("lora", "k:")):
         if ref in methods:        # the trade-off of stopping the reference early
             steps_path = methods[ref]["lams"][methods[ref]["chosen"]]["path"]
-            ax.plot([x for _, x, _ in steps_path], [y for _, _, y in steps_path], style,
-                    linewidth=0.8, label=f"{ref}, steps 0–{step}")
-            for s_, x, y in steps_path[1:]:
-                ax.annotate(str(s_), (x, y), fontsize=6, xytext=(2, 2),
-                            textcoords="offset points")
+            for axis in (ax, zoom):
+                axis.plot([x for _, x, _ in steps_path], [y for _, _, y in steps_path], style,
+                          linewidth=0.8, label=f"{ref}, steps 0–{step}")
+                for s_, x, y in steps_path[1:]:
+                    axis.annotate(str(s_), (x, y), fontsize=6, xytext=(2, 2),
+                                  textcoords="offset points")
     if pre:
         ax.plot([pre["test"]["kjv"]], [sum(pre["test"][s] for s in SKILLS) / len(SKILLS)],
                 "k*", markersize=12, label="pretrained")
-    ax.set_xlabel("new domain (KJV) test loss")
-    ax.set_ylabel("mean old-skill test loss")
-    ax.set_title("learning vs forgetting (λ beside points; dashed: stopped early)")
+    for axis in (ax, zoom):
+        axis.set_xlabel("new domain (KJV) test loss")
+        axis.set_ylabel("mean old-skill test loss")
+    (x0, x1), (y0, y1) = ((min(v), max(v)) for v in zip(*chosen))
+    zoom.set_xlim(x0 - 0.15 * (x1 - x0) - 0.005, x1 + 0.15 * (x1 - x0) + 0.005)
+    zoom.set_ylim(y0 - 0.15 * (y1 - y0) - 0.005, y1 + 0.15 * (y1 - y0) + 0.005)
+    ax.set_title("learning vs forgetting (λ beside points; dashed: stopped early)", fontsize=10)
+    zoom.set_title("zoomed: each method at its chosen λ, seeds (small) and their mean",
+                   fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(figures / "llm-pareto.png", dpi=110)
