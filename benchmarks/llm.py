@@ -883,6 +883,11 @@ def _old(runs: list[dict[str, Any]], part: str, step: int) -> float:
     return sum(_final(runs, part, s, step) for s in SKILLS) / len(SKILLS)
 
 
+def mean_old(losses: dict[str, float]) -> float:
+    """The mean of the old-skill losses in `losses` (a ``test`` or ``validation`` entry)."""
+    return sum(losses[s] for s in SKILLS) / len(SKILLS)
+
+
 def path(runs: list[dict[str, Any]], step: int) -> list[tuple[int, float, float]]:
     """(step, test KJV loss, test mean old-skill loss) at every evaluation up to `step`,
     averaged over `runs`: the trade-off a run offers if stopped early."""
@@ -947,7 +952,7 @@ def dominance(methods: dict[str, Any]) -> list[str]:
     """Sentences: which consolidated points dominate full fine-tuning and LoRA on test."""
     def point(method: str, lam: str) -> tuple[float, float]:
         test = methods[method]["lams"][lam]["test"]
-        return test["kjv"], sum(test[s] for s in SKILLS) / len(SKILLS)
+        return test["kjv"], mean_old(test)
 
     out = []
     for ref in ("finetune", "lora"):
@@ -989,7 +994,7 @@ def early_stopping(methods: dict[str, Any], step: int) -> list[str]:
         for lam in sorted(entry["lams"], key=float):
             row = entry["lams"][lam]
             test = row["test"]
-            old = sum(test[s] for s in SKILLS) / len(SKILLS)
+            old = mean_old(test)
             cells = []
             for r in refs:
                 # past LoRA's path is far past it (its KJV stops at ~3.0): no comparison
@@ -1202,10 +1207,6 @@ def readme_text(out: Path = OUT) -> str:
         return ("No runs recorded yet: `python -m benchmarks.llm run --plan`, then "
                 "`python -m benchmarks.llm report`.")
     early = {m: early_by_seed(methods, m) for m in methods if METHODS[m][0] is not None}
-
-    def old(test: dict[str, float]) -> float:
-        return sum(test[s] for s in SKILLS) / len(SKILLS)
-
     lines = [f"Test loss per token after {step} steps (mean over seeds), each method at the λ "
              "chosen on validation; Δ: the mean old-skill loss minus fine-tuning's where fine-"
              "tuning, stopped early, reaches the same KJV loss (mean over seeds ± the 95 % "
@@ -1213,7 +1214,7 @@ def readme_text(out: Path = OUT) -> str:
              "new-domain gain).", "",
              "| method | λ | seeds | KJV (new) | mean old | chat | Δ at fine-tuning's KJV |",
              "|---|---:|---:|---:|---:|---:|---:|",
-             f"| pretrained | — | — | {pre['test']['kjv']:.3f} | {old(pre['test']):.3f} | "
+             f"| pretrained | — | — | {pre['test']['kjv']:.3f} | {mean_old(pre['test']):.3f} | "
              f"{pre['test']['chat']:.3f} | |"]
     order = [m for m in ("finetune", "lora", "l2") if m in methods]
     for method in [*order, *(m for m in methods if m not in order)]:
@@ -1224,18 +1225,19 @@ def readme_text(out: Path = OUT) -> str:
                  else "—" if method in early else "")
         lam = entry["chosen"] if METHODS[method][0] else "—"
         lines.append(f"| {method} | {lam} | {len(row['seeds'])} | {row['test']['kjv']:.3f} | "
-                     f"{old(row['test']):.3f} | {row['test']['chat']:.3f} | {delta} |")
+                     f"{mean_old(row['test']):.3f} | {row['test']['chat']:.3f} | {delta} |")
     said = []
     settled = [m for d, m, _, half in early_rows(methods) if half is not None and d + half < 0]
     if settled:
         said.append("Less forgetting than fine-tuning stopped early, resolved over the seeds: "
                     + ", ".join(settled) + ".")
     if "lora" in methods:
-        lx, ly = (f(methods["lora"]["lams"]["0"]["test"]) for f in (lambda t: t["kjv"], old))
+        lora = methods["lora"]["lams"]["0"]["test"]
+        lx, ly = lora["kjv"], mean_old(lora)
         wins = [m for m, e in methods.items() if METHODS[m][0] is not None
                 and m not in BF16_OF and not METHODS[m][2]
                 and e["lams"][e["chosen"]]["test"]["kjv"] < lx
-                and old(e["lams"][e["chosen"]]["test"]) <= ly]
+                and mean_old(e["lams"][e["chosen"]]["test"]) <= ly]
         said.append(f"LoRA (r = 8) reaches KJV {lx:.3f} at mean old {ly:.3f}; at their chosen "
                     "λ, " + (", ".join(wins) + " learn more of the KJV *and* keep as much or "
                              "more (they dominate LoRA)." if wins else
@@ -1297,7 +1299,7 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
     for method, entry in methods.items():
         row = entry["lams"][entry["chosen"]]
         test, sd = row["test"], row["test_sd"]
-        old = sum(test[s] for s in SKILLS) / len(SKILLS)
+        old = mean_old(test)
         lam = "—" if METHODS.get(method, (None,))[0] in (None,) else entry["chosen"]
 
         def cell(value: float, spread: float, n: int = len(row["seeds"])) -> str:
@@ -1324,7 +1326,7 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
     for method, entry in methods.items():
         pts = sorted((float(k), v) for k, v in entry["lams"].items())
         xs = [v["test"]["kjv"] for _, v in pts]
-        ys = [sum(v["test"][s] for s in SKILLS) / len(SKILLS) for _, v in pts]
+        ys = [mean_old(v["test"]) for _, v in pts]
         ax.plot(xs, ys, "o-" if len(pts) > 1 else "o", label=method, color=_color(method))
         if METHODS[method][0] is not None:          # λ beside each point of a λ path
             for (lam, _), x, y in zip(pts, xs, ys):
@@ -1333,12 +1335,11 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
         row = entry["lams"][entry["chosen"]]        # zoomed: the chosen λ, seed by seed
         zoom.plot([x for _, x, _ in row["points"]], [y for _, _, y in row["points"]], ".",
                   color=_color(method), alpha=0.6, markersize=5)
-        mx, my = row["test"]["kjv"], sum(row["test"][s] for s in SKILLS) / len(SKILLS)
+        mx, my = row["test"]["kjv"], mean_old(row["test"])
         zoom.plot([mx], [my], "o", color=_color(method), markersize=7)
         zoom.annotate(method, (mx, my), fontsize=6, xytext=(3, 3), textcoords="offset points",
                       color=_color(method))
-    chosen = [(e["lams"][e["chosen"]]["test"]["kjv"],
-               sum(e["lams"][e["chosen"]]["test"][s] for s in SKILLS) / len(SKILLS))
+    chosen = [(e["lams"][e["chosen"]]["test"]["kjv"], mean_old(e["lams"][e["chosen"]]["test"]))
               for e in methods.values()]
     for ref, style in (("finetune", "k--"), ("lora", "k:")):
         if ref in methods:        # the trade-off of stopping the reference early
@@ -1350,7 +1351,7 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
                     axis.annotate(str(s_), (x, y), fontsize=6, xytext=(2, 2),
                                   textcoords="offset points")
     if pre:
-        ax.plot([pre["test"]["kjv"]], [sum(pre["test"][s] for s in SKILLS) / len(SKILLS)],
+        ax.plot([pre["test"]["kjv"]], [mean_old(pre["test"])],
                 "k*", markersize=12, label="pretrained")
     for axis in (ax, zoom):
         axis.set_xlabel("new domain (KJV) test loss")
