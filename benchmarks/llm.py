@@ -1258,9 +1258,11 @@ def readme_text(out: Path = OUT) -> str:
         asked = ["Pairwise (each minus its reference at the same seed, compared at the same KJV "
                  "loss as Δ is):", "", "| method − reference | seeds | difference in Δ | "
                  "verdict |", "|---|---:|---:|---|", *asked, ""]
-    lines[0] = textwrap.fill(lines[0], 99)
-    return "\n".join([*lines, "", *(textwrap.fill(t, 99) + "\n" for t in said), *asked,
-                      *(textwrap.fill(t, 99) for t in progress)]).rstrip()
+    def wrap(text: str) -> str:               # method names keep their hyphens whole
+        return textwrap.fill(text, 99, break_on_hyphens=False)
+
+    return "\n".join([wrap(lines[0]), *lines[1:], "", *(wrap(t) + "\n" for t in said), *asked,
+                      *map(wrap, progress)]).rstrip()
 
 
 def _color(method: str) -> tuple[float, ...]:
