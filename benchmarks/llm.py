@@ -1115,6 +1115,11 @@ def early_rows(methods: dict[str, Any]) -> list[tuple[float, str, int, float | N
     return sorted(rows)
 
 
+def resolved_less(rows: list[tuple[float, str, int, float | None]]) -> list[str]:
+    """The methods of `early_rows` whose 95 % t-interval of the mean Δ lies below 0."""
+    return [m for d, m, _, half in rows if half is not None and d + half < 0]
+
+
 def l2_finding(methods: dict[str, Any]) -> str | None:
     """L2 to the pretrained weights against the best importance-weighted method (not a bf16
     storage variant), stopped-early Δ and seed by seed; None without both."""
@@ -1165,7 +1170,7 @@ def findings(methods: dict[str, Any], step: int, pretrained: dict[str, Any] | No
         lines.append("- Against fine-tuning stopped early at the same KJV loss, the mean "
                      f"old-skill Δ: less forgetting for {', '.join(less) or 'none'}"
                      + (f"; more for {', '.join(more)}" if more else "") + ".")
-        settled = [m for d, m, _, half in rows if half is not None and d + half < 0]
+        settled = resolved_less(rows)
         few = [m for _, m, n, _ in rows if n < 3]
         lines.append(f"- Resolved (the 95 % t-interval of the mean Δ over ≥ 3 seeds below 0; "
                      f"fine-tuning's path is the mean of its {ref_seeds} seed(s)): "
@@ -1227,7 +1232,7 @@ def readme_text(out: Path = OUT) -> str:
         lines.append(f"| {method} | {lam} | {len(row['seeds'])} | {row['test']['kjv']:.3f} | "
                      f"{mean_old(row['test']):.3f} | {row['test']['chat']:.3f} | {delta} |")
     said = []
-    settled = [m for d, m, _, half in early_rows(methods) if half is not None and d + half < 0]
+    settled = resolved_less(early_rows(methods))
     if settled:
         said.append("Less forgetting than fine-tuning stopped early, resolved over the seeds: "
                     + ", ".join(settled) + ".")
