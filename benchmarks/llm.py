@@ -31,7 +31,10 @@ repeats, records made on other windows (`same_data`). Every run trains
 ``--lr``; gradient clipping 1.0), and every 25 steps records the validation and test losses
 (mean per token) of the KJV and of each old skill. Importances are computed on the pretrained
 model from the importance parts of code + prose (64 windows) — or, for ``ewc-selfgen``, from
-text the model generates itself (`myelin.integrations.hf.self_generated`) — normalised to mean
+text the model generates itself (`myelin.integrations.hf.self_generated`: 8 continuations of
+128 tokens, temperature 1, sampled from each of the 8 generic prompts of
+``benchmarks/llm_selfgen_prompts.json``, which share nothing with the chat skill's prompts —
+the first ewc-selfgen runs sampled from those and were made again, `stale`) — normalised to mean
 1 over all parameters (so one λ grid serves every estimator) and cached outside the repository,
 under the pinned data's digest. LoRA (peft, r = 8, α = 16, every attention and MLP projection)
 draws its A from the run's seed, so a LoRA model's importance (of B, which depends on A) is
@@ -97,6 +100,8 @@ from myelin.records import RecordStore
 
 OUT = RESULTS / "llm"
 PROMPTS = ROOT / "benchmarks" / "llm_prompts.json"
+SELFGEN_PROMPTS = ROOT / "benchmarks" / "llm_selfgen_prompts.json"   # ewc-selfgen's, generic
+SELFGEN_SAMPLES = 8        # continuations sampled per generic prompt (8 × 8 = 64 sequences)
 PINNED = ROOT / "benchmarks" / "llm_data.json"      # the old-skill windows, pinned (`pin`)
 CACHE = Path(os.environ.get("MYELIN_CACHE", Path.home() / ".cache" / "myelin"))
 WINDOW = 128
@@ -347,8 +352,8 @@ def importance_of(kind: str, model: torch.nn.Module, tokenizer: Any, old: list[d
         from myelin.integrations.hf import self_generated
 
         generated = self_generated(model, tokenizer, prompts, samples_per_prompt=2 if quick
-                                   else 4, max_new_tokens=16 if quick else WINDOW, seed=0,
-                                   chat=True, batch_size=BATCH)
+                                   else SELFGEN_SAMPLES, max_new_tokens=16 if quick
+                                   else WINDOW, seed=0, chat=True, batch_size=BATCH)
         return fisher(model, generated, empirical=False, seed=0, progress=False)
     raise ValueError(f"unknown importance {kind!r}")
 
@@ -359,7 +364,7 @@ class Data:
     train: torch.Tensor                           # (n, WINDOW) KJV training windows
     evals: dict[str, dict[str, EvalSet]]          # part -> name -> set
     old: list[dict[str, torch.Tensor]]            # importance batches (code + prose)
-    prompts: list[str]
+    selfgen_prompts: list[str]                    # ewc-selfgen's generic prompts
 
 
 def prepare(model: torch.nn.Module, tokenizer: Any, quick: bool, out: Path,
@@ -394,7 +399,8 @@ def prepare(model: torch.nn.Module, tokenizer: Any, quick: bool, out: Path,
     old_windows = torch.cat([old_skill_windows(tokenizer, s, "importance", n_imp // 2, cut,
                                                pinned) for s in ("code", "prose")])
     old = [{"input_ids": old_windows[i:i + BATCH]} for i in range(0, len(old_windows), BATCH)]
-    return Data(kjv["train"], evals, old, prompts)
+    generic = json.loads(SELFGEN_PROMPTS.read_text())["prompts"]
+    return Data(kjv["train"], evals, old, generic[:3] if quick else generic)
 
 
 def old_skill_windows(tokenizer: Any, skill: str, part: str, n: int, cut: int,
@@ -436,6 +442,14 @@ def data_digest(quick: bool) -> str:
         return "quick"
     pinned = read_pinned()
     text = json.dumps({k: pinned[k] for k in ("windows", "kjv_digests")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def selfgen_digest() -> str:
+    """A digest of ewc-selfgen's generic prompts and sampling (`SELFGEN_PROMPTS`), named in
+    its records' spec: records made from other prompts are not comparable (`current`)."""
+    text = json.dumps({"prompts": json.loads(SELFGEN_PROMPTS.read_text())["prompts"],
+                       "samples": SELFGEN_SAMPLES}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -581,11 +595,12 @@ def run_one(method: str, lam: float, seed: int, steps: int, lr: float, quick: bo
     if kind is not None:
         # on a LoRA model the importance of B depends on A, which depends on the seed
         cache = CACHE / "llm-importance" / f"{data_digest(quick)}-{kind}" \
+            f"{f'-{selfgen_digest()}' if kind == 'selfgen' else ''}" \
             f"{f'-lora-seed{seed}' if lora else ''}.safetensors"
         if cache.exists():
             imp = Importance.load(cache, model)
         else:
-            imp = importance_of(kind, model, tokenizer, data.old, data.prompts,
+            imp = importance_of(kind, model, tokenizer, data.old, data.selfgen_prompts,
                                 quick).normalised()
             cache.parent.mkdir(parents=True, exist_ok=True)
             imp.save(cache)
@@ -721,8 +736,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_spec(method: str, lam: float, seed: int, steps: int, lr: float, quick: bool
              ) -> dict[str, Any]:
     """The settings a run's record is made for."""
-    return {"method": method, "lam": lam, "seed": seed, "steps": steps, "lr": lr,
+    spec = {"method": method, "lam": lam, "seed": seed, "steps": steps, "lr": lr,
             "quick": quick, "window": WINDOW, "batch": BATCH, "data": data_digest(quick)}
+    if METHODS[method][1] == "selfgen":
+        spec["selfgen_prompts"] = selfgen_digest()
+    return spec
 
 
 def covered(store: RecordStore, key: str, spec: dict[str, Any]) -> bool:
@@ -845,21 +863,34 @@ def claim(path: Path) -> Iterator[bool]:
 
 def other_data(out: Path) -> list[str]:
     """Keys of the records in `out` made on other data than the pinned (`same_data`)."""
+    return stale(out)["data"]
+
+
+def stale(out: Path) -> dict[str, list[str]]:
+    """Keys of the records in `out` that the report leaves out and ``run`` makes again:
+    "data", made on other data than the pinned (`same_data`); "selfgen", an ewc-selfgen
+    importance sampled from other prompts than `SELFGEN_PROMPTS` (the first ones used the chat
+    skill's evaluation prompts)."""
     store = RecordStore(out)
-    found = []
+    found: dict[str, list[str]] = {"data": [], "selfgen": []}
     for key in store.keys():  # noqa: SIM118 (a RecordStore is not iterable)
         record = store.read(key)
-        if record and "measured" in record and "spec" in record and not same_data(
-                record, {"data": data_digest(bool(record["spec"].get("quick")))}):
-            found.append(key)
-    return sorted(found)
+        if not (record and "measured" in record and "spec" in record):
+            continue
+        spec = record["spec"]
+        if not same_data(record, {"data": data_digest(bool(spec.get("quick")))}):
+            found["data"].append(key)
+        elif (METHODS.get(spec.get("method"), (None,) * 4)[1] == "selfgen"
+              and spec.get("selfgen_prompts") != selfgen_digest()):
+            found["selfgen"].append(key)
+    return {k: sorted(v) for k, v in found.items()}
 
 
 def records(out: Path) -> dict[tuple[str, float], list[dict[str, Any]]]:
     """Recorded runs made on the pinned data (`same_data`) by (method, λ), each the run's
     measured numbers."""
     store = RecordStore(out)
-    skip = set(other_data(out))
+    skip = {key for keys in stale(out).values() for key in keys}
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for key in store.keys():  # noqa: SIM118 (a RecordStore is not iterable)
         record = store.read(key)
@@ -1394,15 +1425,53 @@ def report(out: Path, docs: Path, step: int | None = None) -> str:
     lines += dominance(methods) + early_stopping(methods, step) + questions(methods) + findings(
         methods, step, pre)
     missing = [m for m in METHODS if m not in methods]
-    excluded = other_data(out)
-    if excluded:
+    excluded = stale(out)
+    if excluded["data"]:
         lines += [f"Left out, made on other old-skill windows than `benchmarks/llm_data.json` "
                   f"(before it pinned them; `run --plan` makes the grid's points again): "
-                  f"{', '.join(excluded)}.", ""]
+                  f"{', '.join(excluded['data'])}.", ""]
+    if excluded["selfgen"]:
+        lines += ["Left out, ewc-selfgen runs whose importance was sampled from other prompts "
+                  "than `benchmarks/llm_selfgen_prompts.json` (the first ones used the chat "
+                  "skill's evaluation prompts; `run --plan` makes them again): "
+                  f"{', '.join(excluded['selfgen'])}.", ""]
     lines += ["![Pareto](results/llm-pareto.png)", "", "![Curves](results/llm-curves.png)", ""]
     if missing:
         lines += [f"Not run yet: {', '.join(missing)}.", ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, *setup_lines()])
+
+
+def setup_lines() -> list[str]:
+    """docs/llm.md's record of the choices, from the constants and prompt files the runs read
+    (so that it cannot drift from them); the module docstring says why."""
+    chat = json.loads(PROMPTS.read_text())["prompts"]
+    generic = json.loads(SELFGEN_PROMPTS.read_text())["prompts"]
+    grid = "; ".join(f"{m} {', '.join(f'{x:g}' for x in lams)}" for m, lams in GRID.items()
+                     if METHODS[m][0] is not None)
+    return [
+        "## Setup", "",
+        f"- Training: AdamW (lr 1e-4, no weight decay), {BATCH} × {WINDOW}-token KJV windows "
+        "per step, gradient clipping 1.0 (EWC's and L2's pull is added by the wrapped "
+        "optimizer's step, outside the clipping), 100 steps; evaluation every "
+        f"{EVAL_EVERY} steps on {EVAL_WINDOWS} windows per validation / test set.",
+        "- KJV chapters: index mod 10 = 0 test, 5 validation, the rest train. Code (Python 3.11 "
+        "standard library) and prose (Python 3.11 reST docs): each file to importance / "
+        "validation / test by a hash of its name; windows pinned in "
+        "`benchmarks/llm_data.json`.",
+        f"- Importance: {IMPORTANCE_WINDOWS} windows of the importance parts of code + prose "
+        "(half each), on the pretrained model, normalised to mean 1; ewc-selfgen: "
+        f"{SELFGEN_SAMPLES} sampled continuations of {WINDOW} tokens (temperature 1) of each "
+        "generic prompt below, sampled Fisher on the generated tokens only.",
+        f"- λ grid on seed 0: {grid}; the bf16 variants at their fp32 sibling's λ; seeds "
+        f"{', '.join(map(str, PLAN_SEEDS[1:]))} at each method's chosen λ.",
+        "- LoRA (peft): r = 8, α = 16, no dropout, on q/k/v/o and gate/up/down projections, A "
+        "drawn from the run's seed.",
+        "", "Chat prompts (`benchmarks/llm_prompts.json`, written before any run; the "
+        "reference is the pretrained model's greedy answer, at most 96 new tokens; "
+        "even-numbered from 0 validation, odd test):", "",
+        *(f"{i}. {p}" for i, p in enumerate(chat)), "",
+        "Generic prompts of ewc-selfgen (`benchmarks/llm_selfgen_prompts.json`; none of the "
+        "chat prompts, on purpose):", "", *(f"- {p}" for p in generic), ""]
 
 
 if __name__ == "__main__":

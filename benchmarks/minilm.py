@@ -47,13 +47,16 @@ methods are compared seed by seed), the batch order, and LoRA's A.
 **Importance** (on the pretrained encoder, importance part of the old skill only): retrieval as
 classification, `RetrievalAsClassification` — logits = normalised e(gloss) · Eᵀ / τ with E the
 pretrained model's normalised embeddings of the 500 importance-part candidate words (a fixed
-buffer), τ = `TAU` (0.05: all-MiniLM-L6-v2's training scale 20), cross-entropy against the
-true word; the first `IMPORTANCE_QUERIES` (256) glosses, in batches of `BATCH` sorted by length.
+buffer), τ = `TAU` (0.05: all-MiniLM-L6-v2's training scale 20), cross-entropy against the true
+word; the first `IMPORTANCE_QUERIES` (256) glosses, in batches of `BATCH` sorted by length.
 Estimators: `myelin.importance.fisher` (empirical and sampled labels), `mas`, `signal`, and the
 batch-squared "Fisher" of public EWC code (square of each batch's mean-loss gradient, averaged
-over the same batches). Normalised to mean 1 over the encoder's elements (so one λ scale serves
-every estimator); the new head gets importance 0 (it has nothing to keep). Cached outside the
-repository. L2 pulls the encoder only (L2-SP: the new head is free).
+over the same batches). No "Fisher from self-generated text" here: a sentence encoder writes no
+text (it has no language-model head), so the LLM demonstration's ``ewc-selfgen`` has no
+counterpart; LoRA + EWC is left out as the issue asks. Normalised to mean 1 over the encoder's
+elements (so one λ scale serves every estimator); the new head gets importance 0 (it has
+nothing to keep). Cached outside the repository. L2 pulls the encoder only (L2-SP: the new head
+is free).
 
 λ defaults per family (`LAMS`; ``--lams`` overrides every family). EWC's penalty is
 (λ/2) Σ Ω Δθ², so with mean-1 Ω a weight of average importance is pulled back with force λ·Δθ.

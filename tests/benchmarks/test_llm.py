@@ -1,6 +1,8 @@
 """benchmarks.llm (issue 20) in-process: a stopped run resumes to the uninterrupted one, longer
 records cover shorter requests, the plan's order, the report's compared step."""
 
+import json
+
 import pytest
 
 pytest.importorskip("transformers")
@@ -161,6 +163,31 @@ def test_records_on_other_data_are_left_out_and_run_again(tmp_path):
     assert llm.covered(store, "l2-lam0.01-seed0", llm.run_spec("l2", 0.01, 0, 100, 1e-4, False))
     page = llm.report(tmp_path, tmp_path / "docs")
     assert "Left out, made on other old-skill windows" in page and "l2-lam1-seed0" in page
+
+
+def test_selfgen_records_from_other_prompts_are_left_out_and_run_again(tmp_path):
+    """The first ewc-selfgen runs sampled their importance text from the chat skill's
+    evaluation prompts: their records name no (or another) generic-prompt digest."""
+    store = RecordStore(tmp_path)
+    _record(store, "finetune", 0.0, 0, 100, {0: (3, 2), 100: (2.5, 2.4)})
+    _record(store, "ewc-selfgen", 0.01, 0, 100, {0: (3, 2), 100: (2.6, 2.1)})
+    _record(store, "ewc-selfgen", 0.1, 0, 100, {0: (3, 2), 100: (2.7, 2.0)})
+    spec = llm.run_spec("ewc-selfgen", 0.1, 0, 100, 1e-4, False)
+    assert spec["selfgen_prompts"] == llm.selfgen_digest()
+    assert "selfgen_prompts" not in llm.run_spec("ewc", 0.1, 0, 100, 1e-4, False)
+    record = store.read("ewc-selfgen-lam0.1-seed0")
+    old = {k: v for k, v in record["spec"].items() if k != "selfgen_prompts"}
+    store.put("ewc-selfgen-lam0.1-seed0", old, {k: v for k, v in record.items() if k != "spec"})
+    assert llm.stale(tmp_path) == {"data": [], "selfgen": ["ewc-selfgen-lam0.1-seed0"]}
+    assert not llm.covered(store, "ewc-selfgen-lam0.1-seed0", spec)
+    assert llm.covered(store, "ewc-selfgen-lam0.01-seed0",
+                       llm.run_spec("ewc-selfgen", 0.01, 0, 100, 1e-4, False))
+    assert sorted(llm.summary(tmp_path)["methods"]["ewc-selfgen"]["lams"]) == ["0.01"]
+    page = llm.report(tmp_path, tmp_path / "docs")
+    assert "ewc-selfgen runs whose importance was sampled from other prompts" in page
+    # the generic prompts are not the evaluation's
+    generic = json.loads(llm.SELFGEN_PROMPTS.read_text())["prompts"]
+    assert not set(generic) & set(json.loads(llm.PROMPTS.read_text())["prompts"])
 
 
 def test_pinned_windows_are_read_and_checked(tmp_path, monkeypatch):
