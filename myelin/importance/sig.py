@@ -16,7 +16,9 @@ Definitions (n samples, k the sample index):
   S = |w[o, c, u, v]| · (1/n) Σ_k Σ_p |x_k[c, p·s + (u, v)·d]|: |w| times the summed |input|
   seen by that kernel tap. Σ_k commutes with the unfold, so this costs one unfold of Σ_k |x_k|.
   Grouped convs read the input channels of their own group. Conv bias: Σ over positions.
-* Embedding row v: the input is one-hot, so S[v, :] = |w[v, :]| · (1/n) Σ_k count_k(v).
+* Embedding row v: the input is one-hot, so S[v, :] = |w[v, :]| · (1/n) Σ_k count_k(v). Ids
+  looked up once for a whole batch of token ids (position ids of shape (1, T), as GPT-2 and
+  BERT build them) serve every sample: counted once per sample, padding excluded.
 * BatchNorm/LayerNorm/GroupNorm affine: y = γ ⊙ x̂ + β, so S_γ = |γ| · (1/n) Σ_k Σ |x̂_k| and
   S_β like a bias (x̂ as the layer normalises it in eval mode).
 * MultiheadAttention: the q/k/v projections are dense layers on query/key/value; their biases
@@ -377,6 +379,7 @@ def signal(
             return None if entry is None or entry[0] is not t else entry[1:]
 
         token_mask: list[Tensor] = []            # the batch's attention_mask (N, T), if any
+        token_shape: list[tuple[int, ...]] = []  # the batch's token ids shape (N, T), if any
 
         def masked(t: Any) -> Any:
             """Padding positions zeroed: they carry no signal of a sample."""
@@ -391,9 +394,14 @@ def signal(
             layer.calls += 1
             if layer.handler is _embedding:
                 ids = args[0]
+                if token_shape and ids.dim() == 2 and ids.shape[0] == 1 \
+                        and token_shape[0][0] > 1 and ids.shape[1] == token_shape[0][1]:
+                    # one row of ids for the whole batch (GPT-2's and BERT's position ids):
+                    # its lookup is broadcast to, and carries signal for, every sample
+                    ids = ids.expand(token_shape[0])
                 mask = token_mask[0] if token_mask and tuple(ids.shape) == tuple(
                     token_mask[0].shape) else None
-                sig = _embedding(module, args, kwargs, output, mask)
+                sig = _embedding(module, (ids, *args[1:]), kwargs, output, mask)
             else:
                 sig = layer.handler(module, tuple(masked(a) for a in args), kwargs, masked(output))
             for local, v in sig.factors.items():
@@ -437,10 +445,17 @@ def signal(
                     live.clear()
                     pending.clear()
                     token_mask.clear()
+                    token_shape.clear()
                     check_token_ids(model, x)
                     if isinstance(x, dict) and isinstance(x.get("attention_mask"), Tensor) \
                             and x["attention_mask"].dim() == 2:
                         token_mask.append(x["attention_mask"])
+                        token_shape.append(tuple(x["attention_mask"].shape))
+                    else:
+                        ids = x.get("input_ids") if isinstance(x, dict) else x
+                        if isinstance(ids, Tensor) and ids.dim() == 2 \
+                                and not ids.is_floating_point():
+                            token_shape.append(tuple(ids.shape))
                     try:
                         out = _output_logits(call_model(model, x))
                     except RuntimeError as err:

@@ -19,8 +19,12 @@ on the torch optimizer), so it is
   override if you want it clipped with the rest);
 * **once per optimizer step** under gradient accumulation (the accumulated gradient is the mean
   over micro-batches, the pull is added once);
-* **after loss-scale unscaling** in fp16 (a step the scaler skips gets no pull either); in bf16
-  autocast the master weights, gradients, Ω and θ* are float32.
+* **after loss-scale unscaling** in fp16: ``torch.amp.GradScaler.step`` unscales the gradients
+  and then calls the optimizer's ``step()`` only if they are finite, so a step the scaler skips
+  gets no pull either and leaves the weights, the optimizer's state and the consolidator's
+  state unchanged (tested with a ``GradScaler`` directly: on a CPU-only machine accelerate runs
+  ``fp16=True`` as plain float32, with neither autocast nor a scaler); in bf16 autocast the
+  master weights, gradients, Ω and θ* are float32.
 
 Its state (Ω, θ*, configuration) is written into every checkpoint folder as
 ``myelin-consolidation.safetensors`` and read back when the Trainer resumes
@@ -92,7 +96,8 @@ class ConsolidationCallback(TrainerCallback):
         TypeError: `consolidator` cannot add a penalty gradient (WVA: use it as the optimizer).
         ValueError: At the start of training, if the consolidator protects parameters the
             Trainer's model does not train (e.g. it was built before ``get_peft_model``); on
-            resume, if no saved state is found (with ``restore=True``).
+            resume, if no saved state is found, or if the saved state was made for another
+            model (parameter names or shapes differ; both named).
     """
 
     def __init__(self, consolidator: Consolidator, *,
@@ -173,7 +178,36 @@ class ConsolidationCallback(TrainerCallback):
                 f"consolidation state at {str(path)!r}. Pass ConsolidationCallback(..., "
                 "restore='<checkpoint folder>') for a checkpoint saved elsewhere, or "
                 "restore=False to keep the consolidator as built.")
-        self.consolidator.load(path)
+        try:
+            self.consolidator.load(path)
+        except ValueError as err:
+            raise ValueError(
+                f"The Trainer resumed at step {state.global_step}, but the consolidation state "
+                f"at {str(path)!r} cannot be loaded into the {type(self.consolidator).__name__} "
+                f"of the Trainer's model: {err} Pass ConsolidationCallback(..., "
+                "restore='<checkpoint folder of this model>'), or restore=False to keep the "
+                "consolidator as built."
+            ) from err
+
+
+def _check_vocabulary(model: nn.Module, tokenizer: Any) -> None:
+    """Refuse a tokenizer that can produce ids the model's input embedding has no row for."""
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        embedding = get() if callable(get) else None
+    except (NotImplementedError, AttributeError):
+        embedding = None
+    rows = getattr(embedding, "num_embeddings", None)
+    try:
+        size = len(tokenizer)                   # with the added (special) tokens
+    except TypeError:
+        size = getattr(tokenizer, "vocab_size", None)
+    if isinstance(rows, int) and isinstance(size, int) and size > rows:
+        raise ValueError(
+            f"The tokenizer has {size} tokens but the model's input embedding has {rows} rows: "
+            f"token ids {rows}..{size - 1} have no embedding. Is it another model's tokenizer? "
+            "(If tokens were added on purpose, call model.resize_token_embeddings(len(tokenizer)) "
+            "first.)")
 
 
 @torch.no_grad()
@@ -204,8 +238,9 @@ def self_generated(model: nn.Module, tokenizer: Any, prompts: list[str], *,
         A list of ``{"input_ids": (B, T), "attention_mask": (B, T), "labels": (B, T)}``.
 
     Raises:
-        ValueError: No prompts, non-positive counts or temperature, or a model without
-            ``generate``.
+        ValueError: No prompts, non-positive counts or temperature, a model without
+            ``generate``, or a tokenizer with more tokens than the model's input embedding has
+            rows (another model's tokenizer; both sizes named).
     """
     if not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty strings.")
@@ -221,6 +256,7 @@ def self_generated(model: nn.Module, tokenizer: Any, prompts: list[str], *,
         else tokenizer.eos_token_id
     if pad is None:
         raise ValueError("The tokenizer has neither a pad nor an EOS token.")
+    _check_vocabulary(model, tokenizer)
     device = next(model.parameters()).device
     sequences: list[tuple[torch.Tensor, int]] = []
     was_training = model.training

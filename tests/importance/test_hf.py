@@ -100,8 +100,9 @@ def test_causal_lm_empirical_fisher_is_exact_per_sequence(build):
     assert_close(imp, naive_lm(model, batch, empirical))
 
 
-def test_causal_lm_mas_is_exact_per_sequence():
-    model = tiny_llama()
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2], ids=["llama-tied", "gpt2-conv1d"])
+def test_causal_lm_mas_is_exact_per_sequence(build):
+    model = build()
     batch = lm_batch()
     assert_close(mi.mas(model, batch, batch_size=3, fallback="error"),
                  naive_lm(model, batch, mas_objective))
@@ -147,10 +148,11 @@ def test_untied_llama_and_a_list_of_dict_batches():
     assert_close(mi.fisher(model, chunks, fallback="error"), naive_lm(model, batch, empirical))
 
 
-def test_sampled_fisher_draws_every_token_from_the_model():
+@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2], ids=["llama-tied", "gpt2-conv1d"])
+def test_sampled_fisher_draws_every_token_from_the_model(build):
     """Labels drawn per token from the model's own next-token distribution (same generator
     as the estimator, one batch), padding ignored."""
-    model = tiny_llama()
+    model = build()
     batch = lm_batch()
     del batch["labels"]
     imp = mi.fisher(model, batch, empirical=False, seed=3, batch_size=8)
@@ -199,6 +201,64 @@ def test_sequence_classifier_with_dict_batches():
     assert_close(imp, {k: v / 4 for k, v in ref.items()})
 
 
+def classifier_batch() -> dict[str, torch.Tensor]:
+    """Right-padded sequences of different lengths with a class label each."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, VOCAB, (4, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[3, 4:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
+            "labels": torch.tensor([0, 2, 1, 2])}
+
+
+def naive_classifier(model, batch, objective) -> dict[str, torch.Tensor]:
+    """mean over sequences of f(per-sequence gradient), each sequence alone and unpadded;
+    `objective(logits (C,), label)` gives (value, f)."""
+    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    out = {k: torch.zeros_like(p) for k, p in params.items()}
+    n = len(batch["input_ids"])
+    for k in range(n):
+        length = int(batch["attention_mask"][k].sum())
+        one = {key: batch[key][k:k + 1, :length] for key in ("input_ids", "token_type_ids")}
+        value, reduce = objective(model(**one).logits[0], batch["labels"][k])
+        grads = torch.autograd.grad(value, list(params.values()), allow_unused=True)
+        for name, g in zip(params, grads):
+            if g is not None:
+                out[name] += reduce(g)
+    return {k: v / n for k, v in out.items()}
+
+
+def test_sequence_classifier_mas_is_exact_per_sequence():
+    model = tiny_bert()
+    batch = classifier_batch()
+
+    def objective(logits, label):
+        p = F.softmax(logits, -1)
+        return (p * p).sum(), torch.abs
+
+    assert_close(mi.mas(model, batch, batch_size=3, fallback="error"),
+                 naive_classifier(model, batch, objective))
+
+
+def test_sequence_classifier_sampled_fisher_draws_the_labels_from_the_model():
+    """One label per sequence drawn from the model's class distribution (same generator as the
+    estimator, one batch); the batch's own labels unused."""
+    model = tiny_bert()
+    batch = classifier_batch()
+    imp = mi.fisher(model, batch, empirical=False, seed=5, batch_size=8, fallback="error")
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    drawn = inverse_cdf(F.softmax(logits, -1), torch.Generator().manual_seed(5))
+    assert not torch.equal(drawn, batch["labels"])        # else this would be the empirical one
+
+    def objective(logits, label):
+        return F.log_softmax(logits, -1)[label], torch.square
+
+    assert_close(imp, naive_classifier(model, {**batch, "labels": drawn}, objective))
+    assert imp.meta["labels"] == "sampled"
+
+
 def test_signal_ignores_padding_and_counts_tied_embeddings_twice():
     model = tiny_llama()
     batch = lm_batch()
@@ -217,15 +277,58 @@ def test_signal_ignores_padding_and_counts_tied_embeddings_twice():
                                u["model.embed_tokens.weight"] + u["lm_head.weight"])
 
 
-def test_gpt2_signal_uses_conv1d_weight_layout():
+def naive_gpt2_signal(model, batch) -> dict[str, torch.Tensor]:
+    """SIG by its definition, from forward hooks on each sequence alone and unpadded (T tokens):
+    Conv1D weight (in, out) |w[i, o]| Σ_t |x_t,i|, bias Σ_t |y_t| (GPT-2's GELU is no
+    nn.Module activation SIG looks through); LayerNorm γ: |γ| Σ_t |x̂_t|, β: Σ_t |y_t|;
+    embedding row v: |w[v]| · count(v), the token and the position embeddings alike; the
+    output head (tied to the token embedding, no bias) adds |w[v, i]| Σ_t |x_t,i|. Mean over
+    sequences."""
+    from transformers.pytorch_utils import Conv1D
+
+    params = dict(model.named_parameters())
+    name = {id(p): n for n, p in params.items()}
+    out = {n: torch.zeros_like(p) for n, p in params.items()}
+
+    def hook(module, args, output):
+        x, y = args[0][0], output[0]                          # (T, in), (T, out); ids (T,)
+        if isinstance(module, Conv1D):
+            out[name[id(module.weight)]] += module.weight.abs() * x.abs().sum(0)[:, None]
+            out[name[id(module.bias)]] += y.abs().sum(0)
+        elif isinstance(module, torch.nn.LayerNorm):
+            x_hat = (x - x.mean(-1, keepdim=True)) / torch.sqrt(
+                x.var(-1, unbiased=False, keepdim=True) + module.eps)
+            out[name[id(module.weight)]] += module.weight.abs() * x_hat.abs().sum(0)
+            out[name[id(module.bias)]] += y.abs().sum(0)
+        elif isinstance(module, torch.nn.Embedding):
+            counts = torch.bincount(x, minlength=module.num_embeddings)
+            out[name[id(module.weight)]] += module.weight.abs() * counts[:, None]
+        else:                                                 # the tied output head
+            out[name[id(module.weight)]] += module.weight.abs() * x.abs().sum(0)
+
+    kinds = (Conv1D, torch.nn.LayerNorm, torch.nn.Embedding, torch.nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    n = len(batch["input_ids"])
+    try:
+        with torch.no_grad():
+            for k in range(n):
+                length = int(batch["attention_mask"][k].sum())
+                model(input_ids=batch["input_ids"][k:k + 1, :length])
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: v / n for k, v in out.items()}
+
+
+def test_gpt2_signal_is_exact_per_sequence():
+    """Conv1D's (in, out) layout, LayerNorm, padding ignored, the tied head, and the position
+    embedding GPT-2 looks up once per batch (ids (1, T)) counted for every sequence."""
     model = tiny_gpt2()
     batch = lm_batch()
-    imp = mi.signal(model, batch)
+    imp = mi.signal(model, batch, batch_size=3)
     w = model.transformer.h[0].attn.c_attn.weight                     # (in, out)
     assert imp["transformer.h.0.attn.c_attn.weight"].shape == w.shape
-    # every output column of one input row shares that input's mean |x|: ratio to |w| constant
-    ratio = imp["transformer.h.0.attn.c_attn.weight"] / w.detach().abs()
-    torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))
+    assert_close(imp, naive_gpt2_signal(model, batch), tol=1e-5)
 
 
 def test_default_loss_and_causal_lm_loss_match_the_model():
