@@ -106,10 +106,13 @@ class ParameterSet:
         removed = sorted(set(self.params) - set(current))
         replaced = sorted(n for n in set(current) & set(self.params)
                           if not self._same(current[n], self.params[n]))
+        peft = any("lora_" in n or "base_model.model." in n for n in added)
         raise ValueError(
             f"{self.owner}: the model's trainable parameters changed after it was created "
-            f"(added {added}, removed {removed}, replaced {replaced}). Create a new {self.owner} "
-            "for the new model, or load its saved state into one."
+            f"(added {_few(added)}, removed {_few(removed)}, replaced {_few(replaced)}). "
+            + (f"The model looks wrapped by peft (get_peft_model) after the {self.owner} was "
+               f"built: build the {self.owner} on the wrapped model. " if peft else "")
+            + f"Create a new {self.owner} for the new model, or load its saved state into one."
         )
 
     def _same(self, current: Tensor | None, param: Tensor) -> bool:
@@ -328,3 +331,9 @@ class Consolidator(abc.ABC):
         self.load_consolidation_state({"config": meta["config"],
                                        "parameters": meta["parameters"],
                                        "tensors": tensors}, os.fspath(path))
+
+
+def _few(names: list[str], shown: int = 5) -> str:
+    """`names` for an error message: the first `shown` and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{names[:shown]}{more}"
