@@ -327,6 +327,17 @@ def model_error(err: RuntimeError, x: Any, start: int) -> RuntimeError:
                         f"({describe_batch(x)}): {err}")
 
 
+def input_vocabulary(model: nn.Module) -> int | None:
+    """Rows of a Hugging Face model's input embedding (``get_input_embeddings``), or None."""
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        embedding = get() if callable(get) else None
+    except (NotImplementedError, AttributeError):
+        embedding = None
+    rows = getattr(embedding, "num_embeddings", None)
+    return rows if isinstance(rows, int) else None
+
+
 def check_token_ids(model: nn.Module, x: Any) -> None:
     """Refuse a dict batch whose ``input_ids`` fall outside the model's vocabulary.
 
@@ -336,12 +347,7 @@ def check_token_ids(model: nn.Module, x: Any) -> None:
     """
     if not isinstance(x, Mapping) or not isinstance(x.get("input_ids"), Tensor):
         return
-    get = getattr(model, "get_input_embeddings", None)
-    try:
-        embedding = get() if callable(get) else None
-    except (NotImplementedError, AttributeError):
-        embedding = None
-    vocab = getattr(embedding, "num_embeddings", None)
+    vocab = input_vocabulary(model)
     ids = x["input_ids"]
     if vocab is None or ids.numel() == 0:
         return

@@ -66,7 +66,7 @@ except ImportError as err:   # pragma: no cover - the hf extra is installed in C
         from err
 
 from ..consolidation.base import Consolidator
-from ..importance.base import trainable_parameters
+from ..importance.base import input_vocabulary, trainable_parameters
 
 __all__ = ["STATE_FILE", "ConsolidationCallback", "self_generated"]
 
@@ -192,17 +192,12 @@ class ConsolidationCallback(TrainerCallback):
 
 def _check_vocabulary(model: nn.Module, tokenizer: Any) -> None:
     """Refuse a tokenizer that can produce ids the model's input embedding has no row for."""
-    get = getattr(model, "get_input_embeddings", None)
-    try:
-        embedding = get() if callable(get) else None
-    except (NotImplementedError, AttributeError):
-        embedding = None
-    rows = getattr(embedding, "num_embeddings", None)
+    rows = input_vocabulary(model)
     try:
         size = len(tokenizer)                   # with the added (special) tokens
     except TypeError:
         size = getattr(tokenizer, "vocab_size", None)
-    if isinstance(rows, int) and isinstance(size, int) and size > rows:
+    if rows is not None and isinstance(size, int) and size > rows:
         raise ValueError(
             f"The tokenizer has {size} tokens but the model's input embedding has {rows} rows: "
             f"token ids {rows}..{size - 1} have no embedding. Is it another model's tokenizer? "
