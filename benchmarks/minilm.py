@@ -607,12 +607,19 @@ def evaluate(model: SentenceClassifier, tokenizer: Any, data: Data,
     return out
 
 
+# estimators whose numbers changed after importances were cached: part of the cache key (the
+# records made with the old numbers were removed and run again)
+REVISION: dict[str, tuple[str, ...]] = {
+    "signal": ("2026-12-01: position ids shared by a batch counted once per sequence",)}
+
+
 def importance_for(kind: str, encoder: nn.Module, tokenizer: Any, data: Data, quick: bool,
                    out: Path) -> Importance:
     """The normalised importance `kind` of the pretrained encoder (cached on disk)."""
     n = 8 if quick else IMPORTANCE_QUERIES
     key = hashlib.sha256(repr((kind, n, TAU, GLOSS_LENGTH, BATCH, CANDIDATES,
-                               data.old["importance"][:n])).encode()).hexdigest()[:12]
+                               data.old["importance"][:n],
+                               *REVISION.get(kind, ()))).encode()).hexdigest()[:12]
     folder = out / ".importance" if quick else CACHE / "minilm-importance"
     cache = folder / f"{kind}-{key}.safetensors"
     candidates = embed(encoder, tokenizer, [w for w, _ in data.old["importance"]], WORD_LENGTH)
