@@ -107,20 +107,26 @@ def test_the_pull_is_added_once_per_optimizer_step_under_accumulation(tmp_path):
         torch.testing.assert_close(a[n], b[n], rtol=1e-4, atol=1e-6)
 
 
-def test_resume_restores_the_consolidation_state_from_the_checkpoint(tmp_path):
-    model = tiny_llama()
-    ewc = consolidated_ewc(model)
+def resumed_matches_full(build, model, ewc, lam, tmp_path):
+    """Train `model` (consolidated by `ewc`) with checkpoints, then resume a fresh `build()`
+    with a never consolidated EWC(λ) from step 2; the resumed weights equal the full run's.
+    Returns (full weights, the fresh EWC, the Trainer arguments)."""
     args = arguments(tmp_path, save_strategy="steps", save_steps=2)
     full = train(model, args, [ConsolidationCallback(ewc)])
     assert (tmp_path / "checkpoint-2" / STATE_FILE).is_file()
-
-    # a new process: a fresh model and an EWC that was never consolidated
-    again = tiny_llama()
-    fresh = EWC(again, 10.0)
+    again = build()                     # a new process: a fresh model
+    fresh = EWC(again, lam)
     resumed = train(again, args, [ConsolidationCallback(fresh)],
                     resume=str(tmp_path / "checkpoint-2"))
     for n in full:
         torch.testing.assert_close(resumed[n], full[n], rtol=1e-5, atol=1e-7)
+    return full, fresh, args
+
+
+def test_resume_restores_the_consolidation_state_from_the_checkpoint(tmp_path):
+    model = tiny_llama()
+    ewc = consolidated_ewc(model)
+    _, fresh, _ = resumed_matches_full(tiny_llama, model, ewc, 10.0, tmp_path)
     for n in ewc.anchor:
         torch.testing.assert_close(fresh.anchor[n], ewc.anchor[n])
 
@@ -399,16 +405,7 @@ def test_lora_resume_restores_the_consolidation_state_from_the_checkpoint(tmp_pa
     start = params(model)
     ewc = EWC(model, 200.0)                     # lr·λ·max Ω ≈ 1.0 < 2: stable
     ewc.consolidate(fisher(model, {"input_ids": Tokens(8, seed=1).ids}))
-    args = arguments(tmp_path, save_strategy="steps", save_steps=2)
-    full = train(model, args, [ConsolidationCallback(ewc)])
-    assert (tmp_path / "checkpoint-2" / STATE_FILE).is_file()
-
-    again = lora_llama()
-    fresh = EWC(again, 200.0)
-    resumed = train(again, args, [ConsolidationCallback(fresh)],
-                    resume=str(tmp_path / "checkpoint-2"))
-    for n in full:
-        torch.testing.assert_close(resumed[n], full[n], rtol=1e-5, atol=1e-7)
+    full, fresh, args = resumed_matches_full(lora_llama, model, ewc, 200.0, tmp_path)
     for n in ewc.anchor:
         torch.testing.assert_close(fresh.anchor[n], ewc.anchor[n])
         torch.testing.assert_close(fresh.omega[n], ewc.omega[n])
